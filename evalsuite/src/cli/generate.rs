@@ -1,0 +1,77 @@
+//! `tunelab generate`: one chat-templated prompt in, the completion streamed to stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tunelab::prelude::*;
+
+/// Options of `tunelab generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// GGUF file or HF model directory (looked up under $TUNELAB_MODELS and ./models too).
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-k filtering when sampling.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Top-p (nucleus) filtering when sampling.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A string that ends generation (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Use a named chat template instead of the model's own (default, chatml, qwen, llama3).
+    #[arg(long)]
+    template: Option<String>,
+}
+
+/// Runs `tunelab generate`.
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let mut model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    if let Some(name) = &args.template {
+        model.set_template(name)?;
+    }
+    let prompt = model.template.render_prompt(args.system.as_deref(), &args.prompt)?;
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_strings: args.stop,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let out = Generator::new(&model.transformer, &model.tokenizer).generate(&prompt, &cfg, |piece| {
+        // A closed pipe (`| head`) is not worth a panic; generation simply finishes.
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    let _ = writeln!(stdout);
+    eprintln!(
+        "[{} prompt tokens in {:.2}s; {} tokens in {:.2}s, {:.1} tok/s; finish: {:?}]",
+        out.prompt_tokens,
+        out.prompt_seconds,
+        out.token_ids.len(),
+        out.generate_seconds,
+        out.tokens_per_second(),
+        out.finish_reason
+    );
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The library's error type: every variant names what went wrong and where (file, tensor,
+//! field, line), so a user can fix their input without reading the code.
+
+use std::path::PathBuf;
+
+/// Errors raised by tunelab's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model file or directory could not be found.
+    #[error("model not found: {path} ({hint})")]
+    ModelNotFound {
+        /// The path that was looked up.
+        path: PathBuf,
+        /// What the user can do about it.
+        hint: String,
+    },
+    /// Reading a file failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A model file is malformed: truncated, missing tensors, wrong shapes, bad metadata.
+    #[error("{path}: {message}")]
+    BadModel {
+        /// The model file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The model's architecture is not one tunelab can run.
+    #[error("{path}: unsupported architecture {arch:?} (tunelab runs llama and qwen2)")]
+    UnsupportedArchitecture {
+        /// The model file or directory.
+        path: PathBuf,
+        /// The architecture it declares.
+        arch: String,
+    },
+    /// A tokenizer could not be built or failed to encode/decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template failed to compile or render.
+    #[error("chat template{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Template {
+        /// Line in the template source, when known.
+        line: Option<usize>,
+        /// What went wrong.
+        message: String,
+    },
+    /// Invalid settings passed by the caller (generation options, shapes of inputs).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result alias for tunelab's library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A [`Error::BadModel`] for `path`.
+    pub fn bad_model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::BadModel { path: path.into(), message: message.into() }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,34 @@
+//! tunelab's training library: everything a notebook or the CLI needs to load a model,
+//! talk to it, and (in later modules) fine-tune it with LoRA.
+//!
+//! - [`Model`] loads a GGUF file or an HF directory into a trainable f32 [`Transformer`]
+//!   with its [`Tokenizer`] and [`ChatTemplate`].
+//! - [`Generator`] decodes greedily or by sampling, streaming text, one prompt or a batch.
+//!
+//! ```no_run
+//! use tunelab::prelude::*;
+//! let model = Model::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let prompt = model.template.render_prompt(None, "Explain photosynthesis in two sentences.")?;
+//! let out = Generator::new(&model.transformer, &model.tokenizer)
+//!     .generate(&prompt, &GenerationConfig::greedy(64), |piece| print!("{piece}"))?;
+//! println!("\n{:.1} tok/s", out.tokens_per_second());
+//! # Ok::<(), tunelab::Error>(())
+//! ```
+
+pub mod chat;
+mod error;
+pub mod generate;
+pub mod model;
+
+pub use chat::{ChatTemplate, Message, Role};
+pub use error::{Error, Result};
+pub use generate::{FinishReason, Generation, GenerationConfig, Generator};
+pub use model::{Model, ModelConfig, Tokenizer, Transformer};
+
+/// Everything a notebook usually needs, in one import.
+pub mod prelude {
+    pub use crate::chat::{ChatTemplate, Message, Role};
+    pub use crate::generate::{Generation, GenerationConfig, Generator};
+    pub use crate::model::{Model, ModelConfig, Tokenizer};
+    pub use crate::{Error, Result};
+}

@@ -1,0 +1,238 @@
+//! Reading a GGUF file: hyper-parameters from its metadata, every tensor dequantized to
+//! f32 under its HF name, with llama's q/k rows un-permuted back to HF's rotate-half layout.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+
+use super::config::{Architecture, ModelConfig};
+use super::weights::Weights;
+use crate::error::{Error, Result};
+
+/// A parsed GGUF file: metadata plus the open reader for its tensor data.
+pub struct GgufFile {
+    path: std::path::PathBuf,
+    content: Content,
+    reader: BufReader<File>,
+}
+
+impl GgufFile {
+    /// Opens `path`, parses the header and checks that every tensor lies inside the file
+    /// (a truncated download is reported here, not as a read error later).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader)
+            .map_err(|e| Error::bad_model(path, format!("not a readable GGUF file: {e}")))?;
+        for (name, info) in &content.tensor_infos {
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+            let end = content.tensor_data_offset + info.offset + bytes;
+            if end > file_len {
+                return Err(Error::bad_model(
+                    path,
+                    format!("file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes"),
+                ));
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), content, reader })
+    }
+
+    /// All metadata key/value pairs.
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    /// A metadata string, or an error naming the missing key.
+    pub fn meta_str(&self, key: &str) -> Result<&str> {
+        self.meta(key)?
+            .to_string()
+            .map(String::as_str)
+            .map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a string")))
+    }
+
+    fn meta(&self, key: &str) -> Result<&Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| Error::bad_model(&self.path, format!("missing metadata key {key}")))
+    }
+
+    fn meta_usize(&self, key: &str) -> Result<usize> {
+        let v = self.meta(key)?;
+        value_as_u64(v)
+            .map(|n| n as usize)
+            .ok_or_else(|| Error::bad_model(&self.path, format!("metadata {key} is not an integer")))
+    }
+
+    fn meta_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.content.metadata.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .to_f64()
+                .or_else(|_| v.to_f32().map(f64::from))
+                .map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a float"))),
+        }
+    }
+
+    /// The model's architecture, from `general.architecture`.
+    pub fn architecture(&self) -> Result<Architecture> {
+        let arch = self.meta_str("general.architecture")?;
+        Architecture::parse(arch).ok_or_else(|| Error::UnsupportedArchitecture {
+            path: self.path.clone(),
+            arch: arch.to_string(),
+        })
+    }
+
+    /// Hyper-parameters from the `{arch}.*` metadata keys.
+    pub fn config(&self) -> Result<ModelConfig> {
+        let architecture = self.architecture()?;
+        let a = self.meta_str("general.architecture")?.to_string();
+        let key = |k: &str| format!("{a}.{k}");
+        let num_attention_heads = self.meta_usize(&key("attention.head_count"))?;
+        let vocab_size = match self.meta_usize(&key("vocab_size")) {
+            Ok(v) => v,
+            Err(_) => self.token_count()?,
+        };
+        let cfg = ModelConfig {
+            architecture,
+            hidden_size: self.meta_usize(&key("embedding_length"))?,
+            intermediate_size: self.meta_usize(&key("feed_forward_length"))?,
+            num_hidden_layers: self.meta_usize(&key("block_count"))?,
+            num_attention_heads,
+            num_key_value_heads: self.meta_usize(&key("attention.head_count_kv")).unwrap_or(num_attention_heads),
+            vocab_size,
+            rope_theta: self.meta_f64_or(&key("rope.freq_base"), 10_000.0)?,
+            rms_norm_eps: self.meta_f64_or(&key("attention.layer_norm_rms_epsilon"), 1e-5)?,
+            max_position_embeddings: self.meta_usize(&key("context_length")).unwrap_or(2048),
+            tie_word_embeddings: !self.content.tensor_infos.contains_key("output.weight"),
+        };
+        cfg.validate().map_err(|m| Error::bad_model(&self.path, m))?;
+        Ok(cfg)
+    }
+
+    fn token_count(&self) -> Result<usize> {
+        Ok(self
+            .meta("tokenizer.ggml.tokens")?
+            .to_vec()
+            .map_err(|_| Error::bad_model(&self.path, "metadata tokenizer.ggml.tokens is not an array"))?
+            .len())
+    }
+
+    /// Reads and dequantizes every tensor to f32, renamed to HF names; llama q/k weights
+    /// are un-permuted (llama.cpp's converter interleaves them for its rope kernel).
+    pub fn weights(&mut self, cfg: &ModelConfig, device: &Device) -> Result<Weights> {
+        let names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
+        let mut tensors = HashMap::with_capacity(names.len());
+        for name in names {
+            let Some(hf_name) = hf_tensor_name(&name) else {
+                // rope_freqs and similar derived tensors are recomputed, not loaded.
+                continue;
+            };
+            let q = self
+                .content
+                .tensor(&mut self.reader, &name, device)
+                .map_err(|e| Error::bad_model(&self.path, format!("cannot read tensor {name}: {e}")))?;
+            let mut t = q
+                .dequantize(device)
+                .map_err(|e| Error::bad_model(&self.path, format!("cannot dequantize tensor {name}: {e}")))?;
+            if cfg.architecture == Architecture::Llama {
+                if name.ends_with("attn_q.weight") {
+                    t = unpermute_rope_rows(&t, cfg.num_attention_heads)?;
+                } else if name.ends_with("attn_k.weight") {
+                    t = unpermute_rope_rows(&t, cfg.num_key_value_heads)?;
+                }
+            }
+            tensors.insert(hf_name, t);
+        }
+        Ok(Weights::new(&self.path, tensors))
+    }
+}
+
+/// Integer metadata of any width as u64.
+pub(crate) fn value_as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(x) => Some(*x as u64),
+        Value::U16(x) => Some(*x as u64),
+        Value::U32(x) => Some(*x as u64),
+        Value::U64(x) => Some(*x),
+        Value::I8(x) => u64::try_from(*x).ok(),
+        Value::I16(x) => u64::try_from(*x).ok(),
+        Value::I32(x) => u64::try_from(*x).ok(),
+        Value::I64(x) => u64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
+/// Maps a GGUF tensor name (`blk.3.attn_q.weight`) to its HF name
+/// (`model.layers.3.self_attn.q_proj.weight`); `None` for tensors tunelab recomputes.
+pub fn hf_tensor_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Inverts llama.cpp's `permute(w, n_head)`, which reorders each head's rows from
+/// rotate-half order `[h, 2, d/2]` to interleaved order `[h, d/2, 2]`.
+pub fn unpermute_rope_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    w.reshape((n_head, out / n_head / 2, 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names_map_to_hf() {
+        assert_eq!(hf_tensor_name("blk.12.attn_q.weight").as_deref(), Some("model.layers.12.self_attn.q_proj.weight"));
+        assert_eq!(hf_tensor_name("blk.0.ffn_down.weight").as_deref(), Some("model.layers.0.mlp.down_proj.weight"));
+        assert_eq!(hf_tensor_name("blk.1.attn_k.bias").as_deref(), Some("model.layers.1.self_attn.k_proj.bias"));
+        assert_eq!(hf_tensor_name("token_embd.weight").as_deref(), Some("model.embed_tokens.weight"));
+        assert_eq!(hf_tensor_name("rope_freqs.weight"), None);
+    }
+
+    /// llama.cpp's permute, written from its converter's numpy: reshape (h, 2, d/2, in),
+    /// swap axes 1 and 2, reshape back. Un-permuting must undo it exactly.
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() -> candle_core::Result<()> {
+        let (h, d, inp) = (3, 8, 5);
+        let w = Tensor::arange(0f32, (h * d * inp) as f32, &Device::Cpu)?.reshape((h * d, inp))?;
+        let permuted = w.reshape((h, 2, d / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((h * d, inp))?;
+        let back = unpermute_rope_rows(&permuted, h)?;
+        assert_eq!(back.to_vec2::<f32>()?, w.to_vec2::<f32>()?);
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Loading an HF model directory: `config.json`, one or many `*.safetensors`,
+//! `tokenizer.json` and `tokenizer_config.json` (chat template, special tokens).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde_json::Value as Json;
+
+use super::config::{Architecture, HfConfig, ModelConfig};
+use super::tokenizer::{read_json_opt, Tokenizer};
+use super::transformer::Transformer;
+use super::weights::Weights;
+use super::Model;
+use crate::error::{Error, Result};
+
+/// Loads the model in `dir`.
+pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Model> {
+    let cfg = read_config(dir)?;
+    let weights = read_safetensors(dir, device)?;
+    let transformer = Transformer::load(&cfg, &weights)?;
+    let tokenizer = Tokenizer::from_hf_dir(dir)?;
+    let template_source = chat_template_source(dir)?;
+    let template = super::template_for(template_source.as_deref(), &tokenizer, dir)?;
+    Ok(Model { path: dir.to_path_buf(), transformer, tokenizer, template })
+}
+
+fn read_config(dir: &Path) -> Result<ModelConfig> {
+    let path = dir.join("config.json");
+    let json = read_json_opt(&path)?.ok_or_else(|| Error::bad_model(dir, "missing config.json"))?;
+    let hf: HfConfig = serde_json::from_value(json).map_err(|e| Error::bad_model(&path, e.to_string()))?;
+    let arch_name = hf
+        .architectures
+        .first()
+        .cloned()
+        .or(hf.model_type.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    let architecture = Architecture::parse(&arch_name)
+        .ok_or_else(|| Error::UnsupportedArchitecture { path: path.clone(), arch: arch_name })?;
+    let cfg = ModelConfig {
+        architecture,
+        hidden_size: hf.hidden_size,
+        intermediate_size: hf.intermediate_size,
+        num_hidden_layers: hf.num_hidden_layers,
+        num_attention_heads: hf.num_attention_heads,
+        num_key_value_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+        vocab_size: hf.vocab_size,
+        rope_theta: hf.rope_theta,
+        rms_norm_eps: hf.rms_norm_eps,
+        max_position_embeddings: hf.max_position_embeddings,
+        tie_word_embeddings: hf.tie_word_embeddings,
+    };
+    cfg.validate().map_err(|m| Error::bad_model(&path, m))?;
+    Ok(cfg)
+}
+
+/// Reads every `*.safetensors` file in `dir` (sharded checkpoints included), converting
+/// to f32. A truncated or corrupt shard is reported by file name.
+fn read_safetensors(dir: &Path, device: &Device) -> Result<Weights> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::bad_model(dir, "no *.safetensors files"));
+    }
+    let mut tensors = HashMap::new();
+    for file in files {
+        let loaded = candle_core::safetensors::load(&file, device)
+            .map_err(|e| Error::bad_model(&file, format!("cannot read safetensors (truncated or corrupt?): {e}")))?;
+        for (name, t) in loaded {
+            tensors.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok(Weights::new(dir, tensors))
+}
+
+/// The chat template from `chat_template.jinja` or `tokenizer_config.json`.
+fn chat_template_source(dir: &Path) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
+    }
+    let Some(cfg) = read_json_opt(&dir.join("tokenizer_config.json"))? else {
+        return Ok(None);
+    };
+    Ok(match cfg.get("chat_template") {
+        Some(Json::String(s)) => Some(s.clone()),
+        // A list of named templates: take the one called "default".
+        Some(Json::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+        _ => None,
+    })
+}

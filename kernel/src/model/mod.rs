@@ -1,0 +1,82 @@
+//! Models: loading a GGUF file or an HF directory into a trainable f32 transformer with its
+//! tokenizer and chat template.
+
+mod config;
+pub mod gguf;
+mod hf;
+mod locate;
+pub mod ops;
+mod tokenizer;
+mod transformer;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+pub use config::{Architecture, ModelConfig};
+pub use locate::{resolve_model_path, DEFAULT_MODEL_FILE};
+pub use tokenizer::Tokenizer;
+pub use transformer::{KvCache, Linear, Padding, Transformer};
+pub use weights::Weights;
+
+use crate::chat::ChatTemplate;
+use crate::error::{Error, Result};
+
+/// A loaded base model: weights, tokenizer and chat template.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Where the model was loaded from.
+    pub path: PathBuf,
+    /// The network.
+    pub transformer: Transformer,
+    /// Text ↔ ids.
+    pub tokenizer: Tokenizer,
+    /// The model's chat format.
+    pub template: ChatTemplate,
+}
+
+impl Model {
+    /// Loads a GGUF file or an HF model directory. `path` is looked up as given, then under
+    /// `$TUNELAB_MODELS`, then under `./models`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = resolve_model_path(path.as_ref())?;
+        let device = Device::Cpu;
+        if path.is_dir() {
+            hf::load_dir(&path, &device)
+        } else {
+            Self::load_gguf(&path, &device)
+        }
+    }
+
+    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let mut file = gguf::GgufFile::open(path)?;
+        let cfg = file.config()?;
+        let tokenizer = Tokenizer::from_gguf(&file, path)?;
+        let template_source = file.meta_str("tokenizer.chat_template").ok().map(str::to_string);
+        let weights = file.weights(&cfg, device)?;
+        let transformer = Transformer::load(&cfg, &weights)?;
+        let template = template_for(template_source.as_deref(), &tokenizer, path)?;
+        Ok(Self { path: path.to_path_buf(), transformer, tokenizer, template })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.transformer.config()
+    }
+
+    /// Replaces the chat template by a named one (`default`, `chatml`, `qwen`, `llama3`).
+    pub fn set_template(&mut self, name: &str) -> Result<()> {
+        self.template = ChatTemplate::named(name, &self.tokenizer.bos_token(), &self.tokenizer.eos_token())?;
+        Ok(())
+    }
+}
+
+/// The model's own template when it has one, else LLaMA-Factory's `default`.
+fn template_for(source: Option<&str>, tokenizer: &Tokenizer, path: &Path) -> Result<ChatTemplate> {
+    let (bos, eos) = (tokenizer.bos_token(), tokenizer.eos_token());
+    match source {
+        Some(src) => ChatTemplate::new(src, &bos, &eos).map_err(|e| Error::bad_model(path, format!("its chat template: {e}"))),
+        None => ChatTemplate::named("default", &bos, &eos),
+    }
+}

@@ -1,0 +1,115 @@
+//! The transformer's building-block ops in two forms: fused kernels for inference, and
+//! compositions of differentiable primitives for training.
+//!
+//! candle's fused `rms_norm`, `softmax_last_dim` and `rope` have no backward pass: gradients
+//! silently stop at them. Training therefore uses the composed forms below, which are
+//! checked against finite differences in the tests; inference uses the fused kernels, which
+//! are checked against the composed forms.
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Which implementation of the ops to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpMode {
+    /// Fused kernels without a backward pass (fast; generation and scoring).
+    Inference,
+    /// Compositions of differentiable primitives (training).
+    Differentiable,
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
+    match mode {
+        OpMode::Inference => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        OpMode::Differentiable => {
+            let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv = (mean_sq + eps)?.sqrt()?.recip()?;
+            x.broadcast_mul(&inv)?.broadcast_mul(weight)
+        }
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
+    match mode {
+        OpMode::Inference => candle_nn::ops::softmax_last_dim(x),
+        OpMode::Differentiable => {
+            // Subtracting the row max keeps exp() finite; it does not change the result.
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+        }
+    }
+}
+
+/// Rotary position embedding in HF's rotate-half layout.
+///
+/// `x` is `[batch, heads, seq, head_dim]`; `cos`/`sin` are `[seq, head_dim/2]` or
+/// `[batch, seq, head_dim/2]` (per-row positions, used with left padding).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpMode) -> Result<Tensor> {
+    match mode {
+        OpMode::Inference => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        OpMode::Differentiable => {
+            let half = x.dim(D::Minus1)? / 2;
+            // Broadcast the tables over heads: [seq, d] -> [1, 1, seq, d], [b, seq, d] -> [b, 1, seq, d].
+            let (cos, sin) = match cos.rank() {
+                2 => (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?),
+                _ => (cos.unsqueeze(1)?, sin.unsqueeze(1)?),
+            };
+            let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+            let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+            let x1 = x.narrow(D::Minus1, 0, half)?;
+            let x2 = x.narrow(D::Minus1, half, half)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        }
+    }
+}
+
+/// Precomputed rotary tables: `cos`/`sin` of shape `[max_positions, head_dim/2]`.
+#[derive(Debug, Clone)]
+pub struct RotaryTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryTables {
+    /// Tables for positions `0..max_positions` with base frequency `theta`.
+    pub fn new(head_dim: usize, max_positions: usize, theta: f64, device: &candle_core::Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let freqs = positions.broadcast_mul(&inv_freq)?;
+        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+    }
+
+    /// Number of positions the tables cover.
+    pub fn len(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// Whether the tables are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(cos, sin)` for the contiguous positions `start..start + len`, shape `[len, head_dim/2]`.
+    pub fn range(&self, start: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, start, len)?, self.sin.narrow(0, start, len)?))
+    }
+
+    /// `(cos, sin)` for per-row positions `[batch, seq]` (u32), shape `[batch, seq, head_dim/2]`.
+    pub fn gather(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let half = self.cos.dim(1)?;
+        Ok((
+            self.cos.index_select(&flat, 0)?.reshape((b, t, half))?,
+            self.sin.index_select(&flat, 0)?.reshape((b, t, half))?,
+        ))
+    }
+}

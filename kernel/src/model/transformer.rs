@@ -1,0 +1,364 @@
+//! The llama-family decoder (Llama, SmolLM, Qwen2) built from ops that backpropagate.
+//!
+//! Shapes: token ids `[batch, seq]` → hidden `[batch, seq, hidden]` → logits
+//! `[batch, seq, vocab]`. Each layer is pre-norm: `h = x + attn(rms(x))`,
+//! `out = h + mlp(rms(h))`, with grouped-query causal attention, HF rotate-half rotary
+//! embeddings and a SwiGLU MLP `down(silu(gate(x)) * up(x))`. Weights are plain tensors
+//! under their HF names; [`Linear`] is the seam where LoRA attaches.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::config::ModelConfig;
+use super::ops::{self, OpMode, RotaryTables};
+use super::weights::Weights;
+use crate::error::Result;
+
+/// A frozen linear projection `y = x Wᵀ + b` with `W` of shape `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A projection from its weight `[out, in]` and optional bias `[out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
+    fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    /// The weight matrix `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Applies the projection to `x` of shape `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+}
+
+impl KvCache {
+    /// An empty cache for `cfg`, pre-sized for `capacity` positions (it grows if needed).
+    pub fn new(cfg: &ModelConfig, capacity: usize) -> Self {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| candle_nn::kv_cache::KvCache::new(2, capacity.max(1)))
+            .collect();
+        Self { layers }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.current_seq_len())
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How rows of a batch are laid out: with left padding, row `b` starts at `pad[b]`.
+#[derive(Debug, Clone, Default)]
+pub struct Padding {
+    /// Number of padding tokens at the left of each row.
+    pub left: Vec<usize>,
+}
+
+impl Padding {
+    fn is_trivial(&self) -> bool {
+        self.left.iter().all(|&p| p == 0)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: Tensor,
+    self_attn: Attention,
+    post_attention_layernorm: Tensor,
+    mlp: Mlp,
+}
+
+/// What a forward pass needs besides the hidden states: positions, mask, mode.
+struct Step {
+    cos: Tensor,
+    sin: Tensor,
+    /// Additive mask broadcastable to `[batch, 1, 1, seq, keys]` (0 or -inf), if needed.
+    mask: Option<Tensor>,
+    mode: OpMode,
+    eps: f64,
+}
+
+impl Attention {
+    fn load(w: &Weights, prefix: &str, cfg: &ModelConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let bias = cfg.architecture.has_qkv_bias();
+        Ok(Self {
+            q_proj: Linear::load(w, &format!("{prefix}.q_proj"), h, cfg.num_attention_heads * hd, bias)?,
+            k_proj: Linear::load(w, &format!("{prefix}.k_proj"), h, cfg.num_key_value_heads * hd, bias)?,
+            v_proj: Linear::load(w, &format!("{prefix}.v_proj"), h, cfg.num_key_value_heads * hd, bias)?,
+            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), cfg.num_attention_heads * hd, h, false)?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
+        let q = split(self.q_proj.forward(x)?, nh)?;
+        let k = split(self.k_proj.forward(x)?, nkv)?;
+        let v = split(self.v_proj.forward(x)?, nkv)?;
+        let q = ops::rope(&q, &step.cos, &step.sin, step.mode)?;
+        let k = ops::rope(&k, &step.cos, &step.sin, step.mode)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(&k, &v)?,
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // Grouped-query attention without copying keys: the n_rep query heads that share a
+        // key/value head are stacked along the sequence axis, [b, kv, n_rep * t, hd].
+        let n_rep = nh / nkv;
+        let q = q.reshape((b, nkv, n_rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = match &step.mask {
+            Some(m) => scores.reshape((b, nkv, n_rep, t, s))?.broadcast_add(m)?.reshape((b, nkv, n_rep * t, s))?,
+            None => scores,
+        };
+        let probs = ops::softmax(&scores, step.mode)?;
+        let out = probs.matmul(&v.contiguous()?)?; // [b, kv, n_rep * t, hd]
+        let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+impl Mlp {
+    fn load(w: &Weights, prefix: &str, cfg: &ModelConfig) -> Result<Self> {
+        let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), h, f, false)?,
+            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), h, f, false)?,
+            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), f, h, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+impl DecoderLayer {
+    fn load(w: &Weights, i: usize, cfg: &ModelConfig) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let h = cfg.hidden_size;
+        Ok(Self {
+            input_layernorm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg)?,
+            post_attention_layernorm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), cfg)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
+        let normed = ops::rms_norm(x, &self.input_layernorm, step.eps, step.mode)?;
+        let h = (x + self.self_attn.forward(&normed, step, cache)?)?;
+        let normed = ops::rms_norm(&h, &self.post_attention_layernorm, step.eps, step.mode)?;
+        h + self.mlp.forward(&normed)?
+    }
+}
+
+/// A llama-family causal language model with f32 weights.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    cfg: ModelConfig,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Linear,
+    rotary: RotaryTables,
+    device: Device,
+}
+
+impl Transformer {
+    /// Builds the model from HF-named weights, checking every tensor's presence and shape.
+    pub fn load(cfg: &ModelConfig, w: &Weights) -> Result<Self> {
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_tokens = w.get("model.embed_tokens.weight", &[v, h])?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(w, i, cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = w.get("model.norm.weight", &[h])?;
+        let lm_head = match w.get_opt("lm_head.weight", &[v, h])? {
+            Some(head) if !cfg.tie_word_embeddings => Linear::new(head, None),
+            _ if cfg.tie_word_embeddings => Linear::new(embed_tokens.clone(), None),
+            _ => Linear::new(w.get("lm_head.weight", &[v, h])?, None),
+        };
+        let device = embed_tokens.device().clone();
+        let rotary = RotaryTables::new(cfg.head_dim(), cfg.max_position_embeddings, cfg.rope_theta, &device)?;
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, rotary, device })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh KV cache sized for `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.cfg, capacity)
+    }
+
+    /// Logits for every position of `ids` `[batch, seq]`, built from differentiable ops
+    /// (training, perplexity). No cache, no padding mask beyond causality: right padding
+    /// does not affect earlier positions, so pad labels are simply ignored by the loss.
+    pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Differentiable)?;
+        Ok(self.lm_head.forward(&hidden)?)
+    }
+
+    /// Logits for every position, using the fast inference kernels (no gradients).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Inference)?;
+        Ok(self.lm_head.forward(&hidden)?)
+    }
+
+    /// Incremental decoding: feeds `ids` `[batch, seq]` after what `cache` holds and returns
+    /// the logits of the last position of each row, `[batch, vocab]`. `padding` gives each
+    /// row's left padding (constant over the whole generation).
+    pub fn forward_step(&self, ids: &Tensor, cache: &mut KvCache, padding: &Padding) -> Result<Tensor> {
+        let hidden = self.hidden(ids, Some(cache), padding, OpMode::Inference)?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(self.lm_head.forward(&last)?)
+    }
+
+    fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>, padding: &Padding, mode: OpMode) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        if offset + t > self.rotary.len() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "sequence of {} tokens exceeds the model's context of {}",
+                offset + t,
+                self.rotary.len()
+            )));
+        }
+        if !padding.left.is_empty() && padding.left.len() != b {
+            return Err(crate::Error::InvalidArgument(format!(
+                "padding has {} rows but the batch has {b}",
+                padding.left.len()
+            )));
+        }
+        let step = self.step(b, t, offset, padding, mode)?;
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        match cache {
+            Some(cache) => {
+                for (layer, c) in self.layers.iter().zip(cache.layers.iter_mut()) {
+                    x = layer.forward(&x, &step, Some(c))?;
+                }
+            }
+            None => {
+                for layer in &self.layers {
+                    x = layer.forward(&x, &step, None)?;
+                }
+            }
+        }
+        Ok(ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?)
+    }
+
+    /// Rotary tables and attention mask for `t` new positions after `offset` cached ones.
+    fn step(&self, b: usize, t: usize, offset: usize, padding: &Padding, mode: OpMode) -> Result<Step> {
+        let s = offset + t;
+        let (cos, sin, mask) = if padding.is_trivial() {
+            let (cos, sin) = self.rotary.range(offset, t)?;
+            let mask = if t > 1 { Some(causal_mask(t, s, offset, &[0], &self.device)?) } else { None };
+            (cos, sin, mask)
+        } else {
+            // Row b's real tokens start at pad[b]; its positions count from there.
+            let positions: Vec<u32> = padding
+                .left
+                .iter()
+                .flat_map(|&p| (offset..s).map(move |i| i.saturating_sub(p) as u32))
+                .collect();
+            let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
+            let (cos, sin) = self.rotary.gather(&positions)?;
+            (cos, sin, Some(causal_mask(t, s, offset, &padding.left, &self.device)?))
+        };
+        Ok(Step { cos, sin, mask, mode, eps: self.cfg.rms_norm_eps })
+    }
+
+    /// Feeds a whole batch at once and returns log-probabilities of each next token,
+    /// `[batch, seq - 1]`: entry `(b, i)` is `log p(ids[b, i+1] | ids[b, ..=i])`.
+    pub fn token_logprobs(&self, ids: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        let t = ids.dim(1)?;
+        let logits = logits.narrow(1, 0, t - 1)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
+        Ok(logp.gather(&targets, 2)?.squeeze(2)?)
+    }
+}
+
+/// Additive mask `[rows, 1, 1, t, s]` (rows = 1 or batch): query `i` (absolute position
+/// `offset + i`) may see key `j` iff `j <= offset + i` and `j >= pad[row]`.
+fn causal_mask(t: usize, s: usize, offset: usize, pad: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+    let rows = pad.len();
+    let mut data = Vec::with_capacity(rows * t * s);
+    for &p in pad {
+        for i in 0..t {
+            for j in 0..s {
+                // A padding query sees only itself, so its softmax row stays finite.
+                let visible = (j <= offset + i && j >= p) || j == offset + i;
+                data.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+    }
+    Tensor::from_vec(data, (rows, 1, 1, t, s), device)?.to_dtype(DType::F32)
+}
