@@ -228,6 +228,6 @@ mod tests {
     #[test]
     fn python_string_methods_work() {
         let t = ChatTemplate::new("{{ messages[0].content.strip() }}|{{ messages[0].content.startswith(' a') }}", "", "").unwrap();
-        assert_eq!(t.render(&[Message::user(" a b ")], false).unwrap(), "a b|true");
+        assert_eq!(t.render(&[Message::user(" a b ")], false).unwrap(), "a b|True");
     }
 }

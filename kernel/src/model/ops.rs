@@ -74,8 +74,8 @@ pub struct RotaryTables {
 }
 
 impl RotaryTables {
-    /// Tables for positions `0..max_positions` with base frequency `theta`.
-    pub fn new(head_dim: usize, max_positions: usize, theta: f64, device: &candle_core::Device) -> Result<Self> {
+    /// Tables for positions `0..max_positions` with base frequency `theta`, in `dtype`.
+    pub fn new(head_dim: usize, max_positions: usize, theta: f64, dtype: DType, device: &candle_core::Device) -> Result<Self> {
         let inv_freq: Vec<f32> = (0..head_dim / 2)
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
             .collect();
@@ -84,7 +84,7 @@ impl RotaryTables {
             .to_dtype(DType::F32)?
             .reshape((max_positions, 1))?;
         let freqs = positions.broadcast_mul(&inv_freq)?;
-        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+        Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
     }
 
     /// Number of positions the tables cover.

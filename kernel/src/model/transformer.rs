@@ -237,7 +237,7 @@ impl Transformer {
             _ => Linear::new(w.get("lm_head.weight", &[v, h])?, None),
         };
         let device = embed_tokens.device().clone();
-        let rotary = RotaryTables::new(cfg.head_dim(), cfg.max_position_embeddings, cfg.rope_theta, &device)?;
+        let rotary = RotaryTables::new(cfg.head_dim(), cfg.max_position_embeddings, cfg.rope_theta, embed_tokens.dtype(), &device)?;
         Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, rotary, device })
     }
 
@@ -318,7 +318,7 @@ impl Transformer {
         let s = offset + t;
         let (cos, sin, mask) = if padding.is_trivial() {
             let (cos, sin) = self.rotary.range(offset, t)?;
-            let mask = if t > 1 { Some(causal_mask(t, s, offset, &[0], &self.device)?) } else { None };
+            let mask = if t > 1 { Some(causal_mask(t, s, offset, &[0], self.embed_tokens.dtype(), &self.device)?) } else { None };
             (cos, sin, mask)
         } else {
             // Row b's real tokens start at pad[b]; its positions count from there.
@@ -329,7 +329,7 @@ impl Transformer {
                 .collect();
             let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
             let (cos, sin) = self.rotary.gather(&positions)?;
-            (cos, sin, Some(causal_mask(t, s, offset, &padding.left, &self.device)?))
+            (cos, sin, Some(causal_mask(t, s, offset, &padding.left, self.embed_tokens.dtype(), &self.device)?))
         };
         Ok(Step { cos, sin, mask, mode, eps: self.cfg.rms_norm_eps })
     }
@@ -348,7 +348,7 @@ impl Transformer {
 
 /// Additive mask `[rows, 1, 1, t, s]` (rows = 1 or batch): query `i` (absolute position
 /// `offset + i`) may see key `j` iff `j <= offset + i` and `j >= pad[row]`.
-fn causal_mask(t: usize, s: usize, offset: usize, pad: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+fn causal_mask(t: usize, s: usize, offset: usize, pad: &[usize], dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
     let rows = pad.len();
     let mut data = Vec::with_capacity(rows * t * s);
     for &p in pad {
@@ -360,5 +360,5 @@ fn causal_mask(t: usize, s: usize, offset: usize, pad: &[usize], device: &Device
             }
         }
     }
-    Tensor::from_vec(data, (rows, 1, 1, t, s), device)?.to_dtype(DType::F32)
+    Tensor::from_vec(data, (rows, 1, 1, t, s), device)?.to_dtype(dtype)
 }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+
+use super::config::ModelConfig;
 
 use crate::error::{Error, Result};
 
@@ -59,5 +61,82 @@ impl Weights {
         } else {
             Ok(None)
         }
+    }
+
+    /// All tensors by name.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// Random weights with every tensor `cfg` needs (for unit tests and examples): normal
+    /// values scaled by `1/sqrt(fan_in)`, norms near 1, deterministic in `seed`.
+    pub fn random(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let mut rng = SplitMix64(seed);
+        let (h, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h]),
+            ("model.norm.weight".into(), vec![h]),
+        ];
+        if !cfg.tie_word_embeddings {
+            shapes.push(("lm_head.weight".into(), vec![cfg.vocab_size, h]));
+        }
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            shapes.extend([
+                (format!("{p}.input_layernorm.weight"), vec![h]),
+                (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+                (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
+                (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+                (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+                (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
+                (format!("{p}.mlp.gate_proj.weight"), vec![f, h]),
+                (format!("{p}.mlp.up_proj.weight"), vec![f, h]),
+                (format!("{p}.mlp.down_proj.weight"), vec![h, f]),
+            ]);
+            if cfg.architecture.has_qkv_bias() {
+                shapes.extend([
+                    (format!("{p}.self_attn.q_proj.bias"), vec![q]),
+                    (format!("{p}.self_attn.k_proj.bias"), vec![kv]),
+                    (format!("{p}.self_attn.v_proj.bias"), vec![kv]),
+                ]);
+            }
+        }
+        let mut tensors = HashMap::new();
+        for (name, shape) in shapes {
+            let n: usize = shape.iter().product();
+            let is_norm = name.ends_with("layernorm.weight") || name == "model.norm.weight";
+            let scale = if shape.len() == 2 { 1.0 / (shape[1] as f64).sqrt() } else { 0.1 };
+            let data: Vec<f64> = (0..n)
+                .map(|_| if is_norm { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() })
+                .collect();
+            let t = Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?;
+            tensors.insert(name, t);
+        }
+        Ok(Self::new("<random>", tensors))
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64) so random test models need no RNG crate.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal by Box–Muller.
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }
