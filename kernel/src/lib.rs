@@ -28,7 +28,7 @@ pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 /// Everything a notebook usually needs, in one import.
 pub mod prelude {
     pub use crate::chat::{ChatTemplate, Message, Role};
-    pub use crate::generate::{Generation, GenerationConfig, Generator};
+    pub use crate::generate::{FinishReason, Generation, GenerationConfig, Generator};
     pub use crate::model::{Model, ModelConfig, Tokenizer};
     pub use crate::{Error, Result};
 }
