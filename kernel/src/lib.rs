@@ -17,18 +17,22 @@
 
 pub mod chat;
 mod error;
+pub mod fsutil;
 pub mod generate;
+pub mod lora;
 pub mod model;
 
 pub use chat::{ChatTemplate, Message, Role};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, Generation, GenerationConfig, Generator};
+pub use lora::{AdapterSet, LoraConfig};
 pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 
 /// Everything a notebook usually needs, in one import.
 pub mod prelude {
     pub use crate::chat::{ChatTemplate, Message, Role};
     pub use crate::generate::{FinishReason, Generation, GenerationConfig, Generator};
+    pub use crate::lora::{AdapterSet, LoraConfig};
     pub use crate::model::{Model, ModelConfig, Tokenizer};
     pub use crate::{Error, Result};
 }

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use tunelab::model::ops::{self, OpMode};
+use tunelab::lora::{AdapterSet, LoraConfig, LoraLayer};
 use tunelab::model::{Architecture, ModelConfig, Transformer, Weights};
 
 const EPS: f64 = 1e-5;
@@ -91,38 +92,62 @@ fn tiny_config(architecture: Architecture) -> ModelConfig {
 }
 
 /// Cross-entropy of next-token prediction through the whole network, differentiated with
-/// respect to one weight matrix at a time (attention, MLP, norm, embeddings).
+/// respect to what training updates (LoRA A and B on every kind of projection) and to the
+/// norm weights and Qwen2 biases, which must carry gradients too. Base projection weights
+/// are frozen: they must get none.
 #[test]
 fn whole_transformer_gradient() {
     for arch in [Architecture::Llama, Architecture::Qwen2] {
         let cfg = tiny_config(arch);
         let base = Weights::random(&cfg, 11, DType::F64, &Device::Cpu).unwrap();
+        let model = Transformer::load(&cfg, &base).unwrap();
         let ids = Tensor::new(&[[1u32, 4, 2, 9, 3, 7]], &Device::Cpu).unwrap();
         let targets = Tensor::new(&[4u32, 2, 9, 3, 7, 0], &Device::Cpu).unwrap();
-        let mut names = vec![
-            "model.layers.0.self_attn.q_proj.weight",
-            "model.layers.1.self_attn.k_proj.weight",
-            "model.layers.0.self_attn.v_proj.weight",
-            "model.layers.1.self_attn.o_proj.weight",
-            "model.layers.0.mlp.gate_proj.weight",
-            "model.layers.1.mlp.down_proj.weight",
-            "model.layers.0.input_layernorm.weight",
-            "model.norm.weight",
-        ];
-        if arch == Architecture::Qwen2 {
-            names.push("model.layers.0.self_attn.k_proj.bias");
+        let ce = |m: &Transformer| {
+            let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
+            candle_nn::loss::cross_entropy(&logits, &targets).unwrap()
+        };
+
+        // B starts at zero in PEFT; make it non-zero so dL/dA is not trivially zero.
+        let adapter = AdapterSet::new(&model, LoraConfig::default(), 5).unwrap();
+        for (i, layer) in adapter.layers().values().enumerate() {
+            layer.b.set(&(randn(layer.b.dims(), 100 + i as u64) * 0.3).unwrap()).unwrap();
         }
-        for name in names {
-            let w0 = base.tensors()[name].clone();
-            let f = |w: &Tensor| {
+        for module in ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.k_proj", "model.layers.0.self_attn.v_proj",
+                       "model.layers.1.self_attn.o_proj", "model.layers.0.mlp.gate_proj", "model.layers.1.mlp.up_proj", "model.layers.0.mlp.down_proj"] {
+            for which in ["A", "B"] {
+                let layer = &adapter.layers()[module];
+                let x0 = if which == "A" { layer.a.as_tensor().clone() } else { layer.b.as_tensor().clone() };
+                check(&format!("{arch:?} {module} lora_{which}"), &x0, |w| {
+                    let mut layers = adapter.layers().clone();
+                    let l = &layers[module];
+                    let (a, b) = if which == "A" { (w.clone(), l.b.as_tensor().clone()) } else { (l.a.as_tensor().clone(), w.clone()) };
+                    layers.insert(module.to_string(), LoraLayer::from_tensors(&a, &b, l.scale, 0.0).unwrap());
+                    ce(&AdapterSet::from_layers(adapter.config.clone(), layers).apply(&model))
+                });
+            }
+        }
+
+        let mut plain = vec!["model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"];
+        if arch == Architecture::Qwen2 {
+            plain.push("model.layers.0.self_attn.k_proj.bias");
+        }
+        for name in plain {
+            check(&format!("{arch:?} {name}"), &base.tensors()[name].clone(), |w| {
                 let mut tensors = base.tensors().clone();
                 tensors.insert(name.to_string(), w.clone());
-                let model = Transformer::load(&cfg, &Weights::new("<test>", tensors)).unwrap();
-                let logits = model.forward_train(&ids).unwrap().squeeze(0).unwrap();
-                candle_nn::loss::cross_entropy(&logits, &targets).unwrap()
-            };
-            check(&format!("{arch:?} {name}"), &w0, f);
+                ce(&adapter.apply(&Transformer::load(&cfg, &Weights::new("<test>", tensors)).unwrap()))
+            });
         }
+
+        // Frozen base weights receive no gradient at all.
+        let q = Var::from_tensor(&base.tensors()["model.layers.0.self_attn.q_proj.weight"]).unwrap();
+        let mut tensors = base.tensors().clone();
+        tensors.insert("model.layers.0.self_attn.q_proj.weight".into(), q.as_tensor().clone());
+        let m = adapter.apply(&Transformer::load(&cfg, &Weights::new("<test>", tensors)).unwrap());
+        let grads = ce(&m).backward().unwrap();
+        assert!(grads.get(q.as_tensor()).is_none(), "frozen base weight got a gradient");
+        assert!(adapter.vars().iter().all(|v| grads.get(v.as_tensor()).is_some()), "a LoRA variable got no gradient");
     }
 }
 

@@ -5,6 +5,7 @@ mod config;
 pub mod gguf;
 mod hf;
 mod locate;
+pub mod matmul;
 pub mod ops;
 mod tokenizer;
 mod transformer;

@@ -9,28 +9,32 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::config::ModelConfig;
+use super::matmul::frozen_matmul;
 use super::ops::{self, OpMode, RotaryTables};
+use crate::lora::LoraLayer;
 use super::weights::Weights;
 use crate::error::Result;
 
-/// A frozen linear projection `y = x Wᵀ + b` with `W` of shape `[out, in]`.
+/// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
+/// adapter added on top (the only trainable part).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    lora: Option<LoraLayer>,
 }
 
 impl Linear {
     /// A projection from its weight `[out, in]` and optional bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, lora: None }
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
     fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self::new(weight, bias))
     }
 
     /// The weight matrix `[out, in]`.
@@ -43,11 +47,31 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// Applies the projection to `x` of shape `[..., in]`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
+    /// `(in, out)` features.
+    pub fn dims(&self) -> (usize, usize) {
+        let (out, inp) = self.weight.dims2().unwrap_or((0, 0));
+        (inp, out)
+    }
+
+    /// The attached LoRA adapter, if any.
+    pub fn lora(&self) -> Option<&LoraLayer> {
+        self.lora.as_ref()
+    }
+
+    /// Attaches (or with `None`, removes) a LoRA adapter.
+    pub fn set_lora(&mut self, lora: Option<LoraLayer>) {
+        self.lora = lora;
+    }
+
+    /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
+    /// [`OpMode::Differentiable`] (training).
+    pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
+        let mut y = frozen_matmul(x, &self.weight)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        match &self.lora {
+            Some(lora) => y + lora.forward(x, mode == OpMode::Differentiable)?,
             None => Ok(y),
         }
     }
@@ -147,9 +171,9 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = split(self.q_proj.forward(x)?, nh)?;
-        let k = split(self.k_proj.forward(x)?, nkv)?;
-        let v = split(self.v_proj.forward(x)?, nkv)?;
+        let q = split(self.q_proj.forward(x, step.mode)?, nh)?;
+        let k = split(self.k_proj.forward(x, step.mode)?, nkv)?;
+        let v = split(self.v_proj.forward(x, step.mode)?, nkv)?;
         let q = ops::rope(&q, &step.cos, &step.sin, step.mode)?;
         let k = ops::rope(&k, &step.cos, &step.sin, step.mode)?;
         let (k, v) = match cache {
@@ -170,7 +194,7 @@ impl Attention {
         let probs = ops::softmax(&scores, step.mode)?;
         let out = probs.matmul(&v.contiguous()?)?; // [b, kv, n_rep * t, hd]
         let out = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward(&out, step.mode)
     }
 }
 
@@ -184,9 +208,9 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x, mode)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x, mode)?)?, mode)
     }
 }
 
@@ -206,7 +230,7 @@ impl DecoderLayer {
         let normed = ops::rms_norm(x, &self.input_layernorm, step.eps, step.mode)?;
         let h = (x + self.self_attn.forward(&normed, step, cache)?)?;
         let normed = ops::rms_norm(&h, &self.post_attention_layernorm, step.eps, step.mode)?;
-        h + self.mlp.forward(&normed)?
+        h + self.mlp.forward(&normed, step.mode)?
     }
 }
 
@@ -246,9 +270,41 @@ impl Transformer {
         &self.cfg
     }
 
+    /// Every LoRA-targetable projection with its HF module name
+    /// (`model.layers.3.self_attn.q_proj`), in layer order.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            for (name, p) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj), ("mlp.gate_proj", &m.gate_proj), ("mlp.up_proj", &m.up_proj), ("mlp.down_proj", &m.down_proj)] {
+                out.push((format!("model.layers.{i}.{name}"), p));
+            }
+        }
+        out
+    }
+
+    /// Mutable access to the projections, named as in [`Transformer::projections`].
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            for (name, p) in [("self_attn.q_proj", &mut a.q_proj), ("self_attn.k_proj", &mut a.k_proj), ("self_attn.v_proj", &mut a.v_proj), ("self_attn.o_proj", &mut a.o_proj), ("mlp.gate_proj", &mut m.gate_proj), ("mlp.up_proj", &mut m.up_proj), ("mlp.down_proj", &mut m.down_proj)] {
+                out.push((format!("model.layers.{i}.{name}"), p));
+            }
+        }
+        out
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The element type of the weights.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
     }
 
     /// A fresh KV cache sized for `capacity` positions.
@@ -261,13 +317,13 @@ impl Transformer {
     /// does not affect earlier positions, so pad labels are simply ignored by the loss.
     pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Differentiable)?;
-        Ok(self.lm_head.forward(&hidden)?)
+        Ok(self.lm_head.forward(&hidden, OpMode::Inference)?)
     }
 
     /// Logits for every position, using the fast inference kernels (no gradients).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Inference)?;
-        Ok(self.lm_head.forward(&hidden)?)
+        Ok(self.lm_head.forward(&hidden, OpMode::Inference)?)
     }
 
     /// Incremental decoding: feeds `ids` `[batch, seq]` after what `cache` holds and returns
@@ -277,7 +333,7 @@ impl Transformer {
         let hidden = self.hidden(ids, Some(cache), padding, OpMode::Inference)?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-        Ok(self.lm_head.forward(&last)?)
+        Ok(self.lm_head.forward(&last, OpMode::Inference)?)
     }
 
     fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>, padding: &Padding, mode: OpMode) -> Result<Tensor> {

@@ -1,0 +1,276 @@
+//! A set of LoRA layers over a model's projections, saved and loaded in PEFT's format
+//! (`adapter_model.safetensors` + `adapter_config.json`), checked against the base model
+//! on load, and mergeable into the base weights.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::layer::{init_rng, LoraLayer};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::model::{Transformer, Weights};
+
+/// The projections `all` targets: every linear layer but `lm_head`.
+pub const ALL_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// File names PEFT uses.
+const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+const CONFIG_FILE: &str = "adapter_config.json";
+/// PEFT's key prefix for a causal LM: `base_model.model.` + the HF module name.
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// LoRA hyper-parameters, serialised as PEFT's `adapter_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    /// Always `LORA`.
+    pub peft_type: String,
+    /// Always `CAUSAL_LM`.
+    pub task_type: String,
+    /// Rank of the update.
+    pub r: usize,
+    /// Scaling numerator (`scale = lora_alpha / r`).
+    pub lora_alpha: f64,
+    /// Dropout on the LoRA input during training.
+    pub lora_dropout: f32,
+    /// Short names of the adapted projections (`q_proj`, …).
+    pub target_modules: Vec<String>,
+    /// Bias handling; tunelab trains no biases (`none`).
+    pub bias: String,
+    /// `scale = lora_alpha / √r` instead of `/ r`.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// The base model the adapter was trained on.
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    /// PEFT writes `true` for saved adapters.
+    #[serde(default = "yes")]
+    pub inference_mode: bool,
+    /// Weights are stored `[out, in]` (PEFT's `fan_in_fan_out = false`).
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for LoraConfig {
+    /// The method's defaults: rank 8, alpha 16, dropout 0, all linear projections.
+    fn default() -> Self {
+        Self {
+            peft_type: "LORA".into(),
+            task_type: "CAUSAL_LM".into(),
+            r: 8,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            target_modules: ALL_TARGETS.iter().map(|s| s.to_string()).collect(),
+            bias: "none".into(),
+            use_rslora: false,
+            base_model_name_or_path: None,
+            inference_mode: true,
+            fan_in_fan_out: false,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// The multiplier of the low-rank update.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
+        }
+    }
+
+    /// Expands `all` and validates target names.
+    pub fn with_targets(mut self, targets: &[String]) -> Result<Self> {
+        let mut out = Vec::new();
+        for t in targets {
+            if t == "all" {
+                out.extend(ALL_TARGETS.iter().map(|s| s.to_string()));
+            } else if ALL_TARGETS.contains(&t.as_str()) {
+                out.push(t.clone());
+            } else {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown LoRA target {t:?} (known: all, {}; lm_head is never adapted)",
+                    ALL_TARGETS.join(", ")
+                )));
+            }
+        }
+        out.sort_by_key(|t| ALL_TARGETS.iter().position(|a| a == t));
+        out.dedup();
+        self.target_modules = out;
+        Ok(self)
+    }
+
+    fn targets(&self, module: &str) -> bool {
+        self.target_modules.iter().any(|t| module.ends_with(&format!(".{t}")))
+    }
+}
+
+/// LoRA layers keyed by HF module name (`model.layers.0.self_attn.q_proj`).
+#[derive(Debug, Clone)]
+pub struct AdapterSet {
+    /// Hyper-parameters.
+    pub config: LoraConfig,
+    layers: BTreeMap<String, LoraLayer>,
+}
+
+impl AdapterSet {
+    /// Fresh layers for every targeted projection of `model`, initialised from `seed`.
+    pub fn new(model: &Transformer, config: LoraConfig, seed: u64) -> Result<Self> {
+        if config.r == 0 {
+            return Err(Error::InvalidArgument("LoRA rank must be at least 1".into()));
+        }
+        let mut rng = init_rng(seed);
+        let mut layers = BTreeMap::new();
+        let dtype = model.dtype();
+        for (name, proj) in model.projections() {
+            if config.targets(&name) {
+                let (inp, out) = proj.dims();
+                layers.insert(name, LoraLayer::new(inp, out, config.r, config.scale(), config.lora_dropout, dtype, &mut rng)?);
+            }
+        }
+        if layers.is_empty() {
+            return Err(Error::InvalidArgument(format!("no projection matches target_modules {:?}", config.target_modules)));
+        }
+        Ok(Self { config, layers })
+    }
+
+    /// An adapter from existing layers keyed by HF module name.
+    pub fn from_layers(config: LoraConfig, layers: BTreeMap<String, LoraLayer>) -> Self {
+        Self { config, layers }
+    }
+
+    /// The layers by module name.
+    pub fn layers(&self) -> &BTreeMap<String, LoraLayer> {
+        &self.layers
+    }
+
+    /// Every trainable variable (A and B of each layer), in a stable order.
+    pub fn vars(&self) -> Vec<Var> {
+        self.layers.values().flat_map(|l| [l.a.clone(), l.b.clone()]).collect()
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.layers.values().map(|l| l.a.elem_count() + l.b.elem_count()).sum()
+    }
+
+    /// Tensors under PEFT's key names.
+    pub fn peft_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (name, l) in &self.layers {
+            out.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), l.a.as_tensor().clone());
+            out.insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), l.b.as_tensor().clone());
+        }
+        out
+    }
+
+    /// A copy of `model` with these layers attached (the base weights are shared, not copied;
+    /// the adapter's variables are shared too, so training updates show through).
+    pub fn apply(&self, model: &Transformer) -> Transformer {
+        let mut adapted = model.clone();
+        for (name, proj) in adapted.projections_mut() {
+            proj.set_lora(self.layers.get(&name).cloned());
+        }
+        adapted
+    }
+
+    /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (atomically).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        fsutil::create_dir_all(dir)?;
+        let tensors: HashMap<String, Tensor> = self
+            .peft_tensors()
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+            .collect::<candle_core::Result<_>>()?;
+        fsutil::save_safetensors_atomic(&dir.join(WEIGHTS_FILE), &tensors)?;
+        fsutil::write_json_atomic(&dir.join(CONFIG_FILE), &self.config)
+    }
+
+    /// Loads a PEFT LoRA adapter from `dir` and checks that it fits `model`: every key
+    /// names an existing projection, ranks agree with the config, and shapes match.
+    pub fn load(dir: &Path, model: &Transformer) -> Result<Self> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let config: LoraConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config at line {}: {e}", e.line())))?;
+        if config.peft_type != "LORA" {
+            return Err(Error::bad_model(&cfg_path, format!("peft_type is {:?}; only LORA adapters are supported", config.peft_type)));
+        }
+        let w_path = dir.join(WEIGHTS_FILE);
+        if !w_path.exists() {
+            return Err(Error::bad_model(dir, format!("missing {WEIGHTS_FILE}")));
+        }
+        let tensors = candle_core::safetensors::load(&w_path, &Device::Cpu)
+            .map_err(|e| Error::bad_model(&w_path, format!("cannot read adapter weights (truncated or corrupt?): {e}")))?;
+        let projections: HashMap<String, (usize, usize)> = model.projections().into_iter().map(|(n, p)| (n, p.dims())).collect();
+        let mut a_b: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (key, t) in tensors {
+            let Some(rest) = key.strip_prefix(PEFT_PREFIX) else {
+                problems.push(format!("{key}: not a PEFT LoRA key (expected {PEFT_PREFIX}<module>.lora_A.weight)"));
+                continue;
+            };
+            let (module, which) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+                (m, 0)
+            } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
+                (m, 1)
+            } else {
+                problems.push(format!("{key}: not a lora_A/lora_B weight"));
+                continue;
+            };
+            let Some(&(inp, out)) = projections.get(module) else {
+                problems.push(format!("{key}: the base model has no projection {module} ({} layers)", model.config().num_hidden_layers));
+                continue;
+            };
+            let want = if which == 0 { [config.r, inp] } else { [out, config.r] };
+            if t.dims() != want {
+                problems.push(format!("{key}: shape {:?}, but the base model needs {want:?} (r = {}, in = {inp}, out = {out})", t.dims(), config.r));
+                continue;
+            }
+            let entry = a_b.entry(module.to_string()).or_default();
+            let t = t.to_dtype(model.dtype())?;
+            if which == 0 {
+                entry.0 = Some(t);
+            } else {
+                entry.1 = Some(t);
+            }
+        }
+        let mut layers = BTreeMap::new();
+        for (module, pair) in a_b {
+            match pair {
+                (Some(a), Some(b)) => {
+                    layers.insert(module, LoraLayer::from_tensors(&a, &b, config.scale(), config.lora_dropout)?);
+                }
+                (a, _) => problems.push(format!("{module}: lora_{} is missing", if a.is_none() { "A" } else { "B" })),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::bad_model(&w_path, format!("adapter does not fit the base model:\n  {}", problems.join("\n  "))));
+        }
+        if layers.is_empty() {
+            return Err(Error::bad_model(&w_path, "adapter holds no LoRA weights"));
+        }
+        Ok(Self { config, layers })
+    }
+
+    /// The base weights with every LoRA update merged in (`W + scale·B·A`), under HF names.
+    pub fn merge_into(&self, base: &Weights) -> Result<Weights> {
+        let mut tensors = base.tensors().clone();
+        for (module, layer) in &self.layers {
+            let key = format!("{module}.weight");
+            let w = tensors
+                .get(&key)
+                .ok_or_else(|| Error::bad_model(base.source(), format!("missing tensor {key} to merge into")))?;
+            let merged = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
+            tensors.insert(key, merged);
+        }
+        Ok(Weights::new(base.source(), tensors))
+    }
+}

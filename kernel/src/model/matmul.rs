@@ -1,0 +1,230 @@
+//! The frozen-weight matmul `y = x · Wᵀ` every base projection uses, with a backward pass
+//! that returns only `dX`.
+//!
+//! Two reasons it is its own op. candle's matmul backward also computes `dW`, which for a
+//! frozen base weight is pure waste (as much work as the forward). And on these CPUs the
+//! matmul kernel decides training speed: a system BLAS (OpenBLAS, else BLIS) is loaded at
+//! run time when present and is 2–3× faster than the portable `gemm` crate, which stays as
+//! the fallback so nothing needs BLAS to work.
+
+use std::sync::OnceLock;
+
+use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+
+/// `y = x · wᵀ` for `x` `[..., k]` and a frozen `w` `[n, k]`; gradients flow to `x` only.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().expect("matmul input has a last dimension");
+    let m = x.elem_count() / k.max(1);
+    let x2 = x.contiguous()?.reshape((m, k))?;
+    let y = x2.apply_op2(&w.contiguous()?, FrozenMatmul)?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
+    y.reshape(out_dims)
+}
+
+/// Which matrix-multiply implementation this process uses, for benchmark reports.
+pub fn matmul_backend() -> &'static str {
+    match blas() {
+        Some(b) => b.name,
+        None => "gemm crate (no system BLAS found)",
+    }
+}
+
+struct FrozenMatmul;
+struct MatmulNN;
+
+fn slice<'a, T>(data: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
+    if !l.is_contiguous() {
+        candle_core::bail!("frozen matmul expects contiguous inputs");
+    }
+    Ok(&data[l.start_offset()..l.start_offset() + l.shape().elem_count()])
+}
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen matmul: x has {k} columns but W has {k2}");
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(gemm_rm(m, n, k, slice(x, l1)?, false, slice(w, l2)?, true)),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(gemm_rm(m, n, k, slice(x, l1)?, false, slice(w, l2)?, true)),
+            _ => candle_core::bail!("frozen matmul supports f32 and f64, got {:?} and {:?}", s1.dtype(), s2.dtype()),
+        };
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, w: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // dX = dY · W ([m, n] · [n, k]); W is frozen, so no dW.
+        let dx = grad.contiguous()?.apply_op2_no_bwd(w, &MatmulNN)?;
+        Ok((Some(dx), None))
+    }
+}
+
+impl CustomOp2 for MatmulNN {
+    fn name(&self) -> &'static str {
+        "matmul-nn"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (k2, n) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("matmul: inner dimensions {k} and {k2} differ");
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, false)),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, false)),
+            _ => candle_core::bail!("matmul supports f32 and f64"),
+        };
+        Ok((out, Shape::from((m, n))))
+    }
+}
+
+/// Element types the matmul runs on.
+trait Element: Copy + Default + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+    fn blas_gemm(b: &Blas) -> BlasGemm<Self>;
+    fn dtype() -> DType;
+}
+
+type BlasGemm<T> = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, T, *const T, i32, *const T, i32, T, *mut T, i32);
+
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn blas_gemm(b: &Blas) -> BlasGemm<Self> {
+        b.sgemm
+    }
+    fn dtype() -> DType {
+        DType::F32
+    }
+}
+
+impl Element for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn blas_gemm(b: &Blas) -> BlasGemm<Self> {
+        b.dgemm
+    }
+    fn dtype() -> DType {
+        DType::F64
+    }
+}
+
+/// Row-major `C[m, n] = A · B` where `A` is `[m, k]` (or `[k, m]` when `a_t`) and `B` is
+/// `[k, n]` (or `[n, k]` when `b_t`).
+fn gemm_rm<T: Element>(m: usize, n: usize, k: usize, a: &[T], a_t: bool, b: &[T], b_t: bool) -> Vec<T> {
+    let mut c = vec![T::ZERO; m * n];
+    if m == 0 || n == 0 {
+        return c;
+    }
+    if k == 0 {
+        return c;
+    }
+    let (lda, ldb) = (if a_t { m } else { k }, if b_t { k } else { n });
+    if let Some(blas) = blas() {
+        const ROW_MAJOR: i32 = 101;
+        const NO_TRANS: i32 = 111;
+        const TRANS: i32 = 112;
+        let t = |x: bool| if x { TRANS } else { NO_TRANS };
+        // SAFETY: the slices hold m×k, k×n and m×n elements with the given leading dimensions.
+        unsafe {
+            (T::blas_gemm(blas))(
+                ROW_MAJOR, t(a_t), t(b_t), m as i32, n as i32, k as i32, T::ONE,
+                a.as_ptr(), lda as i32, b.as_ptr(), ldb as i32, T::ZERO, c.as_mut_ptr(), n as i32,
+            );
+        }
+        return c;
+    }
+    // Strides as (row stride, column stride) of the logical A [m, k] and B [k, n].
+    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let _ = T::dtype();
+    // SAFETY: pointers and strides describe the slices above; dst is not read (read_dst = false).
+    unsafe {
+        gemm::gemm(
+            m, n, k, c.as_mut_ptr(), 1, n as isize, false,
+            a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs,
+            T::ZERO, T::ONE, false, false, false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    c
+}
+
+/// A system CBLAS loaded at run time.
+struct Blas {
+    name: &'static str,
+    sgemm: BlasGemm<f32>,
+    dgemm: BlasGemm<f64>,
+    _lib: libloading::Library,
+}
+
+/// The system BLAS, loaded once. `TUNELAB_BLAS=off` disables it; otherwise OpenBLAS, then
+/// BLIS, is tried.
+fn blas() -> Option<&'static Blas> {
+    static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
+    BLAS.get_or_init(load_blas).as_ref()
+}
+
+fn load_blas() -> Option<Blas> {
+    if std::env::var("TUNELAB_BLAS").is_ok_and(|v| v == "off") {
+        return None;
+    }
+    // OpenBLAS 0.3.21 misdetects recent AVX-512 CPUs (as "Cooperlake", 3× slower sgemm);
+    // it reads OPENBLAS_CORETYPE when the library loads, so set it first unless the user did.
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var_os("OPENBLAS_CORETYPE").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+        std::env::set_var("OPENBLAS_CORETYPE", "SkylakeX");
+    }
+    let candidates: [(&str, &'static str); 4] = [
+        ("libopenblas.so.0", "OpenBLAS"),
+        ("libopenblas.so", "OpenBLAS"),
+        ("libblis.so.4", "BLIS"),
+        ("libblis.so", "BLIS"),
+    ];
+    for (file, name) in candidates {
+        // SAFETY: loading a well-known system library whose initialisers are benign.
+        let Ok(lib) = (unsafe { libloading::Library::new(file) }) else { continue };
+        // SAFETY: the CBLAS signatures of cblas_sgemm / cblas_dgemm.
+        let syms = unsafe {
+            let s = lib.get::<BlasGemm<f32>>(b"cblas_sgemm\0").map(|f| *f);
+            let d = lib.get::<BlasGemm<f64>>(b"cblas_dgemm\0").map(|f| *f);
+            s.ok().zip(d.ok())
+        };
+        if let Some((sgemm, dgemm)) = syms {
+            return Some(Blas { name, sgemm, dgemm, _lib: lib });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn frozen_matmul_equals_matmul_and_has_no_weight_gradient() -> candle_core::Result<()> {
+        let x = Var::from_tensor(&Tensor::arange(0f64, 24.0, &Device::Cpu)?.reshape((2, 3, 4))?.sin()?)?;
+        let w = Var::from_tensor(&Tensor::arange(0f64, 20.0, &Device::Cpu)?.reshape((5, 4))?.cos()?)?;
+        let y = frozen_matmul(x.as_tensor(), w.as_tensor())?;
+        let want = x.as_tensor().broadcast_matmul(&w.as_tensor().t()?)?;
+        let diff = (&y - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "{diff}");
+        let grads = y.sqr()?.sum_all()?.backward()?;
+        assert!(grads.get(w.as_tensor()).is_none(), "frozen weight got a gradient");
+        let want_grads = want.sqr()?.sum_all()?.backward()?;
+        let d = (grads.get(x.as_tensor()).unwrap() - want_grads.get(x.as_tensor()).unwrap())?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(d < 1e-10, "{d}");
+        Ok(())
+    }
+}
