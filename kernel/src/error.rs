@@ -52,6 +52,26 @@ pub enum Error {
     /// Invalid settings passed by the caller (generation options, shapes of inputs).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A dataset has errors and the caller did not ask to skip invalid records.
+    #[error("{path}: {errors} invalid record(s), first: {first}\n(run `tunelab data check {path}` for all of them, or train with --skip-invalid to drop them)")]
+    DatasetInvalid {
+        /// The dataset file.
+        path: PathBuf,
+        /// Number of errors.
+        errors: usize,
+        /// The first error, located.
+        first: String,
+    },
+    /// Training produced a non-finite loss or gradient.
+    #[error("training diverged at step {step}: {message}{}", checkpoint.as_ref().map(|c| format!("; the last good state is saved in {}", c.display())).unwrap_or_default())]
+    TrainingDiverged {
+        /// The optimiser step (1-based) that failed.
+        step: usize,
+        /// What was not finite.
+        message: String,
+        /// Checkpoint holding the last good state.
+        checkpoint: Option<PathBuf>,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

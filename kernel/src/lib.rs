@@ -16,11 +16,14 @@
 //! ```
 
 pub mod chat;
+pub mod data;
+pub mod display;
 mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod lora;
 pub mod model;
+pub mod train;
 
 pub use chat::{ChatTemplate, Message, Role};
 pub use error::{Error, Result};
@@ -31,6 +34,8 @@ pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 /// Everything a notebook usually needs, in one import.
 pub mod prelude {
     pub use crate::chat::{ChatTemplate, Message, Role};
+    pub use crate::data::{Dataset, ValidationReport};
+    pub use crate::train::{TrainConfig, TrainEvent, Trainer};
     pub use crate::generate::{FinishReason, Generation, GenerationConfig, Generator};
     pub use crate::lora::{AdapterSet, LoraConfig};
     pub use crate::model::{Model, ModelConfig, Tokenizer};

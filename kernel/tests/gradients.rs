@@ -180,3 +180,14 @@ fn kv_cache_and_padding_reproduce_the_full_forward() {
     let d = (last - full.get(6).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-4, "left-padded row differs by {d}");
 }
+
+#[test]
+fn cross_entropy_gradient() {
+    let targets = [3u32, 0, 4];
+    check("cross_entropy_rows", &randn(&[3, 5], 9), |x| tunelab::model::grad_ops::cross_entropy_rows(x, &targets).unwrap());
+    // Values equal candle's composed cross-entropy.
+    let x = randn(&[3, 5], 9);
+    let ours = tunelab::model::grad_ops::cross_entropy_rows(&x, &targets).unwrap().mean_all().unwrap().to_scalar::<f64>().unwrap();
+    let want = candle_nn::loss::cross_entropy(&x, &Tensor::new(&targets, &Device::Cpu).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+    assert!((ours - want).abs() < 1e-12, "{ours} vs {want}");
+}

@@ -13,6 +13,9 @@ pub struct GenerateArgs {
     /// GGUF file or HF model directory (looked up under $TUNELAB_MODELS and ./models too).
     #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
     model: PathBuf,
+    /// A LoRA adapter directory (PEFT format) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The user message.
     #[arg(long)]
     prompt: String,
@@ -48,6 +51,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.template {
         model.set_template(name)?;
     }
+    let adapted = match &args.adapter {
+        Some(dir) => AdapterSet::load(dir, &model.transformer)
+            .with_context(|| format!("loading adapter {}", dir.display()))?
+            .apply(&model.transformer),
+        None => model.transformer.clone(),
+    };
     let prompt = model.template.render_prompt(args.system.as_deref(), &args.prompt)?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_tokens,
@@ -58,7 +67,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         stop_strings: args.stop,
     };
     let mut stdout = std::io::stdout().lock();
-    let out = Generator::new(&model.transformer, &model.tokenizer).generate(&prompt, &cfg, |piece| {
+    let out = Generator::new(&adapted, &model.tokenizer).generate(&prompt, &cfg, |piece| {
         // A closed pipe (`| head`) is not worth a panic; generation simply finishes.
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();

@@ -1,6 +1,10 @@
 //! Argument parsing and dispatch for the `tunelab` command.
 
+mod bench;
+mod data;
 mod generate;
+mod merge;
+mod train;
 
 use std::process::ExitCode;
 
@@ -18,16 +22,31 @@ struct Cli {
 enum Command {
     /// Generate a reply to one prompt with a model (and optionally a LoRA adapter).
     Generate(generate::GenerateArgs),
+    /// Check and split datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Fine-tune a LoRA adapter.
+    Train(train::TrainArgs),
+    /// Merge a LoRA adapter into its base model (writes an HF directory).
+    Merge(merge::MergeArgs),
+    /// Speed benchmarks (compare with shared/bench/ reference scripts).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses the command line, runs the command, and turns errors into a message and exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(args).map(|()| true),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run(args).map(|()| true),
+        Command::Merge(args) => merge::run(args).map(|()| true),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| true),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

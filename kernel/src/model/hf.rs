@@ -14,6 +14,11 @@ use super::weights::Weights;
 use super::Model;
 use crate::error::{Error, Result};
 
+/// Reads the configuration and weights in `dir`.
+pub(crate) fn load_weights(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)> {
+    Ok((read_config(dir)?, read_safetensors(dir, device)?))
+}
+
 /// Loads the model in `dir`.
 pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Model> {
     let cfg = read_config(dir)?;

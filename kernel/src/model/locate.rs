@@ -1,4 +1,5 @@
-//! Finding model files: an explicit path, then `$TUNELAB_MODELS`, then `./models`.
+//! Finding model files: an explicit path, then `$TUNELAB_MODELS`, then `./models` (and
+//! `models/` in the parent directories).
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,12 @@ pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
         if let Some(dir) = std::env::var_os("TUNELAB_MODELS") {
             roots.push(PathBuf::from(dir));
         }
-        roots.push(PathBuf::from("models"));
+        // ./models, then models/ in each parent directory (running from inside a project).
+        if let Ok(cwd) = std::env::current_dir() {
+            roots.extend(cwd.ancestors().map(|d| d.join("models")));
+        } else {
+            roots.push(PathBuf::from("models"));
+        }
         for root in roots {
             for candidate in [root.join(path), root.join(&name)] {
                 if candidate.exists() {

@@ -2,7 +2,9 @@
 //! tokenizer and chat template.
 
 mod config;
+mod export;
 pub mod gguf;
+pub mod grad_ops;
 mod hf;
 mod locate;
 pub mod matmul;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 pub use config::{Architecture, ModelConfig};
+pub use export::write_hf_dir;
 pub use locate::{resolve_model_path, DEFAULT_MODEL_FILE};
 pub use tokenizer::Tokenizer;
 pub use transformer::{KvCache, Linear, Padding, Transformer};
@@ -59,6 +62,19 @@ impl Model {
         let transformer = Transformer::load(&cfg, &weights)?;
         let template = template_for(template_source.as_deref(), &tokenizer, path)?;
         Ok(Self { path: path.to_path_buf(), transformer, tokenizer, template })
+    }
+
+    /// Reads only the configuration and the f32 weights of the model at `path` (for merging).
+    pub fn load_weights(path: impl AsRef<Path>) -> Result<(ModelConfig, Weights)> {
+        let path = resolve_model_path(path.as_ref())?;
+        if path.is_dir() {
+            hf::load_weights(&path, &Device::Cpu)
+        } else {
+            let mut file = gguf::GgufFile::open(&path)?;
+            let cfg = file.config()?;
+            let w = file.weights(&cfg, &Device::Cpu)?;
+            Ok((cfg, w))
+        }
     }
 
     /// The model's hyper-parameters.

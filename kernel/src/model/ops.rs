@@ -2,9 +2,9 @@
 //! compositions of differentiable primitives for training.
 //!
 //! candle's fused `rms_norm`, `softmax_last_dim` and `rope` have no backward pass: gradients
-//! silently stop at them. Training therefore uses the composed forms below, which are
-//! checked against finite differences in the tests; inference uses the fused kernels, which
-//! are checked against the composed forms.
+//! silently stop at them. Training therefore uses [`super::grad_ops`], fused ops with
+//! hand-written backward passes (checked against finite differences in the tests);
+//! inference uses candle's kernels, which are checked against them.
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -21,11 +21,7 @@ pub enum OpMode {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     match mode {
         OpMode::Inference => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
-        OpMode::Differentiable => {
-            let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let inv = (mean_sq + eps)?.sqrt()?.recip()?;
-            x.broadcast_mul(&inv)?.broadcast_mul(weight)
-        }
+        OpMode::Differentiable => super::grad_ops::rms_norm(x, weight, eps),
     }
 }
 
@@ -33,12 +29,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<T
 pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
     match mode {
         OpMode::Inference => candle_nn::ops::softmax_last_dim(x),
-        OpMode::Differentiable => {
-            // Subtracting the row max keeps exp() finite; it does not change the result.
-            let max = x.max_keepdim(D::Minus1)?.detach();
-            let e = x.broadcast_sub(&max)?.exp()?;
-            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-        }
+        OpMode::Differentiable => super::grad_ops::softmax(x),
     }
 }
 
@@ -49,6 +40,8 @@ pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpMode) -> Result<Tensor> {
     match mode {
         OpMode::Inference => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        // The fused op with a backward pass covers the shared-position case (training).
+        OpMode::Differentiable if cos.rank() == 2 => super::grad_ops::rope(x, cos, sin),
         OpMode::Differentiable => {
             let half = x.dim(D::Minus1)? / 2;
             // Broadcast the tables over heads: [seq, d] -> [1, 1, seq, d], [b, seq, d] -> [b, 1, seq, d].

@@ -205,6 +205,11 @@ impl Tokenizer {
         self.pad.or(self.eos).unwrap_or(0)
     }
 
+    /// Whether encoding for generation prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
     /// Text of the BOS token (for chat templates' `bos_token`).
     pub fn bos_token(&self) -> String {
         self.bos.and_then(|id| self.id_to_token(id)).unwrap_or_default()

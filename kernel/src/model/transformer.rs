@@ -320,6 +320,17 @@ impl Transformer {
         Ok(self.lm_head.forward(&hidden, OpMode::Inference)?)
     }
 
+    /// Final hidden states `[batch, seq, hidden]` from differentiable ops (training): the
+    /// loss applies the output head only where a label counts.
+    pub fn forward_train_hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.hidden(ids, None, &Padding::default(), OpMode::Differentiable)
+    }
+
+    /// Hidden states → logits through the (frozen) output head.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden, OpMode::Inference)?)
+    }
+
     /// Logits for every position, using the fast inference kernels (no gradients).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Inference)?;

@@ -1,0 +1,123 @@
+//! `tunelab data check` and `tunelab data split`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tunelab::data::{Columns, DatasetFormat, LoadOptions, SplitSpec, ValidationOptions};
+use tunelab::prelude::*;
+
+/// Dataset commands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Validate a dataset: errors with file:line, duplicates, lengths, overlap with eval data.
+    Check(CheckArgs),
+    /// Split a dataset into train and held-out files, reproducibly.
+    Split(SplitArgs),
+}
+
+/// How to read a dataset file (shared by every command that reads one).
+#[derive(Debug, Args, Clone)]
+pub struct FormatArgs {
+    /// Record format: auto, alpaca, sharegpt, openai.
+    #[arg(long, default_value = "auto")]
+    pub format: DatasetFormat,
+    /// Column mapping as JSON, LLaMA-Factory style, e.g. '{"prompt":"question","response":"answer"}'.
+    #[arg(long)]
+    pub columns: Option<String>,
+}
+
+impl FormatArgs {
+    /// The load options these flags describe.
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let columns: Columns = match &self.columns {
+            Some(json) => serde_json::from_str(json).context("--columns is not a valid column mapping")?,
+            None => Columns::default(),
+        };
+        Ok(LoadOptions { format: self.format, columns })
+    }
+}
+
+/// Options of `tunelab data check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The dataset (JSON, JSONL or CSV).
+    file: PathBuf,
+    /// An evaluation file whose prompts must not appear in FILE.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// Model whose tokenizer and chat template measure token lengths.
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// Skip token statistics (no model needed).
+    #[arg(long)]
+    no_tokens: bool,
+    /// Token cutoff to check against.
+    #[arg(long, default_value_t = 1024)]
+    cutoff: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+/// Options of `tunelab data split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The dataset to split.
+    file: PathBuf,
+    /// Held-out size: a fraction (0.2) or a count (30).
+    #[arg(long)]
+    heldout: SplitSpec,
+    /// Shuffle seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where the training part goes.
+    #[arg(long)]
+    train_out: PathBuf,
+    /// Where the held-out part goes.
+    #[arg(long)]
+    heldout_out: PathBuf,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+/// Runs a data subcommand; returns whether it succeeded (a check with errors fails).
+pub fn run(cmd: DataCommand) -> anyhow::Result<bool> {
+    match cmd {
+        DataCommand::Check(a) => check(a),
+        DataCommand::Split(a) => split(a),
+    }
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<bool> {
+    let opts = a.format.load_options()?;
+    let data = Dataset::load_with(&a.file, &opts)?;
+    let eval = a.against.as_ref().map(|p| Dataset::load_with(p, &opts)).transpose()?;
+    let model = if a.no_tokens { None } else { Some(Model::load(&a.model).with_context(|| format!("loading {} for token statistics (or pass --no-tokens)", a.model.display()))?) };
+    let report = ValidationReport::build(
+        &data,
+        eval.as_ref(),
+        model.as_ref().map(|m| (&m.tokenizer, &m.template)),
+        &ValidationOptions { cutoff_len: a.cutoff, ..Default::default() },
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(!report.has_errors())
+}
+
+fn split(a: SplitArgs) -> anyhow::Result<bool> {
+    let data = Dataset::load_with(&a.file, &a.format.load_options()?)?;
+    if !data.issues.is_empty() {
+        anyhow::bail!("{} has {} unreadable record(s), first: {}; fix them (see `tunelab data check`) before splitting", a.file.display(), data.issues.len(), data.issues[0]);
+    }
+    let (train, held) = data.split(a.seed, a.heldout)?;
+    train.save_jsonl(&a.train_out)?;
+    held.save_jsonl(&a.heldout_out)?;
+    println!("{} → {} train ({}), {} held-out ({})", a.file.display(), train.len(), a.train_out.display(), held.len(), a.heldout_out.display());
+    Ok(true)
+}

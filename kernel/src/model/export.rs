@@ -1,0 +1,54 @@
+//! Writing an HF model directory (`config.json`, `model.safetensors`, `tokenizer.json`,
+//! `tokenizer_config.json`) — used by `merge` so a merged model loads anywhere.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{ModelConfig, Tokenizer, Weights};
+use crate::chat::ChatTemplate;
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Writes `weights` with `cfg`, `tokenizer` and `template` as an HF directory at `dir`.
+pub fn write_hf_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<()> {
+    fsutil::create_dir_all(dir)?;
+    let arch = match cfg.architecture {
+        super::Architecture::Llama => "LlamaForCausalLM",
+        super::Architecture::Qwen2 => "Qwen2ForCausalLM",
+    };
+    let config = json!({
+        "architectures": [arch],
+        "model_type": cfg.architecture.model_type(),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "vocab_size": cfg.vocab_size,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+        "bos_token_id": tokenizer.bos_id(),
+        "eos_token_id": tokenizer.eos_id(),
+    });
+    fsutil::write_json_atomic(&dir.join("config.json"), &config)?;
+    let mut tensors = weights.tensors().clone();
+    if cfg.tie_word_embeddings {
+        tensors.remove("lm_head.weight");
+    }
+    fsutil::save_safetensors_atomic(&dir.join("model.safetensors"), &tensors)?;
+    let tok_json = tokenizer.inner().to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    fsutil::write_atomic(&dir.join("tokenizer.json"), tok_json.as_bytes())?;
+    let tcfg = json!({
+        "bos_token": tokenizer.bos_token(),
+        "eos_token": tokenizer.eos_token(),
+        "pad_token": tokenizer.id_to_token(tokenizer.pad_id()),
+        "add_bos_token": tokenizer.adds_bos(),
+        "chat_template": template.source(),
+    });
+    fsutil::write_json_atomic(&dir.join("tokenizer_config.json"), &tcfg)
+}

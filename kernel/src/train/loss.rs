@@ -1,0 +1,79 @@
+//! Next-token cross-entropy over labelled positions only.
+
+use candle_core::Tensor;
+
+use crate::data::IGNORE_INDEX;
+use crate::error::Result;
+use crate::model::grad_ops::cross_entropy_rows;
+use crate::model::Transformer;
+
+/// Positions (flattened `b·t + i`) whose next label counts, and those labels.
+fn labelled_positions(labels: &Tensor) -> candle_core::Result<(Vec<u32>, Vec<u32>)> {
+    let (_, t) = labels.dims2()?;
+    let rows = labels.to_vec2::<i64>()?;
+    let (mut pos, mut targets) = (Vec::new(), Vec::new());
+    for (b, row) in rows.iter().enumerate() {
+        for i in 0..t.saturating_sub(1) {
+            if row[i + 1] != IGNORE_INDEX {
+                pos.push((b * t + i) as u32);
+                targets.push(row[i + 1] as u32);
+            }
+        }
+    }
+    Ok((pos, targets))
+}
+
+/// Mean cross-entropy of `logits` `[b, t, v]` predicting `labels` `[b, t]` shifted by one
+/// (position i predicts label i+1), over labels ≠ [`IGNORE_INDEX`]. Returns the loss and the
+/// number of labelled positions.
+pub fn masked_cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, usize)> {
+    let (b, t, v) = logits.dims3()?;
+    let (pos, targets) = labelled_positions(labels)?;
+    let idx = Tensor::from_vec(pos, targets.len(), logits.device())?;
+    let rows = logits.reshape((b * t, v))?.index_select(&idx, 0)?;
+    let n = targets.len();
+    Ok(((cross_entropy_rows(&rows, &targets)?.sum_all()? / n.max(1) as f64)?, n))
+}
+
+/// The training loss of `model` on a batch: the output head runs only on positions whose
+/// next label counts (prompt positions cost no vocabulary-sized work), then fused
+/// cross-entropy. Returns the mean loss and the number of labelled positions.
+pub fn causal_lm_loss(model: &Transformer, ids: &Tensor, labels: &Tensor) -> Result<(Tensor, usize)> {
+    let hidden = model.forward_train_hidden(ids)?;
+    let (b, t, h) = hidden.dims3()?;
+    let (pos, targets) = labelled_positions(labels)?;
+    let n = targets.len();
+    if n == 0 {
+        return Ok((Tensor::zeros((), hidden.dtype(), hidden.device())?, 0));
+    }
+    let idx = Tensor::from_vec(pos, n, hidden.device())?;
+    let rows = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
+    let logits = model.logits(&rows)?;
+    let loss = (cross_entropy_rows(&logits, &targets)?.sum_all()? / n as f64)?;
+    Ok((loss, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn prompt_positions_contribute_nothing() {
+        let logits = Tensor::arange(0f32, 2.0 * 4.0 * 5.0, &Device::Cpu).unwrap().reshape((2, 4, 5)).unwrap().sin().unwrap();
+        let labels = Tensor::new(&[[-100i64, -100, 3, 1], [-100, 2, -100, -100]], &Device::Cpu).unwrap();
+        let (loss, count) = masked_cross_entropy(&logits, &labels).unwrap();
+        assert_eq!(count, 3);
+        // Changing logits at positions whose next label is ignored leaves the loss unchanged.
+        let mut data: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+        for v in &mut data[0..5] { *v += 7.0; } // row 0, position 0 predicts label[1] = -100
+        for v in &mut data[(4 + 2) * 5..(4 + 3) * 5] { *v -= 3.0; } // row 1, position 2 predicts -100
+        let changed = Tensor::from_vec(data, (2, 4, 5), &Device::Cpu).unwrap();
+        let (loss2, _) = masked_cross_entropy(&changed, &labels).unwrap();
+        assert_eq!(loss.to_scalar::<f32>().unwrap(), loss2.to_scalar::<f32>().unwrap());
+        // And equals candle's cross-entropy over just the labelled positions.
+        let rows = Tensor::stack(&[logits.get(0).unwrap().get(1).unwrap(), logits.get(0).unwrap().get(2).unwrap(), logits.get(1).unwrap().get(0).unwrap()], 0).unwrap();
+        let want = candle_nn::loss::cross_entropy(&rows, &Tensor::new(&[3u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
+        assert!((want.to_scalar::<f32>().unwrap() - loss.to_scalar::<f32>().unwrap()).abs() < 1e-6);
+    }
+}

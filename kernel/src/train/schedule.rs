@@ -1,0 +1,27 @@
+//! Learning-rate schedule: linear warmup from 0, then cosine decay to 0 (HF's
+//! `get_cosine_schedule_with_warmup`).
+
+/// Learning rate for optimiser step `step` (0-based) of `total`, peaking at `peak` after
+/// `warmup` steps.
+pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * step as f64 / warmup.max(1) as f64;
+    }
+    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of transformers' get_cosine_schedule_with_warmup(num_warmup_steps=2,
+    /// num_training_steps=10) times lr 1.0 at steps 0..10.
+    #[test]
+    fn matches_hf_cosine_with_warmup() {
+        let hf = [0.0, 0.5, 1.0, 0.9619397662556434, 0.8535533905932737, 0.6913417161825449, 0.5, 0.3086582838174551, 0.14644660940672627, 0.03806023374435663];
+        for (step, want) in hf.iter().enumerate() {
+            assert!((lr_at(step, 10, 2, 1.0) - want).abs() < 1e-12, "step {step}");
+        }
+    }
+}
