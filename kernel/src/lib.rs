@@ -23,6 +23,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod lora;
 pub mod model;
+pub mod notebook;
 pub mod train;
 
 pub use chat::{ChatTemplate, Message, Role};
@@ -35,7 +36,8 @@ pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 pub mod prelude {
     pub use crate::chat::{ChatTemplate, Message, Role};
     pub use crate::data::{Dataset, ValidationReport};
-    pub use crate::train::{TrainConfig, TrainEvent, Trainer};
+    pub use crate::notebook::{compare, live_training, LiveDisplay};
+    pub use crate::train::{TrainConfig, TrainEvent, TrainOutcome, Trainer};
     pub use crate::generate::{FinishReason, Generation, GenerationConfig, Generator};
     pub use crate::lora::{AdapterSet, LoraConfig};
     pub use crate::model::{Model, ModelConfig, Tokenizer};

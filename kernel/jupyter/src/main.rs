@@ -1,1 +1,46 @@
-fn main() {}
+//! `tunelab-kernel`: the Jupyter kernel for tunelab's Rust notebooks.
+//!
+//! Cells are compiled and run by the evcxr engine with the `tunelab` library preloaded.
+//! The kernel speaks the Jupyter wire protocol over ZeroMQ (`jupyter-zmq-client`), streams
+//! stdout/stderr while a cell runs, and turns tunelab's live-display lines into
+//! `display_data` / `update_display_data` messages so training charts redraw in place.
+
+mod bridge;
+mod engine;
+mod install;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The tunelab Jupyter kernel.
+#[derive(Debug, Parser)]
+#[command(name = "tunelab-kernel", version, about)]
+struct Cli {
+    /// Run as a kernel with this Jupyter connection file (what the kernelspec passes).
+    #[arg(long)]
+    control_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the `tunelab` kernelspec (display name "tunelab (Rust)").
+    Install(install::Location),
+    /// Remove the `tunelab` kernelspec.
+    Uninstall(install::Location),
+}
+
+fn main() -> anyhow::Result<()> {
+    // When evcxr starts this binary as its code-running subprocess, this never returns.
+    evcxr::runtime_hook();
+    let cli = Cli::parse();
+    match (cli.command, cli.control_file) {
+        (Some(Command::Install(loc)), _) => install::install(&loc),
+        (Some(Command::Uninstall(loc)), _) => install::uninstall(&loc),
+        (None, Some(file)) => server::run(&file),
+        (None, None) => anyhow::bail!("pass --control-file FILE (Jupyter does), or use `install` / `uninstall`"),
+    }
+}

@@ -143,9 +143,11 @@ struct SavedConfig<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    /// A trainer writing into `out_dir`.
+    /// A trainer writing into `out_dir`. It stops gracefully when the process-wide
+    /// [`crate::notebook::interrupt_flag`] is set (a notebook interrupt), unless given its
+    /// own flag with [`Trainer::with_cancel_flag`].
     pub fn new(model: &'a Model, config: TrainConfig, out_dir: impl Into<PathBuf>) -> Self {
-        Self { model, config, out_dir: out_dir.into(), cancel: Arc::new(AtomicBool::new(false)), resume: false }
+        Self { model, config, out_dir: out_dir.into(), cancel: crate::notebook::interrupt_flag(), resume: false }
     }
 
     /// Uses `flag` for cancellation: when it becomes true the trainer saves a checkpoint at
@@ -171,6 +173,8 @@ impl<'a> Trainer<'a> {
     pub fn run(&self, train: &Dataset, eval: Option<&Dataset>, mut on_event: impl FnMut(&TrainEvent)) -> Result<TrainOutcome> {
         let cfg = &self.config;
         cfg.validate().map_err(Error::InvalidArgument)?;
+        // An interrupt that arrived before this run (e.g. stopping an earlier cell) is spent.
+        self.cancel.store(false, Ordering::SeqCst);
         let (tok, template) = (&self.model.tokenizer, &self.model.template);
         fsutil::create_dir_all(&self.out_dir)?;
 

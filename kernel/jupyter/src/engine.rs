@@ -1,0 +1,203 @@
+//! The evcxr engine on its own thread: it owns the `CommandContext` (which is not `Send`),
+//! preloads the tunelab library, runs cells one at a time, and forwards the subprocess's
+//! stdout/stderr as they arrive (drained on their own threads so `execute` never blocks on
+//! a full pipe).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bridge::{self, DisplayLine};
+
+/// Something a running cell produced.
+#[derive(Debug)]
+pub enum Output {
+    /// Text on stdout or stderr.
+    Stream { stderr: bool, text: String },
+    /// A live display update.
+    Display(DisplayLine),
+}
+
+/// How a cell ended.
+#[derive(Debug)]
+pub enum CellResult {
+    /// Success, with the cell value's MIME bundle (empty when the cell has no value).
+    Ok(HashMap<String, String>),
+    /// Compile error, panic or crash.
+    Err { ename: String, evalue: String, traceback: Vec<String> },
+}
+
+enum Job {
+    Execute(String, oneshot::Sender<CellResult>),
+    Complete(String, usize, oneshot::Sender<(Vec<String>, usize, usize)>),
+}
+
+/// Handle to the engine thread.
+#[derive(Clone)]
+pub struct Engine {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Whether the tunelab library is compiled and loaded.
+    pub ready: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
+}
+
+/// The `:dep` line that preloads the library notebooks use (this checkout's `kernel/`).
+fn preload_commands() -> Vec<String> {
+    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let lib = std::fs::canonicalize(lib).map(|p| p.display().to_string()).unwrap_or_else(|_| lib.to_string());
+    vec![
+        ":preserve_vars_on_panic 1".into(),
+        ":cache 4000".into(),
+        ":opt 2".into(),
+        format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{lib}\" }}"),
+        "tunelab::notebook::install_interrupt_handler();".into(),
+    ]
+}
+
+impl Engine {
+    /// Starts the engine thread; outputs go to `out`.
+    pub fn start(out: mpsc::UnboundedSender<Output>) -> anyhow::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let ready = Arc::new(AtomicBool::new(false));
+        let child = Arc::new(Mutex::new(None));
+        let (ready2, child2) = (ready.clone(), child.clone());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut ctx, outputs) = match evcxr::CommandContext::new() {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = started_tx.send(Err(anyhow::anyhow!("evcxr failed to start: {e}")));
+                    return;
+                }
+            };
+            *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
+            let _ = started_tx.send(Ok(()));
+            let panic = Arc::new(Mutex::new(None::<String>));
+            forward(outputs.stdout, out.clone(), false, panic.clone());
+            forward(outputs.stderr, out.clone(), true, panic.clone());
+            for cmd in preload_commands() {
+                if let Err(e) = ctx.execute(&cmd) {
+                    let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: preloading failed at `{cmd}`: {e}\n") });
+                }
+            }
+            ready2.store(true, Ordering::SeqCst);
+            while let Ok(job) = rx.recv() {
+                match job {
+                    Job::Execute(code, done) => {
+                        *panic.lock().expect("not poisoned") = None;
+                        let result = match ctx.execute(&code) {
+                            Ok(o) => {
+                                // evcxr catches a panic (keeping variables) and reports success;
+                                // the panic message on stderr is how we know. Give the stderr
+                                // reader a moment: the message was written before the cell ended.
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                                match panic.lock().expect("not poisoned").take() {
+                                    Some(msg) => CellResult::Err { ename: "Panic".into(), evalue: msg.clone(), traceback: vec![msg] },
+                                    None => CellResult::Ok(o.content_by_mime_type),
+                                }
+                            }
+                            Err(e) => error_result(e),
+                        };
+                        // Keep the interrupt target current: evcxr restarts a crashed subprocess.
+                        *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
+                        let _ = done.send(result);
+                    }
+                    Job::Complete(code, pos, done) => {
+                        let r = match ctx.completions(&code, pos) {
+                            Ok(c) => (c.completions.into_iter().map(|c| c.code).collect(), c.start_offset, c.end_offset),
+                            Err(_) => (Vec::new(), pos, pos),
+                        };
+                        let _ = done.send(r);
+                    }
+                }
+            }
+        });
+        started_rx.recv()??;
+        Ok(Self { jobs, ready, child })
+    }
+
+    /// Runs a cell; resolves when it finishes.
+    pub async fn execute(&self, code: String) -> CellResult {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Execute(code, tx)).is_err() {
+            return CellResult::Err { ename: "KernelError".into(), evalue: "the evcxr engine stopped".into(), traceback: vec![] };
+        }
+        rx.await.unwrap_or(CellResult::Err { ename: "KernelError".into(), evalue: "the evcxr engine stopped".into(), traceback: vec![] })
+    }
+
+    /// Completions at byte offset `pos` of `code`: (matches, start, end).
+    pub async fn complete(&self, code: String, pos: usize) -> (Vec<String>, usize, usize) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Complete(code, pos, tx)).is_err() {
+            return (Vec::new(), pos, pos);
+        }
+        rx.await.unwrap_or((Vec::new(), pos, pos))
+    }
+
+    /// Process id of the subprocess running cells.
+    pub fn child_pid(&self) -> Option<u32> {
+        let guard = self.child.lock().ok()?;
+        let handle = guard.as_ref()?;
+        let child = handle.lock().ok()?;
+        Some(child.id())
+    }
+
+    /// Kills the subprocess (a hard interrupt; evcxr starts a new one, losing variables).
+    pub fn kill_child(&self) {
+        if let Ok(guard) = self.child.lock() {
+            if let Some(handle) = guard.as_ref() {
+                if let Ok(mut child) = handle.lock() {
+                    let _ = child.kill();
+                }
+            }
+        }
+    }
+}
+
+/// Forwards one output stream; on stderr, remembers a panic message (`thread … panicked
+/// at …` plus the message line after it).
+fn forward(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, stderr: bool, panic: Arc<Mutex<Option<String>>>) {
+    std::thread::spawn(move || {
+        let mut after_panic_line = false;
+        while let Ok(line) = rx.recv() {
+            if stderr {
+                let mut slot = panic.lock().expect("not poisoned");
+                if line.starts_with("thread '") && line.contains("panicked at") {
+                    *slot = Some(line.clone());
+                    after_panic_line = true;
+                } else if after_panic_line {
+                    if let Some(msg) = slot.as_mut() {
+                        msg.push('\n');
+                        msg.push_str(&line);
+                    }
+                    after_panic_line = false;
+                }
+            }
+            let msg = match (!stderr).then(|| bridge::parse(&line)).flatten() {
+                Some(d) => Output::Display(d),
+                None => Output::Stream { stderr, text: format!("{line}\n") },
+            };
+            if out.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn error_result(e: evcxr::Error) -> CellResult {
+    match e {
+        evcxr::Error::CompilationErrors(errors) => {
+            let traceback: Vec<String> = errors.iter().map(|e| e.rendered()).collect();
+            let evalue = errors.iter().map(|e| e.message()).collect::<Vec<_>>().join("\n");
+            CellResult::Err { ename: "CompilationError".into(), evalue, traceback }
+        }
+        evcxr::Error::SubprocessTerminated(msg) => CellResult::Err { ename: "SubprocessTerminated".into(), evalue: msg.clone(), traceback: vec![msg] },
+        other => {
+            let msg = other.to_string();
+            let ename = if msg.contains("panic") || msg.contains("Panic") { "Panic" } else { "Error" };
+            CellResult::Err { ename: ename.into(), evalue: msg.clone(), traceback: vec![msg] }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Notebook support: live displays that update in place while a cell runs, rich HTML views
+//! of tunelab's types (evcxr's `evcxr_display` convention), side-by-side generations, and
+//! the interrupt flag that lets the kernel stop a training loop gracefully.
+//!
+//! All text from datasets and models is HTML-escaped before it is shown.
+
+mod interrupt;
+mod live;
+mod views;
+
+pub use interrupt::{install_interrupt_handler, interrupt_flag};
+pub use live::{live_training, LiveDisplay};
+pub use views::{compare, Comparison};
