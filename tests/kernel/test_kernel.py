@@ -1,0 +1,122 @@
+"""The tunelab kernel over the real Jupyter protocol (jupyter_client): kernel_info,
+execution results and streams, compile errors and panics as errors, variables kept after a
+panic, interrupts, and live displays updated in place while a cell runs."""
+import threading
+import time
+
+from conftest import run
+
+
+def test_kernel_info(kernel):
+    info = kernel.kernel_info(reply=True, timeout=30)["content"]
+    assert info["status"] == "ok"
+    assert info["implementation"] == "tunelab-kernel"
+    assert info["language_info"]["name"] == "rust"
+    assert info["language_info"]["file_extension"] == ".rs"
+
+
+def test_execute_result_streams_and_counts(kernel):
+    reply, msgs = run(kernel, 'let answer = 40 + 2;\nprintln!("out line");\neprintln!("err line");\nanswer')
+    assert reply["status"] == "ok"
+    streams = {(c["name"], c["text"]) for t, c in msgs if t == "stream"}
+    assert ("stdout", "out line\n") in streams and ("stderr", "err line\n") in streams
+    results = [c for t, c in msgs if t == "execute_result"]
+    assert results and results[0]["data"]["text/plain"] == "42"
+    assert results[0]["execution_count"] == reply["execution_count"]
+    assert any(t == "execute_input" for t, _ in msgs)
+
+
+def test_compile_error_is_an_error(kernel):
+    reply, msgs = run(kernel, 'let n: u32 = "not a number";')
+    assert reply["status"] == "error"
+    assert reply["ename"] == "CompilationError"
+    errors = [c for t, c in msgs if t == "error"]
+    assert errors and "mismatched types" in errors[0]["evalue"]
+
+
+def test_panic_is_an_error_and_keeps_earlier_variables(kernel):
+    run(kernel, "let kept = 7u64;")
+    reply, _ = run(kernel, 'panic!("boom in a cell")')
+    assert reply["status"] == "error"
+    assert reply["ename"] == "Panic"
+    assert "boom in a cell" in reply["evalue"]
+    reply, msgs = run(kernel, "kept * 6")
+    assert reply["status"] == "ok"
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["42"]
+
+
+def test_live_display_updates_in_place_while_the_cell_runs(kernel):
+    code = (
+        "use tunelab::prelude::*;\n"
+        "let mut d = LiveDisplay::new();\n"
+        "for i in 0..3 { d.show(&format!(\"<b>step {i}</b>\"), &format!(\"step {i}\")); "
+        "std::thread::sleep(std::time::Duration::from_millis(400)); }"
+    )
+    arrivals = []
+    start = time.time()
+    msgs = []
+
+    def hook(m):
+        msgs.append((m["msg_type"], m["content"]))
+        arrivals.append((m["msg_type"], time.time() - start))
+
+    reply = kernel.execute_interactive(code, timeout=120, output_hook=hook)
+    assert reply["content"]["status"] == "ok"
+    shown = [c for t, c in msgs if t == "display_data"]
+    updates = [c for t, c in msgs if t == "update_display_data"]
+    assert len(shown) == 1 and len(updates) == 2
+    display_id = shown[0]["transient"]["display_id"]
+    assert all(u["transient"]["display_id"] == display_id for u in updates)
+    assert updates[-1]["data"]["text/html"] == "<b>step 2</b>"
+    # The first display arrived while the cell was still running (≥ 0.8 s before its end).
+    first = next(t for k, t in arrivals if k == "display_data")
+    end = max(t for _, t in arrivals)
+    assert end - first > 0.6, arrivals
+
+
+def test_interrupt_stops_a_running_loop(kernel):
+    """SIGINT sets tunelab's interrupt flag: a loop watching it (as the trainer does) ends
+    gracefully and the kernel stays usable."""
+    code = (
+        "let flag = tunelab::notebook::interrupt_flag();\n"
+        'println!("started");\n'
+        "let mut n = 0u64;\n"
+        "while !flag.load(std::sync::atomic::Ordering::SeqCst) { n += 1; std::thread::sleep(std::time::Duration::from_millis(50)); }\n"
+        'println!("stopped after {n} ticks");'
+    )
+    msgs = []
+
+    def interrupt():
+        kernel.control_channel.send(kernel.session.msg("interrupt_request", {}))
+
+    def hook(m):
+        msgs.append((m["msg_type"], m["content"]))
+        if m["msg_type"] == "stream" and "started" in m["content"].get("text", ""):
+            threading.Timer(1.0, interrupt).start()
+
+    t0 = time.time()
+    reply = kernel.execute_interactive(code, timeout=120, output_hook=hook)["content"]
+    took = time.time() - t0
+    assert reply["status"] == "ok", reply
+    stopped = [c["text"] for t, c in msgs if t == "stream" and "stopped after" in c["text"]]
+    assert stopped and int(stopped[0].split()[2]) > 0, msgs
+    assert took < 15, took
+    reply, _ = run(kernel, "1 + 1")
+    assert reply["status"] == "ok"
+
+
+def test_interrupt_kills_a_cell_that_ignores_it(kernel):
+    """A cell that never looks at the flag is stopped by killing its process after the grace
+    period; the kernel then runs new cells."""
+    msgs = []
+
+    def hook(m):
+        msgs.append((m["msg_type"], m["content"]))
+        if m["msg_type"] == "stream" and "spinning" in m["content"].get("text", ""):
+            threading.Timer(0.5, lambda: kernel.control_channel.send(kernel.session.msg("interrupt_request", {}))).start()
+
+    code = 'println!("spinning"); loop { std::thread::sleep(std::time::Duration::from_millis(100)); }'
+    reply = kernel.execute_interactive(code, timeout=120, output_hook=hook)["content"]
+    assert reply["status"] == "error"
+    reply, msgs2 = run(kernel, "use tunelab::prelude::*; 6 * 7")
+    assert reply["status"] == "ok", reply
