@@ -80,6 +80,11 @@ impl RotaryTables {
         Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
     }
 
+    /// The same tables under fresh tensor ids (see `Transformer::with_fresh_ids`).
+    pub fn with_fresh_ids(&self) -> Result<Self> {
+        Ok(Self { cos: self.cos.broadcast_as(self.cos.shape())?, sin: self.sin.broadcast_as(self.sin.shape())? })
+    }
+
     /// Number of positions the tables cover.
     pub fn len(&self) -> usize {
         self.cos.dim(0).unwrap_or(0)

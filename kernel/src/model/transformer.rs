@@ -302,6 +302,39 @@ impl Transformer {
         &self.device
     }
 
+    /// A copy whose tensors share storage with this one but carry ids from the calling
+    /// code's copy of candle.
+    ///
+    /// Why: evcxr links each notebook cell with its own copy of candle, and candle numbers
+    /// tensors with a per-copy counter. A model loaded in one cell and trained in another
+    /// would mix tensors numbered by two counters, and backprop (which keys gradients by id)
+    /// would add unrelated gradients together. Re-identifying the base tensors where the
+    /// graph is built avoids it at no memory cost.
+    pub fn with_fresh_ids(&self) -> Result<Self> {
+        let fresh = |t: &Tensor| t.broadcast_as(t.shape());
+        let linear = |l: &Linear| -> candle_core::Result<Linear> {
+            Ok(Linear { weight: fresh(&l.weight)?, bias: l.bias.as_ref().map(fresh).transpose()?, lora: l.lora.clone() })
+        };
+        let mut out = self.clone();
+        out.embed_tokens = fresh(&self.embed_tokens)?;
+        out.norm = fresh(&self.norm)?;
+        out.lm_head = linear(&self.lm_head)?;
+        out.rotary = self.rotary.with_fresh_ids()?;
+        for layer in &mut out.layers {
+            layer.input_layernorm = fresh(&layer.input_layernorm)?;
+            layer.post_attention_layernorm = fresh(&layer.post_attention_layernorm)?;
+            let a = &mut layer.self_attn;
+            for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                *p = linear(p)?;
+            }
+            let m = &mut layer.mlp;
+            for p in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                *p = linear(p)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// The element type of the weights.
     pub fn dtype(&self) -> DType {
         self.embed_tokens.dtype()

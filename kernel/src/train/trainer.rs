@@ -202,7 +202,9 @@ impl<'a> Trainer<'a> {
         let mut lora = cfg.lora.clone();
         lora.base_model_name_or_path = Some(self.model.path.display().to_string());
         let adapter = AdapterSet::new(&self.model.transformer, lora, cfg.seed)?;
-        let adapted = adapter.apply(&self.model.transformer);
+        // Tensor ids must come from one copy of candle for backprop (see with_fresh_ids).
+        let base = self.model.transformer.with_fresh_ids()?;
+        let adapted = adapter.apply(&base);
         let vars = adapter.vars();
         let mut opt = AdamW::new(vars.clone(), cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay)?;
 
