@@ -62,7 +62,7 @@ compare_adapters = notebook([
     "let train = Dataset::load(\"../examples/security-audit/train.jsonl\")?;\n"
     "let heldout = Dataset::load(\"../examples/security-audit/heldout.jsonl\")?;",
     "let small = LoraConfig { r: 4, lora_alpha: 8.0, ..LoraConfig::default() }.with_targets(&[\"q_proj\".into(), \"v_proj\".into()])?;\n"
-    "let quick = |lora: LoraConfig| TrainConfig { lora, learning_rate: 5e-4, max_steps: 10, batch_size: 2, cutoff_len: 384, ..TrainConfig::default() };\n"
+    "fn quick(lora: LoraConfig) -> TrainConfig {\n    TrainConfig { lora, learning_rate: 5e-4, max_steps: 10, batch_size: 2, cutoff_len: 384, ..TrainConfig::default() }\n}\n"
     "let a = Trainer::new(&model, quick(small), \"../runs/notebook-adapter-a\").run(&train, None, live_training(2))?;\n"
     "&a",
     "let b = Trainer::new(&model, quick(LoraConfig::default()), \"../runs/notebook-adapter-b\").run(&train, None, live_training(2))?;\n"

@@ -3,8 +3,11 @@ execution results and streams, compile errors and panics as errors, variables ke
 panic, interrupts, and live displays updated in place while a cell runs."""
 import threading
 import time
+from pathlib import Path
 
 from conftest import run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_kernel_info(kernel):
@@ -120,3 +123,40 @@ def test_interrupt_kills_a_cell_that_ignores_it(kernel):
     assert reply["status"] == "error"
     reply, msgs2 = run(kernel, "use tunelab::prelude::*; 6 * 7")
     assert reply["status"] == "ok", reply
+
+
+def test_interrupting_training_checkpoints_and_the_next_cell_resumes(kernel, tmp_path):
+    """The method's training loop in a notebook: an interrupt stops it after the current step
+    with a checkpoint; a following cell resumes from it and finishes."""
+    out = tmp_path / "run"
+    setup = (
+        "use tunelab::prelude::*;\n"
+        "let model = Model::load(\"SmolLM2-135M-Instruct.Q4_1.gguf\")?;\n"
+        f"let data = Dataset::load(\"{ROOT}/examples/security-audit/train.jsonl\")?;\n"
+        "let cfg = TrainConfig { max_steps: 40, batch_size: 1, cutoff_len: 192, learning_rate: 5e-4, ..TrainConfig::default() };"
+    )
+    reply, _ = run(kernel, setup)
+    assert reply["status"] == "ok", reply
+    msgs = []
+    fired = []
+
+    def hook(m):
+        msgs.append((m["msg_type"], m["content"]))
+        if m["msg_type"] == "update_display_data" and not fired:
+            fired.append(True)
+            kernel.control_channel.send(kernel.session.msg("interrupt_request", {}))
+
+    code = f'let first = Trainer::new(&model, cfg.clone(), "{out}").run(&data, None, live_training(1))?;\nprintln!("status {{:?}} after {{}} steps", first.status, first.steps);'
+    reply = kernel.execute_interactive(code, timeout=900, output_hook=hook)["content"]
+    assert reply["status"] == "ok", reply
+    text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+    assert "status Interrupted" in text, text
+    steps = int(text.split(" after ")[1].split()[0])
+    assert 0 < steps < 40
+    assert (out / f"checkpoint-{steps}" / "trainer_state.json").exists()
+
+    code = f'let second = Trainer::new(&model, cfg.clone(), "{out}").resume(true).run(&data, None, |_| {{}})?;\nprintln!("status {{:?}} after {{}} steps", second.status, second.steps);'
+    reply, msgs = run(kernel, code, timeout=900)
+    assert reply["status"] == "ok", reply
+    text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+    assert "status Completed after 40 steps" in text, text

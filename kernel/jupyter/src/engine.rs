@@ -44,7 +44,11 @@ pub struct Engine {
 }
 
 /// The `:dep` line that preloads the library notebooks use (this checkout's `kernel/`).
+/// `TUNELAB_KERNEL_PRELOAD=0` skips it (plain evcxr, for latency comparisons).
 fn preload_commands() -> Vec<String> {
+    if std::env::var("TUNELAB_KERNEL_PRELOAD").is_ok_and(|v| v == "0") {
+        return Vec::new();
+    }
     let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let lib = std::fs::canonicalize(lib).map(|p| p.display().to_string()).unwrap_or_else(|_| lib.to_string());
     vec![
