@@ -148,8 +148,8 @@ def test_interrupting_training_checkpoints_and_the_next_cell_resumes(kernel, tmp
 
     code = f'let first = Trainer::new(&model, cfg.clone(), "{out}").run(&data, None, live_training(1))?;\nprintln!("status {{:?}} after {{}} steps", first.status, first.steps);'
     reply = kernel.execute_interactive(code, timeout=900, output_hook=hook)["content"]
-    assert reply["status"] == "ok", reply
     text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+    assert reply["status"] == "ok", (reply.get("ename"), reply.get("evalue"), text[-2000:])
     assert "status Interrupted" in text, text
     steps = int(text.split(" after ")[1].split()[0])
     assert 0 < steps < 40
@@ -160,3 +160,12 @@ def test_interrupting_training_checkpoints_and_the_next_cell_resumes(kernel, tmp
     assert reply["status"] == "ok", reply
     text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
     assert "status Completed after 40 steps" in text, text
+
+
+def test_complete(kernel):
+    run(kernel, "let tunelab_answer_value = 42u32;")
+    code = "tunelab_answer_v"
+    reply = kernel.complete(code, len(code), reply=True, timeout=120)["content"]
+    assert reply["status"] == "ok"
+    assert "tunelab_answer_value" in reply["matches"], reply
+    assert reply["cursor_end"] == len(code)

@@ -32,6 +32,7 @@ pub enum CellResult {
 enum Job {
     Execute(String, oneshot::Sender<CellResult>),
     Complete(String, usize, oneshot::Sender<(Vec<String>, usize, usize)>),
+    Inspect(String, usize, oneshot::Sender<Option<(String, String)>>),
 }
 
 /// Handle to the engine thread.
@@ -42,6 +43,9 @@ pub struct Engine {
     pub ready: Arc<AtomicBool>,
     child: Arc<Mutex<Option<Arc<Mutex<std::process::Child>>>>>,
 }
+
+/// Routes SIGINT in the code-running subprocess to tunelab's interrupt flag.
+const INSTALL_HANDLER: &str = "tunelab::notebook::install_interrupt_handler();";
 
 /// The `:dep` line that preloads the library notebooks use (this checkout's `kernel/`).
 /// `TUNELAB_KERNEL_PRELOAD=0` skips it (plain evcxr, for latency comparisons).
@@ -56,7 +60,7 @@ fn preload_commands() -> Vec<String> {
         ":cache 4000".into(),
         ":opt 2".into(),
         format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{lib}\" }}"),
-        "tunelab::notebook::install_interrupt_handler();".into(),
+        INSTALL_HANDLER.into(),
     ]
 }
 
@@ -91,6 +95,8 @@ impl Engine {
                 match job {
                     Job::Execute(code, done) => {
                         *panic.lock().expect("not poisoned") = None;
+                        let pid = |ctx: &evcxr::CommandContext| ctx.process_handle().lock().ok().map(|c| c.id());
+                        let before = pid(&ctx);
                         let result = match ctx.execute(&code) {
                             Ok(o) => {
                                 // evcxr catches a panic (keeping variables) and reports success;
@@ -104,9 +110,17 @@ impl Engine {
                             }
                             Err(e) => error_result(e),
                         };
-                        // Keep the interrupt target current: evcxr restarts a crashed subprocess.
+                        // Keep the interrupt target current: evcxr restarts a crashed or killed
+                        // subprocess, and the new one needs tunelab's SIGINT handler again.
                         *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
+                        if before != pid(&ctx) && ready2.load(Ordering::SeqCst) {
+                            let _ = ctx.execute(INSTALL_HANDLER);
+                        }
                         let _ = done.send(result);
+                    }
+                    Job::Inspect(code, pos, done) => {
+                        let r = ctx.hover_at(&code, pos).ok().filter(|(plain, _)| !plain.trim().is_empty());
+                        let _ = done.send(r);
                     }
                     Job::Complete(code, pos, done) => {
                         let r = match ctx.completions(&code, pos) {
@@ -138,6 +152,13 @@ impl Engine {
             return (Vec::new(), pos, pos);
         }
         rx.await.unwrap_or((Vec::new(), pos, pos))
+    }
+
+    /// Hover information (plain text, HTML) for the expression ending at byte `pos`.
+    pub async fn inspect(&self, code: String, pos: usize) -> Option<(String, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Inspect(code, pos, tx)).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Process id of the subprocess running cells.

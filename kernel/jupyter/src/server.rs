@@ -122,7 +122,15 @@ async fn serve(info: ConnectionInfo) -> anyhow::Result<()> {
                 let (matches, start, end) = engine.complete(code.clone(), pos).await;
                 Some(("complete_reply", json!({"status": "ok", "matches": matches, "cursor_start": byte_to_char(&code, start), "cursor_end": byte_to_char(&code, end), "metadata": {}})))
             }
-            "inspect_request" => Some(("inspect_reply", json!({"status": "ok", "found": false, "data": {}, "metadata": {}}))),
+            "inspect_request" => {
+                let code = content["code"].as_str().unwrap_or("").to_string();
+                let pos = char_to_byte(&code, content["cursor_pos"].as_u64().unwrap_or(0) as usize);
+                let body = match engine.inspect(code, pos).await {
+                    Some((plain, html)) => json!({"status": "ok", "found": true, "data": {"text/plain": plain, "text/html": html}, "metadata": {}}),
+                    None => json!({"status": "ok", "found": false, "data": {}, "metadata": {}}),
+                };
+                Some(("inspect_reply", body))
+            }
             "is_complete_request" => Some(("is_complete_reply", json!({"status": "unknown"}))),
             "comm_info_request" => Some(("comm_info_reply", json!({"status": "ok", "comms": {}}))),
             "history_request" => Some(("history_reply", json!({"status": "ok", "history": []}))),
