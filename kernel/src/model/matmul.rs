@@ -46,17 +46,7 @@ impl CustomOp2 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (n, k2) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen matmul: x has {k} columns but W has {k2}");
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(gemm_rm(m, n, k, slice(x, l1)?, false, slice(w, l2)?, true)),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(gemm_rm(m, n, k, slice(x, l1)?, false, slice(w, l2)?, true)),
-            _ => candle_core::bail!("frozen matmul supports f32 and f64, got {:?} and {:?}", s1.dtype(), s2.dtype()),
-        };
-        Ok((out, Shape::from((m, n))))
+        cpu_matmul(s1, l1, s2, l2, true)
     }
 
     fn bwd(&self, _x: &Tensor, w: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -72,18 +62,24 @@ impl CustomOp2 for MatmulNN {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("matmul: inner dimensions {k} and {k2} differ");
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, false)),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, false)),
-            _ => candle_core::bail!("matmul supports f32 and f64"),
-        };
-        Ok((out, Shape::from((m, n))))
+        cpu_matmul(s1, l1, s2, l2, false)
     }
+}
+
+/// `A · B` (or `A · Bᵀ` when `b_t`) on contiguous f32/f64 CPU storage.
+fn cpu_matmul(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, b_t: bool) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (m, k) = l1.shape().dims2()?;
+    let (r, c) = l2.shape().dims2()?;
+    let (k2, n) = if b_t { (c, r) } else { (r, c) };
+    if k != k2 {
+        candle_core::bail!("matmul: inner dimensions {k} and {k2} differ");
+    }
+    let out = match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, b_t)),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, b_t)),
+        _ => candle_core::bail!("matmul supports f32 and f64, got {:?} and {:?}", s1.dtype(), s2.dtype()),
+    };
+    Ok((out, Shape::from((m, n))))
 }
 
 /// Element types the matmul runs on.
