@@ -1,15 +1,10 @@
 //! End to end: the `tunelab generate` binary on the real SmolLM2 model.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn model_path() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let dir = std::env::var_os("TUNELAB_MODELS").map(PathBuf::from).unwrap_or_else(|| root.join("models"));
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models (this test never skips)", path.display());
-    path
-}
+use common::model_path;
 
 fn tunelab(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args).output().expect("run tunelab")

@@ -3,19 +3,12 @@
 //! continues the same loss curve, Ctrl-C checkpoints, NaN stops with the step named,
 //! invalid data is refused unless skipped, and the adapter changes the model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("TUNELAB_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "{} is missing: run scripts/fetch-models (this test never skips)", path.display());
-    path
-}
+use common::{model_path, root};
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tunelab-e2e-{tag}-{}", std::process::id()));

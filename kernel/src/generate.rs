@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
@@ -266,11 +266,6 @@ impl<'a> Generator<'a> {
             })
             .collect())
     }
-}
-
-/// Index of the largest logit in a `[vocab]` tensor.
-pub fn argmax(logits: &Tensor) -> Result<u32> {
-    Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?)
 }
 
 #[cfg(test)]

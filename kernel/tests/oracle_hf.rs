@@ -15,9 +15,7 @@ fn prompts_logits_and_greedy_tokens_match_hf_transformers() {
     let cases = common::vectors("hf_greedy.json");
     let cases = cases.as_array().expect("a list of cases");
     assert!(cases.len() >= 5, "need at least 5 recorded prompts");
-    let ids_of = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-    };
+    let ids_of = common::ids;
     for case in cases {
         let text = case["prompt"].as_str().unwrap();
         let prompt = model.template.render_prompt(None, text).unwrap();

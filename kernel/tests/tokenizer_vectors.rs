@@ -11,7 +11,7 @@ fn gguf_tokenizer_matches_hf_and_llama_cpp() {
     let cases = common::vectors("tokenization.json");
     let cases = cases.as_array().expect("a list of cases");
     assert!(cases.len() >= 20, "need at least 20 recorded strings");
-    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids = common::ids;
     for case in cases {
         let text = case["text"].as_str().unwrap();
         let got = model.tokenizer.encode(text).unwrap();

@@ -36,3 +36,8 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
+
+/// A JSON array of token ids as `u32`s.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("a list of ids").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+}
