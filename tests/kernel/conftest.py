@@ -20,5 +20,5 @@ def kernel():
 def run(kc, code, timeout=600):
     """Executes `code`; returns (reply content, list of (msg_type, content) iopub messages)."""
     msgs = []
-    reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: msgs.append((m["msg_type"], m["content"])))
+    reply = kc.execute_interactive(code, timeout=timeout, allow_stdin=False, output_hook=lambda m: msgs.append((m["msg_type"], m["content"])))
     return reply["content"], msgs

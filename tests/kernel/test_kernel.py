@@ -48,6 +48,42 @@ def test_panic_is_an_error_and_keeps_earlier_variables(kernel):
     assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["42"]
 
 
+def test_question_mark_error_is_an_error_and_keeps_earlier_variables(kernel):
+    run(kernel, "let before_q = 5u32;")
+    reply, msgs = run(kernel, 'let n: u32 = "12x".parse()?;\nn')
+    assert reply["status"] == "error", reply
+    assert "invalid digit" in reply["evalue"]
+    assert [c for t, c in msgs if t == "error"]
+    # The kernel's private marker never reaches the notebook.
+    assert not any(t == "stream" and "\x1e" in c["text"] for t, c in msgs)
+    reply, msgs = run(kernel, "before_q + 1")
+    assert reply["status"] == "ok"
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["6"]
+
+
+def test_input_request_round_trip_on_the_stdin_channel(kernel):
+    asked = []
+
+    def answer(msg):
+        asked.append(msg["content"])
+        kernel.input("Ada <b>")
+
+    msgs = []
+    code = 'let name = tunelab::notebook::input("Your name");\nlet key = tunelab::notebook::password("Key");\nformat!("{name}|{}", key.len())'
+    reply = kernel.execute_interactive(code, timeout=120, allow_stdin=True, stdin_hook=answer,
+                                       output_hook=lambda m: msgs.append((m["msg_type"], m["content"])))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert [(a["prompt"], a["password"]) for a in asked] == [("Your name", False), ("Key", True)]
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ['"Ada <b>|7"']
+
+
+def test_input_without_stdin_gets_an_empty_answer_and_a_note(kernel):
+    reply, msgs = run(kernel, 'tunelab::notebook::input("anything").len()')
+    assert reply["status"] == "ok"
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["0"]
+    assert any(t == "stream" and "does not accept input" in c["text"] for t, c in msgs)
+
+
 def test_live_display_updates_in_place_while_the_cell_runs(kernel):
     code = (
         "use tunelab::prelude::*;\n"

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::{self, DisplayLine};
+use crate::user_error;
 
 /// Something a running cell produced.
 #[derive(Debug)]
@@ -34,6 +35,9 @@ enum Job {
     Complete(String, usize, oneshot::Sender<(Vec<String>, usize, usize)>),
     Inspect(String, usize, oneshot::Sender<Option<(String, String)>>),
 }
+
+/// Answers a cell's request for input: `(prompt, is_password) -> line`.
+pub type InputReader = Box<dyn Fn(String, bool) -> String + Send>;
 
 /// Handle to the engine thread.
 #[derive(Clone)]
@@ -65,8 +69,9 @@ fn preload_commands() -> Vec<String> {
 }
 
 impl Engine {
-    /// Starts the engine thread; outputs go to `out`.
-    pub fn start(out: mpsc::UnboundedSender<Output>) -> anyhow::Result<Self> {
+    /// Starts the engine thread; outputs go to `out`, and a cell asking for input (see
+    /// `tunelab::notebook::input`) gets the answer from `input(prompt, is_password)`.
+    pub fn start(out: mpsc::UnboundedSender<Output>, input: InputReader) -> anyhow::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let ready = Arc::new(AtomicBool::new(false));
         let child = Arc::new(Mutex::new(None));
@@ -82,9 +87,10 @@ impl Engine {
             };
             *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
             let _ = started_tx.send(Ok(()));
-            let panic = Arc::new(Mutex::new(None::<String>));
-            forward(outputs.stdout, out.clone(), false, panic.clone());
-            forward(outputs.stderr, out.clone(), true, panic.clone());
+            let watch = Arc::new(Mutex::new(StderrWatch::default()));
+            forward(outputs.stdout, out.clone(), false, watch.clone());
+            forward(outputs.stderr, out.clone(), true, watch.clone());
+            let mut callbacks = evcxr::EvalCallbacks { input_reader: &|request| input(request.prompt, request.is_password) };
             for cmd in preload_commands() {
                 if let Err(e) = ctx.execute(&cmd) {
                     let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: preloading failed at `{cmd}`: {e}\n") });
@@ -94,17 +100,17 @@ impl Engine {
             while let Ok(job) = rx.recv() {
                 match job {
                     Job::Execute(code, done) => {
-                        *panic.lock().expect("not poisoned") = None;
+                        *watch.lock().expect("not poisoned") = StderrWatch::default();
                         let pid = |ctx: &evcxr::CommandContext| ctx.process_handle().lock().ok().map(|c| c.id());
                         let before = pid(&ctx);
-                        let result = match ctx.execute(&code) {
+                        let result = match ctx.execute_with_callbacks(&code, &mut callbacks) {
                             Ok(o) => {
-                                // evcxr catches a panic (keeping variables) and reports success;
-                                // the panic message on stderr is how we know. Give the stderr
-                                // reader a moment: the message was written before the cell ended.
+                                // evcxr catches a panic (keeping variables) or a `?` error and
+                                // reports success; stderr is how we know. Give the stderr reader
+                                // a moment: the message was written before the cell ended.
                                 std::thread::sleep(std::time::Duration::from_millis(100));
-                                match panic.lock().expect("not poisoned").take() {
-                                    Some(msg) => CellResult::Err { ename: "Panic".into(), evalue: msg.clone(), traceback: vec![msg] },
+                                match watch.lock().expect("not poisoned").failure.take() {
+                                    Some((ename, msg)) => CellResult::Err { ename, evalue: msg.clone(), traceback: vec![msg] },
                                     None => CellResult::Ok(o.content_by_mime_type),
                                 }
                             }
@@ -181,24 +187,46 @@ impl Engine {
     }
 }
 
-/// Forwards one output stream; on stderr, remembers a panic message (`thread … panicked
-/// at …` plus the message line after it).
-fn forward(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, stderr: bool, panic: Arc<Mutex<Option<String>>>) {
+/// What stderr said about the running cell: a panic, or an early return through `?`.
+#[derive(Default)]
+struct StderrWatch {
+    /// (ename, message) of the failure seen, if any.
+    failure: Option<(String, String)>,
+    /// The last ordinary stderr line (evcxr prints a `?` error just before the marker).
+    last_line: Option<String>,
+    /// The previous line began a panic message; this one continues it.
+    after_panic_line: bool,
+}
+
+impl StderrWatch {
+    /// Updates the watch with one stderr line; returns whether the line is for the user.
+    fn see(&mut self, line: &str) -> bool {
+        if line == user_error::MARKER {
+            let msg = self.last_line.take().unwrap_or_else(|| "the cell returned an error through `?`".into());
+            self.failure.get_or_insert(("Error".into(), msg));
+            return false;
+        }
+        if line.starts_with("thread '") && line.contains("panicked at") {
+            self.failure = Some(("Panic".into(), line.to_string()));
+            self.after_panic_line = true;
+        } else if self.after_panic_line {
+            if let Some((_, msg)) = self.failure.as_mut() {
+                msg.push('\n');
+                msg.push_str(line);
+            }
+            self.after_panic_line = false;
+        }
+        self.last_line = Some(line.to_string());
+        true
+    }
+}
+
+/// Forwards one output stream; stderr lines also go through the cell's [`StderrWatch`].
+fn forward(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, stderr: bool, watch: Arc<Mutex<StderrWatch>>) {
     std::thread::spawn(move || {
-        let mut after_panic_line = false;
         while let Ok(line) = rx.recv() {
-            if stderr {
-                let mut slot = panic.lock().expect("not poisoned");
-                if line.starts_with("thread '") && line.contains("panicked at") {
-                    *slot = Some(line.clone());
-                    after_panic_line = true;
-                } else if after_panic_line {
-                    if let Some(msg) = slot.as_mut() {
-                        msg.push('\n');
-                        msg.push_str(&line);
-                    }
-                    after_panic_line = false;
-                }
+            if stderr && !watch.lock().expect("not poisoned").see(&line) {
+                continue;
             }
             let msg = match (!stderr).then(|| bridge::parse(&line)).flatten() {
                 Some(d) => Output::Display(d),

@@ -9,6 +9,7 @@ mod bridge;
 mod engine;
 mod install;
 mod server;
+mod user_error;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     // When evcxr starts this binary as its code-running subprocess, this never returns.
+    user_error::watch_stdout();
     evcxr::runtime_hook();
     let cli = Cli::parse();
     match (cli.command, cli.control_file) {

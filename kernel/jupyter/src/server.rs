@@ -62,6 +62,15 @@ struct Shared {
     /// The execute request whose cell is running (outputs are parented to it).
     current: Mutex<Option<JupyterMessage>>,
     iopub: mpsc::UnboundedSender<JupyterMessage>,
+    /// Wakes a pending `input_request` when the cell is interrupted, so it stops waiting.
+    cancel_input: tokio::sync::Notify,
+}
+
+/// A cell's request for a line of input, with where to send the answer.
+struct InputAsk {
+    prompt: String,
+    password: bool,
+    answer: std::sync::mpsc::Sender<String>,
 }
 
 impl Shared {
@@ -80,7 +89,7 @@ async fn serve(info: ConnectionInfo) -> anyhow::Result<()> {
     let mut iopub = create_kernel_iopub_connection(&info, &session).await?;
     let mut shell = create_kernel_shell_connection(&info, &session).await?;
     let control = create_kernel_control_connection(&info, &session).await?;
-    let _stdin = create_kernel_stdin_connection(&info, &session).await?;
+    let stdin = create_kernel_stdin_connection(&info, &session).await?;
     let mut heartbeat = create_kernel_heartbeat_connection(&info).await?;
     tokio::spawn(async move { while heartbeat.single_heartbeat().await.is_ok() {} });
 
@@ -92,10 +101,20 @@ async fn serve(info: ConnectionInfo) -> anyhow::Result<()> {
             }
         }
     });
-    let shared = Arc::new(Shared { current: Mutex::new(None), iopub: iopub_tx });
+    let shared = Arc::new(Shared { current: Mutex::new(None), iopub: iopub_tx, cancel_input: tokio::sync::Notify::new() });
+
+    let (ask_tx, ask_rx) = mpsc::unbounded_channel::<InputAsk>();
+    tokio::spawn(stdin_loop(stdin, ask_rx, shared.clone()));
+    let ask_user = move |prompt: String, password: bool| {
+        let (answer, reply) = std::sync::mpsc::channel();
+        if ask_tx.send(InputAsk { prompt, password, answer }).is_err() {
+            return String::new();
+        }
+        reply.recv().unwrap_or_default()
+    };
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let engine = Engine::start(out_tx)?;
+    let engine = Engine::start(out_tx, Box::new(ask_user))?;
     tokio::spawn(pump_outputs(out_rx, shared.clone()));
     tokio::spawn(control_loop_task(control_loop(control, engine.clone(), shared.clone())));
 
@@ -223,6 +242,45 @@ async fn pump_outputs(mut rx: mpsc::UnboundedReceiver<Output>, shared: Arc<Share
     }
 }
 
+/// Serves cells' input requests: an `input_request` on the stdin channel to the front end
+/// that sent the running cell (when it allows input), answered by its `input_reply`.
+async fn stdin_loop(mut stdin: jupyter_zmq_client::KernelStdinConnection, mut asks: mpsc::UnboundedReceiver<InputAsk>, shared: Arc<Shared>) {
+    while let Some(ask) = asks.recv().await {
+        let parent = shared.current.lock().expect("not poisoned").clone();
+        let allowed = parent.as_ref().is_some_and(|p| serde_json::to_value(&p.content).is_ok_and(|c| c["allow_stdin"].as_bool().unwrap_or(false)));
+        let Some(parent) = parent.filter(|_| allowed) else {
+            if let Some(p) = shared.current.lock().expect("not poisoned").as_ref() {
+                shared.publish(message(p, "stream", json!({"name": "stderr", "text": "tunelab: the cell asked for input, but this front end does not accept input; using an empty answer\n"})));
+            }
+            let _ = ask.answer.send(String::new());
+            continue;
+        };
+        let value = match message(&parent, "input_request", json!({"prompt": ask.prompt, "password": ask.password})) {
+            Ok(request) => match stdin.send(request).await {
+                Ok(()) => tokio::select! {
+                    reply = stdin.read() => match reply {
+                        Ok(r) => serde_json::to_value(&r.content).ok().and_then(|c| c["value"].as_str().map(str::to_string)).unwrap_or_default(),
+                        Err(e) => {
+                            eprintln!("tunelab-kernel: bad input_reply: {e}");
+                            String::new()
+                        }
+                    },
+                    _ = shared.cancel_input.notified() => String::new(),
+                },
+                Err(e) => {
+                    eprintln!("tunelab-kernel: stdin send failed: {e}");
+                    String::new()
+                }
+            },
+            Err(e) => {
+                eprintln!("tunelab-kernel: {e:#}");
+                String::new()
+            }
+        };
+        let _ = ask.answer.send(value);
+    }
+}
+
 async fn control_loop_task(fut: impl std::future::Future<Output = anyhow::Result<()>>) {
     if let Err(e) = fut.await {
         eprintln!("tunelab-kernel: control channel stopped: {e:#}");
@@ -256,6 +314,7 @@ async fn control_loop(mut control: jupyter_zmq_client::KernelControlConnection, 
 fn interrupt(engine: &Engine, shared: &Arc<Shared>) {
     let running = shared.current.lock().expect("not poisoned").as_ref().map(|m| m.header.msg_id.clone());
     let Some(msg_id) = running else { return };
+    shared.cancel_input.notify_waiters();
     if let Some(pid) = engine.child_pid() {
         let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
     }
