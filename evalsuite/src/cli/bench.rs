@@ -23,6 +23,20 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// Greedy generation throughput.
     Generate(GenerateBenchArgs),
+    /// Scoring throughput of all non-model scorers on recorded pairs (compare with
+    /// tests/vectors/scorers/bench_scorers.py).
+    Score(ScoreBenchArgs),
+}
+
+/// Options of `tunelab bench score`.
+#[derive(Debug, Args)]
+pub struct ScoreBenchArgs {
+    /// Recorded (reference, candidate) pairs.
+    #[arg(long, default_value = "tests/vectors/scorers/pairs.jsonl")]
+    pairs: PathBuf,
+    /// Pairs to score (the file is cycled, index appended to candidates, as the Python script does).
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
 }
 
 /// Options of `tunelab bench train`.
@@ -69,6 +83,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Train(a) => train(a),
         BenchCommand::Generate(a) => generate(a),
+        BenchCommand::Score(a) => super::bench_score::run(&a.pairs, a.n),
     }
 }
 

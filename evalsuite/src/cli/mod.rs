@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch for the `tunelab` command.
 
 mod bench;
+mod bench_score;
 mod data;
+mod eval;
 mod generate;
 mod merge;
 mod train;
@@ -29,6 +31,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Merge a LoRA adapter into its base model (writes an HF directory).
     Merge(merge::MergeArgs),
+    /// Evaluate models and adapters on suites; summarize runs.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Speed benchmarks (compare with shared/bench/ reference scripts).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -42,6 +47,7 @@ pub fn run() -> ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(args).map(|()| true),
         Command::Merge(args) => merge::run(args).map(|()| true),
+        Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| true),
     };
     match result {

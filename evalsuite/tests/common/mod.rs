@@ -15,3 +15,24 @@ pub fn model_path() -> PathBuf {
     assert!(path.exists(), "{} is missing: run scripts/fetch-models (this test never skips)", path.display());
     path
 }
+
+/// The fetched all-MiniLM-L6-v2 directory; fails loudly when missing.
+pub fn minilm_path() -> PathBuf {
+    let dir = std::env::var_os("TUNELAB_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let path = dir.join("all-MiniLM-L6-v2");
+    assert!(path.join("model.safetensors").exists(), "{} is missing: run scripts/fetch-models (this test never skips)", path.display());
+    path
+}
+
+/// A fresh scratch directory under the target directory's tmp.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `tunelab` binary.
+pub fn tunelab(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args).output().expect("run tunelab")
+}

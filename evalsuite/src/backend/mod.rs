@@ -1,0 +1,69 @@
+//! Backends turn cases into model outputs: a local model with zero or more LoRA adapters
+//! ([`local`]), an OpenAI-compatible HTTP endpoint ([`http`]), or a file of predictions made
+//! elsewhere ([`predictions`]).
+
+pub mod http;
+pub mod local;
+pub mod predictions;
+
+use serde::{Deserialize, Serialize};
+use tunelab::GenerationConfig;
+
+use crate::suite::Case;
+
+/// One generated output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    /// The output text.
+    pub text: String,
+    /// Prompt tokens, when the backend reports them.
+    pub prompt_tokens: Option<usize>,
+    /// Generated tokens, when the backend reports them.
+    pub completion_tokens: Option<usize>,
+    /// Seconds from request to complete output (for batched local generation: the batch's
+    /// time divided by its size).
+    pub latency_s: f64,
+    /// Why generation ended (stop, length, or the backend's word).
+    pub finish: String,
+}
+
+/// What a run records about its backend (provenance and cache key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// local, http or predictions.
+    pub kind: String,
+    /// Model path, served model name, or predictions file.
+    pub model: String,
+    /// SHA-256 of the model file (local) or predictions file.
+    pub model_sha256: Option<String>,
+    /// Adapter directory, if any.
+    pub adapter: Option<String>,
+    /// SHA-256 over the adapter's files.
+    pub adapter_sha256: Option<String>,
+    /// Endpoint base URL (http).
+    pub endpoint: Option<String>,
+}
+
+/// Called as each case's output is ready: (index into the case list, result).
+pub type OnGenerated<'a> = dyn FnMut(usize, anyhow::Result<Generated>) + Send + 'a;
+
+/// A source of outputs for cases.
+pub trait Backend {
+    /// Provenance.
+    fn info(&self) -> &BackendInfo;
+
+    /// Whether outputs depend on the decoding settings (and are worth caching).
+    fn generates(&self) -> bool {
+        true
+    }
+
+    /// Produces an output for each case, calling `done` as each finishes (in any order).
+    /// An error for one case goes to `done`; an `Err` return stops the whole run.
+    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()>;
+
+    /// Perplexity of the case's reference answer under this model, where the backend can
+    /// compute it (the local backend).
+    fn perplexity(&self, _case: &Case) -> Option<anyhow::Result<f64>> {
+        None
+    }
+}

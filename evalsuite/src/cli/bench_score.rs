@@ -1,0 +1,96 @@
+//! `tunelab bench score`: the throughput of every non-model scorer over N recorded pairs,
+//! expanded exactly as `tests/vectors/scorers/bench_scorers.py` does, so the two print
+//! comparable pairs/s. Scoring goes through the same rubric path as `eval run`, on one
+//! thread and then on all cores (rayon).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use tunelab_evalsuite::rubric::Rubric;
+use tunelab_evalsuite::run::score::case_score;
+use tunelab_evalsuite::suite::Case;
+
+/// The checks the Python reference times, as a rubric.
+const RUBRIC: &str = r#"name = "bench"
+[[checks]]
+name = "exact"
+scorer = "exact"
+[[checks]]
+name = "contains"
+scorer = "keywords"
+[[checks]]
+name = "regex"
+scorer = "regex"
+pattern = '\d+'
+[[checks]]
+name = "sections"
+scorer = "sections"
+sections = ["Vulnerability:", "Risk:", "Location:", "Fix:"]
+non_empty = false
+[[checks]]
+name = "json"
+scorer = "json_valid"
+[[checks]]
+name = "length"
+scorer = "length"
+min_chars = 1
+max_chars = 2000
+[[checks]]
+name = "rouge1"
+scorer = "rouge1"
+[[checks]]
+name = "rouge2"
+scorer = "rouge2"
+[[checks]]
+name = "rougeL"
+scorer = "rougeL"
+[[checks]]
+name = "bleu"
+scorer = "bleu"
+"#;
+
+/// Prints one JSON line per mode with pairs/s.
+pub fn run(pairs: &Path, n: usize) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pairs).with_context(|| format!("reading {}", pairs.display()))?;
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l).with_context(|| format!("{}:{}", pairs.display(), i + 1))?;
+            Ok((v["reference"].as_str().unwrap_or("").to_string(), v["candidate"].as_str().unwrap_or("").to_string()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(!rows.is_empty(), "{} holds no pairs", pairs.display());
+    let rubric = Arc::new(Rubric::parse(RUBRIC).map_err(|e| anyhow::anyhow!(e))?);
+    let cases: Vec<(Case, String)> = (0..n)
+        .map(|i| {
+            let (reference, candidate) = &rows[i % rows.len()];
+            let mut case = Case::new(format!("pair-{i}"), "bench", "", reference.clone(), rubric.clone());
+            case.keywords = reference.split_whitespace().next().map(|w| vec![w.to_string()]).unwrap_or_default();
+            (case, format!("{candidate} {i}"))
+        })
+        .collect();
+    let score = |(case, output): &(Case, String)| {
+        let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, output).expect("text scorer")).collect();
+        case_score(&case.rubric.checks, values).score
+    };
+    let t = Instant::now();
+    let single: f64 = cases.iter().map(score).sum();
+    let one_thread = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let parallel: f64 = cases.par_iter().map(score).sum();
+    let all_threads = t.elapsed().as_secs_f64();
+    anyhow::ensure!((single - parallel).abs() < 1e-6 * n as f64, "parallel scoring disagrees");
+    for (mode, secs, threads) in [("1 thread", one_thread, 1), ("all cores", all_threads, rayon::current_num_threads())] {
+        println!(
+            "{}",
+            json!({"bench": "score", "impl": "tunelab", "mode": mode, "threads": threads, "pairs": n, "checks": rubric.checks.len(), "seconds": secs, "pairs_per_s": n as f64 / secs})
+        );
+    }
+    Ok(())
+}

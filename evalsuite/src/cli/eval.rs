@@ -1,0 +1,271 @@
+//! `tunelab eval`: build suites, run them against a model, an endpoint or a predictions file,
+//! and summarize runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tunelab::GenerationConfig;
+use tunelab_evalsuite::backend::http::{HttpBackend, HttpConfig};
+use tunelab_evalsuite::backend::local::{LocalBackend, DEFAULT_BATCH};
+use tunelab_evalsuite::backend::predictions::PredictionsBackend;
+use tunelab_evalsuite::backend::Backend;
+use tunelab_evalsuite::run::{self, summary, RunOptions};
+use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
+
+/// `tunelab eval …`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Evaluate a model (± adapter), an endpoint or a predictions file on a suite.
+    Run(Box<RunArgs>),
+    /// Per-category scores with 95 % bootstrap intervals for a run directory.
+    Summary(SummaryArgs),
+    /// Build suites.
+    #[command(subcommand)]
+    Suite(SuiteCommand),
+}
+
+/// Options of `eval run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The suite TOML.
+    #[arg(long)]
+    suite: PathBuf,
+    /// A local model: GGUF file or HF directory.
+    #[arg(long, conflicts_with_all = ["endpoint", "predictions"])]
+    model: Option<PathBuf>,
+    /// A LoRA adapter directory (PEFT) applied to --model.
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint (base URL).
+    #[arg(long, requires = "api_model", conflicts_with = "predictions")]
+    endpoint: Option<String>,
+    /// The model name the endpoint serves.
+    #[arg(long)]
+    api_model: Option<String>,
+    /// Environment variable holding the endpoint's API key.
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Score predictions made elsewhere (JSONL: id + output, or LLaMA-Factory's prompt/predict/label).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Run name (default: model[-adapter]-timestamp).
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder for run directories.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Only these categories (repeatable).
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// At most N cases per category.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy, the default).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-k when sampling.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Top-p when sampling.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop strings (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Prompts generated together by the local backend.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    batch: usize,
+    /// Requests in flight (endpoint).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Seconds per request (endpoint).
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Attempts per request, retried with backoff on 429/5xx/connection errors (endpoint).
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
+    /// Generation cache file (default: OUT/.cache/generations.jsonl).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Replace an existing run of the same name.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// Options of `eval summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eval suite …`.
+#[derive(Debug, Subcommand)]
+pub enum SuiteCommand {
+    /// Write a suite TOML for a training split: training cases become `seen`, held-out
+    /// cases are checked for leaks into training.
+    New(NewSuiteArgs),
+}
+
+/// Options of `eval suite new`.
+#[derive(Debug, Args)]
+pub struct NewSuiteArgs {
+    /// The training file (its cases are `seen`).
+    #[arg(long)]
+    train: PathBuf,
+    /// Held-out cases (an error if any appears in training).
+    #[arg(long)]
+    heldout: Option<PathBuf>,
+    /// Out-of-domain cases.
+    #[arg(long)]
+    ood: Option<PathBuf>,
+    /// More case files, sorted into seen / heldout case by case (repeatable).
+    #[arg(long = "cases")]
+    cases: Vec<PathBuf>,
+    /// Rubric for the in-domain and out-of-domain sets.
+    #[arg(long)]
+    rubric: PathBuf,
+    /// Include the shipped guard suite.
+    #[arg(long)]
+    guard: bool,
+    /// Evaluate only the first N training cases as `seen`.
+    #[arg(long)]
+    seen_limit: Option<usize>,
+    /// Suite name (default: the output file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where to write the suite TOML.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `tunelab eval …`; `Ok(false)` means "ran, but report failure".
+pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
+    match cmd {
+        EvalCommand::Run(args) => run_suite(*args),
+        EvalCommand::Summary(args) => {
+            let mut all = Vec::new();
+            for dir in &args.runs {
+                let s = summary::summarize(dir)?;
+                if !args.json {
+                    println!("{}", summary::render_text(&s));
+                }
+                all.push(s);
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
+            Ok(true)
+        }
+        EvalCommand::Suite(SuiteCommand::New(args)) => {
+            let name = args.name.clone().unwrap_or_else(|| args.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "suite".into()));
+            let spec = NewSuite {
+                name,
+                train: args.train,
+                heldout: args.heldout,
+                ood: args.ood,
+                auto: args.cases,
+                rubric: args.rubric,
+                guard: args.guard.then(|| repo_path("rubrics/guard/suite.toml")),
+                seen_limit: args.seen_limit,
+            };
+            let suite = new_suite(&spec, &args.out)?;
+            let counts: Vec<String> = suite.category_counts().iter().map(|(c, n)| format!("{c} {n}")).collect();
+            println!("wrote {} ({} cases: {})", args.out.display(), suite.cases.len(), counts.join(", "));
+            Ok(true)
+        }
+    }
+}
+
+/// A file shipped with tunelab: under the current directory if present, else in the checkout
+/// this binary was built from.
+fn repo_path(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
+    let suite = Suite::load(&args.suite)?;
+    let decoding = GenerationConfig {
+        max_new_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_strings: args.stop.clone(),
+    };
+    let backend: Box<dyn Backend> = match (&args.model, &args.endpoint, &args.predictions) {
+        (Some(model), None, None) => {
+            let mut b = LocalBackend::load(model)?.with_batch(args.batch);
+            b.set_adapter(args.adapter.as_deref())?;
+            Box::new(b)
+        }
+        (None, Some(endpoint), None) => {
+            let mut cfg = HttpConfig::new(endpoint, args.api_model.clone().context("--endpoint needs --api-model")?);
+            cfg.api_key_env = args.api_key_env.clone();
+            cfg.concurrency = args.concurrency.max(1);
+            cfg.timeout = Duration::from_secs(args.timeout);
+            cfg.attempts = args.attempts.max(1);
+            Box::new(HttpBackend::connect(cfg)?)
+        }
+        (None, None, Some(file)) => Box::new(PredictionsBackend::load(file)?),
+        _ => bail!("give exactly one of --model, --endpoint (with --api-model) or --predictions"),
+    };
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args));
+    let opts = RunOptions {
+        name,
+        out: args.out.clone(),
+        decoding,
+        cache: args.cache.clone(),
+        categories: args.categories.clone(),
+        limit_per_category: args.limit,
+        overwrite: args.overwrite,
+        progress: true,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let counts: Vec<String> = suite.category_counts().iter().map(|(c, n)| format!("{c} {n}")).collect();
+    eprintln!("suite {} ({}): {}", suite.name, suite.path.display(), counts.join(", "));
+    let outcome = run::execute(&suite, backend.as_ref(), &opts)?;
+    eprintln!(
+        "wrote {} — {} cases ({} from cache), {} result rows; generation {:.1}s, scoring {:.1}s",
+        outcome.dir.display(),
+        outcome.cases,
+        outcome.cached,
+        outcome.rows,
+        outcome.generation_s,
+        outcome.scoring_s
+    );
+    println!("{}", summary::render_text(&summary::summarize(&outcome.dir)?));
+    Ok(true)
+}
+
+fn default_name(args: &RunArgs) -> String {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut name = match (&args.model, &args.api_model, &args.predictions) {
+        (Some(m), _, _) => stem(m),
+        (_, Some(m), _) => m.replace(['/', '\\', ':'], "_"),
+        (_, _, Some(p)) => stem(p),
+        _ => "run".into(),
+    };
+    if let Some(a) = &args.adapter {
+        name.push('+');
+        name.push_str(&stem(a));
+    }
+    let stamp = run::chrono_like_now().1.replace([':', '-'], "");
+    format!("{name}-{}", stamp.trim_end_matches('Z'))
+}

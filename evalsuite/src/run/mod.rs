@@ -1,0 +1,223 @@
+//! `eval run`: generate (through the cache) for every case of a suite, score each output
+//! with its rubric, and write the run directory ([`store`]); [`summary`] reads it back.
+
+pub mod score;
+pub mod store;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use tunelab::GenerationConfig;
+
+use crate::backend::{Backend, Generated};
+use crate::cache::GenerationCache;
+use crate::suite::{Case, Suite};
+
+pub use score::{CaseScore, CheckResult};
+
+/// Settings of one `eval run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run name (the directory under `out`).
+    pub name: String,
+    /// Folder that holds run directories.
+    pub out: PathBuf,
+    /// Decoding settings (greedy by default).
+    pub decoding: GenerationConfig,
+    /// Generation cache file (default `<out>/.cache/generations.jsonl`).
+    pub cache: Option<PathBuf>,
+    /// Only these categories (all when empty).
+    pub categories: Vec<String>,
+    /// At most this many cases per category.
+    pub limit_per_category: Option<usize>,
+    /// Replace an existing run directory of the same name.
+    pub overwrite: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// The command line, for provenance.
+    pub command: String,
+}
+
+/// One case's output with its scores.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome<'a> {
+    /// The case.
+    pub case: &'a Case,
+    /// The output.
+    pub generated: Generated,
+    /// Whether the output came from the cache.
+    pub cached: bool,
+    /// Its scores.
+    pub score: CaseScore,
+}
+
+/// What `execute` did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The run directory written.
+    pub dir: PathBuf,
+    /// Cases evaluated.
+    pub cases: usize,
+    /// Outputs taken from the cache.
+    pub cached: usize,
+    /// Rows in results.parquet.
+    pub rows: usize,
+    /// Seconds spent generating.
+    pub generation_s: f64,
+    /// Seconds spent scoring.
+    pub scoring_s: f64,
+}
+
+/// The cases a run evaluates: category filter, then a per-category limit.
+pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<&'a Case> {
+    let mut per_category: std::collections::HashMap<&str, usize> = Default::default();
+    suite
+        .cases
+        .iter()
+        .filter(|c| opts.categories.is_empty() || opts.categories.contains(&c.category))
+        .filter(|c| {
+            let n = per_category.entry(&c.category).or_default();
+            *n += 1;
+            opts.limit_per_category.is_none_or(|l| *n <= l)
+        })
+        .collect()
+}
+
+/// Runs a suite against a backend and writes the run directory.
+pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
+    let started = chrono_like_now();
+    let cases = select_cases(suite, opts);
+    if cases.is_empty() {
+        bail!("no cases selected from {} (categories: {:?})", suite.path.display(), suite.category_counts());
+    }
+    let dest = store::prepare_destination(&opts.out, &opts.name, opts.overwrite)?;
+    let t0 = Instant::now();
+    let (outputs, cached) = generate_all(&cases, backend, opts)?;
+    let generation_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let scores = score::score_all(&cases, &outputs, backend)?;
+    let scoring_s = t1.elapsed().as_secs_f64();
+    let outcomes: Vec<CaseOutcome> = cases
+        .iter()
+        .zip(outputs)
+        .zip(scores)
+        .zip(cached)
+        .map(|(((case, generated), score), cached)| CaseOutcome { case, generated, cached, score })
+        .collect();
+    let n_cached = outcomes.iter().filter(|o| o.cached).count();
+    let meta = store::RunMeta { suite, backend: backend.info(), opts, started, generation_s, scoring_s };
+    let rows = store::write(&dest, &meta, &outcomes)?;
+    Ok(RunOutcome { dir: dest.final_dir, cases: outcomes.len(), cached: n_cached, rows, generation_s, scoring_s })
+}
+
+/// Outputs for all cases (cache first), and whether each came from the cache.
+fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions) -> anyhow::Result<(Vec<Generated>, Vec<bool>)> {
+    let mut outputs: Vec<Option<Generated>> = vec![None; cases.len()];
+    let mut cached = vec![false; cases.len()];
+    let mut cache = match backend.generates() {
+        true => Some(GenerationCache::open(&opts.cache.clone().unwrap_or_else(|| opts.out.join(".cache").join("generations.jsonl")))?),
+        false => None,
+    };
+    let keys: Vec<String> = cases.iter().map(|c| GenerationCache::key(backend.info(), &opts.decoding, c)).collect();
+    if let Some(cache) = &cache {
+        if cache.unreadable_lines > 0 {
+            eprintln!("note: skipped {} unreadable line(s) in the generation cache (a run interrupted mid-write)", cache.unreadable_lines);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(g) = cache.get(key) {
+                outputs[i] = Some(g.clone());
+                cached[i] = true;
+            }
+        }
+    }
+    let pending: Vec<usize> = (0..cases.len()).filter(|&i| outputs[i].is_none()).collect();
+    if !pending.is_empty() {
+        let bar = progress_bar(opts.progress, pending.len() as u64, cases.len() - pending.len());
+        let pending_cases: Vec<&Case> = pending.iter().map(|&i| cases[i]).collect();
+        let mut errors: Vec<String> = Vec::new();
+        let mut store_error = None;
+        backend.generate(&pending_cases, &opts.decoding, &mut |j, result| {
+            let i = pending[j];
+            match result {
+                Ok(g) => {
+                    if let Some(cache) = cache.as_mut() {
+                        if let Err(e) = cache.put(keys[i].clone(), g.clone()) {
+                            store_error.get_or_insert(e);
+                        }
+                    }
+                    outputs[i] = Some(g);
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+            bar.inc(1);
+        })?;
+        bar.finish_and_clear();
+        if let Some(e) = store_error {
+            return Err(e.context("writing the generation cache"));
+        }
+        if !errors.is_empty() {
+            let done = outputs.iter().filter(|o| o.is_some()).count();
+            bail!(
+                "{} of {} case(s) got no output ({} finished and cached; rerun the same command to resume):\n  {}",
+                errors.len(),
+                cases.len(),
+                done,
+                errors.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ")
+            );
+        }
+    }
+    let outputs = outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.with_context(|| format!("the backend returned no output for case {}", cases[i].id)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((outputs, cached))
+}
+
+fn progress_bar(show: bool, len: u64, cached: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cases, {per_sec}, ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+    );
+    bar.set_message(if cached > 0 { format!("generating ({cached} cached)") } else { "generating".into() });
+    bar
+}
+
+/// Seconds since the Unix epoch, and the same as an RFC 3339 UTC timestamp.
+pub fn chrono_like_now() -> (u64, String) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    (secs, rfc3339(secs))
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_798_588_800), "2026-12-30T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,202 @@
+//! The run directory: `run.json` (provenance), `results.parquet` (one row per case × check)
+//! and `results.csv` (the same rows). Everything is written into a staging directory next
+//! to the destination and renamed into place at the end, so a run directory is either
+//! complete or absent.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use polars::prelude::{Column, CsvWriter, DataFrame, ParquetReader, ParquetWriter, PolarsResult, SerReader, SerWriter};
+use serde_json::json;
+
+use super::{CaseOutcome, RunOptions};
+use crate::backend::BackendInfo;
+use crate::suite::Suite;
+
+/// Rows file name.
+pub const RESULTS_FILE: &str = "results.parquet";
+/// Provenance file name.
+pub const RUN_FILE: &str = "run.json";
+/// CSV export file name.
+pub const CSV_FILE: &str = "results.csv";
+
+/// Where a run is staged and where it ends up.
+#[derive(Debug)]
+pub struct Destination {
+    /// The staging directory (renamed to `final_dir` when complete).
+    pub staging: PathBuf,
+    /// The run directory.
+    pub final_dir: PathBuf,
+    overwrite: bool,
+}
+
+/// Checks the run name and that the run directory is free (or may be replaced).
+pub fn prepare_destination(out: &Path, name: &str, overwrite: bool) -> anyhow::Result<Destination> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        bail!("run name {name:?} must be a plain folder name");
+    }
+    let final_dir = out.join(name);
+    if final_dir.exists() && !overwrite {
+        bail!("{} already exists; pick another --name or pass --overwrite", final_dir.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = out.join(format!(".{name}.partial-{}", std::process::id()));
+    Ok(Destination { staging, final_dir, overwrite })
+}
+
+/// What `run.json` records besides the results.
+pub struct RunMeta<'a> {
+    /// The suite evaluated.
+    pub suite: &'a Suite,
+    /// The backend used.
+    pub backend: &'a BackendInfo,
+    /// Run settings.
+    pub opts: &'a RunOptions,
+    /// Start time (Unix seconds, RFC 3339).
+    pub started: (u64, String),
+    /// Seconds generating.
+    pub generation_s: f64,
+    /// Seconds scoring.
+    pub scoring_s: f64,
+}
+
+/// Builds the results table: one row per case × check.
+pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&CaseOutcome, &super::CheckResult)> = outcomes.iter().flat_map(|o| o.score.checks.iter().map(move |c| (o, c))).collect();
+    let s = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> String| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<String>>();
+    let f = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> f64| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<f64>>();
+    let b = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> bool| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<bool>>();
+    let u = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> Option<u64>| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<Option<u64>>>();
+    let columns = vec![
+        Column::new("run".into(), s(&|_, _| run.to_string())),
+        Column::new("category".into(), s(&|o, _| o.case.category.clone())),
+        Column::new("case_id".into(), s(&|o, _| o.case.id.clone())),
+        Column::new("tags".into(), s(&|o, _| o.case.tags.join(","))),
+        Column::new("rubric".into(), s(&|o, _| o.case.rubric.name.clone())),
+        Column::new("prompt".into(), s(&|o, _| o.case.prompt_text())),
+        Column::new("reference".into(), s(&|o, _| o.case.reference.clone())),
+        Column::new("output".into(), s(&|o, _| o.generated.text.clone())),
+        Column::new("check".into(), s(&|_, c| c.check.clone())),
+        Column::new("scorer".into(), s(&|_, c| c.scorer.clone())),
+        Column::new("weight".into(), f(&|_, c| c.weight)),
+        Column::new("threshold".into(), f(&|_, c| c.threshold)),
+        Column::new("value".into(), f(&|_, c| c.value)),
+        Column::new("score".into(), f(&|_, c| c.score)),
+        Column::new("passed".into(), b(&|_, c| c.passed)),
+        Column::new("detail".into(), s(&|_, c| c.detail.clone())),
+        Column::new("case_score".into(), f(&|o, _| o.score.score)),
+        Column::new("case_passed".into(), b(&|o, _| o.score.passed)),
+        Column::new("latency_s".into(), f(&|o, _| o.generated.latency_s)),
+        Column::new("prompt_tokens".into(), u(&|o, _| o.generated.prompt_tokens.map(|n| n as u64))),
+        Column::new("completion_tokens".into(), u(&|o, _| o.generated.completion_tokens.map(|n| n as u64))),
+        Column::new("finish".into(), s(&|o, _| o.generated.finish.clone())),
+        Column::new("cached".into(), b(&|o, _| o.cached)),
+    ];
+    DataFrame::new(rows.len(), columns)
+}
+
+/// Writes the run directory; returns the number of result rows.
+pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> anyhow::Result<usize> {
+    let staging = &dest.staging;
+    if staging.exists() {
+        std::fs::remove_dir_all(staging).with_context(|| format!("clearing {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
+    let result = (|| -> anyhow::Result<usize> {
+        let mut df = results_frame(&meta.opts.name, outcomes)?;
+        let file = std::fs::File::create(staging.join(RESULTS_FILE))?;
+        ParquetWriter::new(file).finish(&mut df).context("writing results.parquet")?;
+        let mut csv = std::fs::File::create(staging.join(CSV_FILE))?;
+        CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("writing results.csv")?;
+        let run_json = serde_json::to_string_pretty(&run_json(meta, outcomes))?;
+        std::fs::write(staging.join(RUN_FILE), run_json)?;
+        for name in [RESULTS_FILE, CSV_FILE, RUN_FILE] {
+            std::fs::File::open(staging.join(name))?.sync_all()?;
+        }
+        Ok(df.height())
+    })();
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(staging);
+            return Err(e.context(format!("writing the run into {}", staging.display())));
+        }
+    };
+    if dest.final_dir.exists() && dest.overwrite {
+        std::fs::remove_dir_all(&dest.final_dir).with_context(|| format!("replacing {}", dest.final_dir.display()))?;
+    }
+    std::fs::rename(staging, &dest.final_dir).with_context(|| format!("moving {} to {}", staging.display(), dest.final_dir.display()))?;
+    Ok(rows)
+}
+
+fn run_json(meta: &RunMeta, outcomes: &[CaseOutcome]) -> serde_json::Value {
+    let suite = meta.suite;
+    let mut categories: Vec<(String, usize, usize, f64)> = Vec::new();
+    for o in outcomes {
+        let entry = match categories.iter_mut().position(|c| c.0 == o.case.category) {
+            Some(i) => &mut categories[i],
+            None => {
+                categories.push((o.case.category.clone(), 0, 0, 0.0));
+                categories.last_mut().expect("just pushed")
+            }
+        };
+        entry.1 += 1;
+        entry.2 += usize::from(o.score.passed);
+        entry.3 += o.score.score;
+    }
+    let total_s = meta.generation_s + meta.scoring_s;
+    json!({
+        "name": meta.opts.name,
+        "tunelab_version": env!("CARGO_PKG_VERSION"),
+        "command": meta.opts.command,
+        "started_at": meta.started.1,
+        "suite": {
+            "name": suite.name,
+            "path": suite.path,
+            "sha256": suite.hash,
+            "files": suite.files.iter().map(|(p, h)| json!({"path": p, "sha256": h})).collect::<Vec<_>>(),
+        },
+        "rubrics": suite.rubrics().iter().map(|r| r.info()).collect::<Vec<_>>(),
+        "backend": meta.backend,
+        "decoding": meta.opts.decoding,
+        "seed": meta.opts.decoding.seed,
+        "selection": {"categories": meta.opts.categories, "limit_per_category": meta.opts.limit_per_category},
+        "machine": machine(),
+        "durations_s": {"generation": meta.generation_s, "scoring": meta.scoring_s, "total": total_s},
+        "counts": {
+            "cases": outcomes.len(),
+            "cached": outcomes.iter().filter(|o| o.cached).count(),
+            "rows": outcomes.iter().map(|o| o.score.checks.len()).sum::<usize>(),
+        },
+        "categories": categories.iter().map(|(c, n, pass, sum)| json!({"category": c, "cases": n, "passed": pass, "mean_score": sum / *n as f64})).collect::<Vec<_>>(),
+    })
+}
+
+fn machine() -> serde_json::Value {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    json!({
+        "hostname": hostname,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+    })
+}
+
+/// Reads a run's results table.
+pub fn read_results(run_dir: &Path) -> anyhow::Result<DataFrame> {
+    let path = run_dir.join(RESULTS_FILE);
+    let file = std::fs::File::open(&path).with_context(|| format!("reading {} (is {} a run directory?)", path.display(), run_dir.display()))?;
+    ParquetReader::new(file).finish().with_context(|| format!("reading {}", path.display()))
+}
+
+/// Reads a run's `run.json`.
+pub fn read_meta(run_dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = run_dir.join(RUN_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

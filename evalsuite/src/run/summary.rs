@@ -1,0 +1,127 @@
+//! `eval summary`: per-category case scores and pass rates with 95 % bootstrap intervals,
+//! and per-check means, aggregated with polars from a run's `results.parquet`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use polars::prelude::{col, DataFrame, DataType, IntoLazy};
+use serde::Serialize;
+
+use super::store;
+use crate::stats::{bootstrap_mean, Estimate, BOOTSTRAP_RESAMPLES};
+
+/// Confidence level of the intervals.
+pub const LEVEL: f64 = 0.95;
+
+/// One check's aggregate within a category.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckSummary {
+    /// Check name.
+    pub check: String,
+    /// Mean raw value.
+    pub mean_value: f64,
+    /// Share of cases passing.
+    pub pass_rate: f64,
+}
+
+/// One category's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategorySummary {
+    /// Category name.
+    pub category: String,
+    /// Mean case score (weighted rubric score) with its interval.
+    pub score: Estimate,
+    /// Share of cases passing every check, with its interval.
+    pub pass_rate: Estimate,
+    /// Per-check aggregates.
+    pub checks: Vec<CheckSummary>,
+}
+
+/// A run's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Run name.
+    pub run: String,
+    /// What was evaluated (backend model + adapter).
+    pub evaluated: String,
+    /// Per category, in suite order.
+    pub categories: Vec<CategorySummary>,
+}
+
+fn strings(df: &DataFrame, name: &str) -> anyhow::Result<Vec<String>> {
+    Ok(df.column(name)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
+}
+
+fn floats(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>> {
+    Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
+/// Summarizes the run directory `dir`.
+pub fn summarize(dir: &Path) -> anyhow::Result<Summary> {
+    let meta = store::read_meta(dir)?;
+    let df = store::read_results(dir)?;
+    let per_case = df
+        .clone()
+        .lazy()
+        .group_by_stable([col("category"), col("case_id")])
+        .agg([col("case_score").first(), col("case_passed").first()])
+        .collect()
+        .context("grouping results by case")?;
+    let per_check = df
+        .lazy()
+        .group_by_stable([col("category"), col("check")])
+        .agg([col("value").mean().alias("mean_value"), col("passed").cast(DataType::Float64).mean().alias("pass_rate")])
+        .collect()
+        .context("grouping results by check")?;
+    let (case_cat, case_score, case_pass) = (strings(&per_case, "category")?, floats(&per_case, "case_score")?, floats(&per_case, "case_passed")?);
+    let (check_cat, check_name, check_mean, check_pass) =
+        (strings(&per_check, "category")?, strings(&per_check, "check")?, floats(&per_check, "mean_value")?, floats(&per_check, "pass_rate")?);
+    let mut order: Vec<String> = Vec::new();
+    for c in &case_cat {
+        if !order.contains(c) {
+            order.push(c.clone());
+        }
+    }
+    let categories = order
+        .into_iter()
+        .enumerate()
+        .map(|(k, category)| {
+            let pick = |v: &[f64]| case_cat.iter().zip(v).filter(|(c, _)| **c == category).map(|(_, x)| *x).collect::<Vec<f64>>();
+            let seed = 0x5eed + k as u64;
+            let checks = (0..check_cat.len())
+                .filter(|&i| check_cat[i] == category)
+                .map(|i| CheckSummary { check: check_name[i].clone(), mean_value: check_mean[i], pass_rate: check_pass[i] })
+                .collect();
+            CategorySummary {
+                score: bootstrap_mean(&pick(&case_score), LEVEL, BOOTSTRAP_RESAMPLES, seed),
+                pass_rate: bootstrap_mean(&pick(&case_pass), LEVEL, BOOTSTRAP_RESAMPLES, seed + 1000),
+                category,
+                checks,
+            }
+        })
+        .collect();
+    let backend = &meta["backend"];
+    let mut evaluated = backend["model"].as_str().unwrap_or("?").to_string();
+    if let Some(a) = backend["adapter"].as_str() {
+        evaluated.push_str(&format!(" + adapter {a}"));
+    }
+    Ok(Summary { run: meta["name"].as_str().unwrap_or("?").to_string(), evaluated, categories })
+}
+
+/// The summary as an aligned text table.
+pub fn render_text(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "run {} — {}", s.run, s.evaluated);
+    let _ = writeln!(out, "{:<10} {:>5}  {:<24} {:<24}", "category", "cases", "score [95% CI]", "pass rate [95% CI]");
+    for c in &s.categories {
+        let ci = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high);
+        let _ = writeln!(out, "{:<10} {:>5}  {:<24} {:<24}", c.category, c.score.n, ci(&c.score), ci(&c.pass_rate));
+    }
+    let _ = writeln!(out, "\nper check (mean value, pass rate):");
+    for c in &s.categories {
+        let checks: Vec<String> = c.checks.iter().map(|k| format!("{} {:.3} ({:.0}%)", k.check, k.mean_value, 100.0 * k.pass_rate)).collect();
+        let _ = writeln!(out, "  {:<10} {}", c.category, checks.join(" · "));
+    }
+    out
+}

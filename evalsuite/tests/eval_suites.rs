@@ -1,0 +1,160 @@
+//! Suites, rubrics and model-free scoring on the shipped files: the demo suite's categories,
+//! training-overlap detection (seen / leak), `eval suite new`, the security-report rubric on
+//! reference reports, and embedding similarity against sentence-transformers' values.
+
+mod common;
+
+use std::path::Path;
+
+use common::{minilm_path, root, scratch, tunelab};
+use serde_json::Value;
+use tunelab_evalsuite::rubric::Rubric;
+use tunelab_evalsuite::run::score::case_score;
+use tunelab_evalsuite::scorers::embedding::{cosine, Embedder};
+use tunelab_evalsuite::suite::{Suite, SuiteError};
+
+#[test]
+fn demo_suite_has_the_four_categories() {
+    let suite = Suite::load(&root().join("examples/security-audit/suite.toml")).unwrap();
+    let counts = suite.category_counts();
+    let get = |c: &str| counts.iter().find(|(k, _)| k == c).map(|(_, n)| *n);
+    assert_eq!(get("seen"), Some(20));
+    assert_eq!(get("heldout"), Some(30));
+    assert_eq!(get("ood"), Some(36));
+    assert!(get("guard").unwrap() >= 60);
+    let guard: Vec<_> = suite.cases.iter().filter(|c| c.category == "guard").collect();
+    let zh = guard.iter().filter(|c| c.tags.iter().any(|t| t == "zh")).count();
+    assert!(zh >= 20 && guard.len() - zh >= 30, "bilingual guard suite: {zh} Chinese of {}", guard.len());
+    assert!(guard.iter().all(|c| !c.reference.is_empty() && !c.keywords.is_empty()));
+    assert_eq!(suite.rubrics().len(), 2);
+    assert!(suite.files.len() >= 7, "{:?}", suite.files.keys());
+}
+
+#[test]
+fn reference_reports_pass_the_security_rubric_and_broken_ones_fail() {
+    let suite = Suite::load(&root().join("examples/security-audit/suite.toml")).unwrap();
+    let demo: Vec<_> = suite.cases.iter().filter(|c| c.category != "guard").collect();
+    for case in &demo {
+        let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, &case.reference).unwrap()).collect();
+        let s = case_score(&case.rubric.checks, values);
+        assert!(s.passed && (s.score - 1.0).abs() < 1e-9, "{}: {:?}", case.id, s.checks);
+    }
+    let case = demo[0];
+    let broken = case.reference.replace("Location:", "Where:");
+    let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, &broken).unwrap()).collect();
+    let s = case_score(&case.rubric.checks, values);
+    assert!(!s.passed);
+    let failed: Vec<&str> = s.checks.iter().filter(|c| !c.passed).map(|c| c.check.as_str()).collect();
+    assert!(failed.len() == 2, "{failed:?}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const RUBRIC: &str = "name = \"r\"\n[[checks]]\nname = \"len\"\nscorer = \"length\"\nmin_chars = 1\n";
+
+#[test]
+fn training_overlap_marks_seen_and_rejects_leaks() {
+    let dir = scratch("suite-overlap");
+    write(&dir, "train.jsonl", "{\"instruction\": \"Say hi\", \"output\": \"hi\"}\n{\"instruction\": \"Add 2 and 2\", \"output\": \"4\"}\n");
+    // Same prompt as training after normalization (case, punctuation, spacing).
+    write(&dir, "mixed.jsonl", "{\"instruction\": \"say   HI!\", \"output\": \"hi\"}\n{\"instruction\": \"Name a colour\", \"output\": \"red\"}\n");
+    write(&dir, "rubric.toml", RUBRIC);
+    let suite_text = "name = \"s\"\nrubric = \"rubric.toml\"\ntrain = \"train.jsonl\"\n[[sets]]\ncategory = \"auto\"\ncases = \"mixed.jsonl\"\n";
+    let suite = Suite::load(&write(&dir, "auto.toml", suite_text)).unwrap();
+    let cats: Vec<&str> = suite.cases.iter().map(|c| c.category.as_str()).collect();
+    assert_eq!(cats, ["seen", "heldout"]);
+    let leak = Suite::load(&write(&dir, "leak.toml", &suite_text.replace("\"auto\"", "\"heldout\""))).unwrap_err();
+    assert!(matches!(leak, SuiteError::Leak { count: 1, .. }), "{leak}");
+    assert!(leak.to_string().contains("mixed.jsonl:1"), "{leak}");
+}
+
+#[test]
+fn suite_errors_name_the_file_and_place() {
+    let dir = scratch("suite-errors");
+    write(&dir, "rubric.toml", RUBRIC);
+    write(&dir, "cases.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\", \"output\": \n");
+    let e = Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
+    assert!(e.to_string().contains("cases.jsonl:2"), "{e}");
+    let e = Suite::load(&write(&dir, "t.toml", "name = \"s\"\nrubric = \"missing.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
+    assert!(e.to_string().contains("missing.toml"), "{e}");
+    let e = Suite::load(&write(&dir, "u.toml", "name = \"s\"\nrubrik = \"x\"\n")).unwrap_err();
+    assert!(e.to_string().contains("rubrik"), "{e}");
+    write(&dir, "dup.jsonl", "{\"id\": \"x\", \"instruction\": \"a\", \"output\": \"b\"}\n{\"id\": \"x\", \"instruction\": \"c\", \"output\": \"d\"}\n");
+    let e = Suite::load(&write(&dir, "v.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"dup.jsonl\"\n")).unwrap_err();
+    assert!(e.to_string().contains("duplicate case id `x`"), "{e}");
+}
+
+#[test]
+fn suite_new_builds_a_suite_from_a_split_and_refuses_leaks() {
+    let dir = scratch("suite-new");
+    let data = root().join("examples/security-audit");
+    let out = dir.join("suite.toml");
+    let rubric = root().join("rubrics/security-report.toml");
+    let args = |heldout: &Path| {
+        vec![
+            "eval".to_string(), "suite".into(), "new".into(),
+            "--train".into(), data.join("train.jsonl").display().to_string(),
+            "--heldout".into(), heldout.display().to_string(),
+            "--ood".into(), data.join("ood.jsonl").display().to_string(),
+            "--rubric".into(), rubric.display().to_string(),
+            "--guard".into(), "--seen-limit".into(), "10".into(),
+            "--out".into(), out.display().to_string(),
+        ]
+    };
+    let run = |a: Vec<String>| tunelab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let ok = run(args(&data.join("heldout.jsonl")));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let suite = Suite::load(&out).unwrap();
+    let counts = suite.category_counts();
+    assert_eq!(&counts[..3], &[("seen".to_string(), 10), ("heldout".to_string(), 30), ("ood".to_string(), 36)]);
+    assert_eq!(counts[3].0, "guard");
+    // A held-out file that repeats a training case is refused, and no suite is written.
+    std::fs::remove_file(&out).unwrap();
+    let leaky = dir.join("leaky.jsonl");
+    let mut text = std::fs::read_to_string(data.join("heldout.jsonl")).unwrap();
+    text.push_str(std::fs::read_to_string(data.join("train.jsonl")).unwrap().lines().nth(5).unwrap());
+    text.push('\n');
+    std::fs::write(&leaky, text).unwrap();
+    let bad = run(args(&leaky));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("held-out case(s) appear in the training file") && err.contains("leaky.jsonl:31"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn rubric_files_shipped_parse() {
+    for f in ["rubrics/security-report.toml", "rubrics/guard/rubric.toml"] {
+        let r = Rubric::load(&root().join(f)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!r.checks.is_empty());
+    }
+}
+
+#[test]
+fn embedding_cosines_match_sentence_transformers() {
+    let embedder = Embedder::load(&minilm_path()).unwrap();
+    let dir = root().join("tests/vectors/scorers");
+    let read = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.join(name)).unwrap().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let pairs = read("pairs.jsonl");
+    let expected = read("embedding_expected.jsonl");
+    let mut worst: f64 = 0.0;
+    for e in &expected {
+        let pair = pairs.iter().find(|p| p["id"] == e["id"]).unwrap();
+        let (r, c) = (pair["reference"].as_str().unwrap(), pair["candidate"].as_str().unwrap());
+        let v = embedder.embed(&[r, c]).unwrap();
+        let cos = cosine(&v[0], &v[1]);
+        let want = e["cosine"].as_f64().unwrap();
+        worst = worst.max((cos - want).abs());
+        assert!((cos - want).abs() < 1e-4, "pair {}: cosine {cos} vs sentence-transformers {want}", e["id"]);
+        for (k, h) in e["ref_embedding_head"].as_array().unwrap().iter().enumerate() {
+            assert!((f64::from(v[0][k]) - h.as_f64().unwrap()).abs() < 1e-4, "pair {} dim {k}", e["id"]);
+        }
+    }
+    assert!(expected.len() >= 50);
+    eprintln!("largest cosine difference vs sentence-transformers: {worst:.2e}");
+}

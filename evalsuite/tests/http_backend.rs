@@ -1,0 +1,154 @@
+//! The OpenAI-compatible HTTP backend against a real llama.cpp server
+//! (`python -m llama_cpp.server` from the llama-cpp-python package) serving the SmolLM2 GGUF
+//! on loopback: a full `eval run`, a wrong model name, a dead endpoint, and retries through
+//! a proxy that answers 503 before passing requests on to the real server.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{model_path, root, scratch, tunelab};
+use tunelab_evalsuite::run::store::read_results;
+
+/// The Python that has llama-cpp-python[server] (scripts/test installs it).
+fn python() -> PathBuf {
+    let p = std::env::var_os("TUNELAB_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tunelab/testvenv/bin/python")
+    });
+    let ok = Command::new(&p).args(["-c", "import llama_cpp.server"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "{} cannot import llama_cpp.server: run scripts/test (it installs llama-cpp-python[server]); this test never skips", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A llama.cpp server process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let port = free_port();
+    let log = std::fs::File::create(scratch("llama-server-log").join("server.log")).unwrap();
+    let child = Command::new(python())
+        .args(["-m", "llama_cpp.server", "--model", model_path().to_str().unwrap(), "--model_alias", "smollm2", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2", "--chat_format", "chatml"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start llama_cpp.server");
+    let mut server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /v1/models HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.contains("smollm2") {
+                return server;
+            }
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("llama_cpp.server exited with {status}; see its log under the test tmp dir");
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "llama_cpp.server did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Forwards connections to `target`, but answers the first `failures` requests with 503.
+fn flaky_proxy(target: u16, failures: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut client) = stream else { continue };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                if n < failures {
+                    let mut buf = [0u8; 65536];
+                    let _ = client.read(&mut buf);
+                    let body = "{\"error\": \"busy\"}";
+                    let _ = write!(client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    return;
+                }
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut upstream, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = up.join();
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn eval_run_against_a_real_llama_cpp_server() {
+    let server = start_server();
+    let dir = scratch("http-eval");
+    let suite = root().join("rubrics/guard/suite.toml");
+    let (s, o) = (suite.to_str().unwrap(), dir.to_str().unwrap());
+    let run = |endpoint: &str, model: &str, name: &str, extra: &[&str]| {
+        tunelab(&[&["eval", "run", "--suite", s, "--endpoint", endpoint, "--api-model", model, "--limit", "3", "--max-tokens", "32", "--out", o, "--name", name], extra].concat())
+    };
+    let ok = run(&server.url, "smollm2", "served", &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let df = read_results(&dir.join("served")).unwrap();
+    let outputs: Vec<&str> = df.column("output").unwrap().str().unwrap().into_iter().map(Option::unwrap).collect();
+    assert!(outputs.iter().all(|o| !o.trim().is_empty()), "{outputs:?}");
+    let tokens = df.column("completion_tokens").unwrap().u64().unwrap();
+    assert!(tokens.into_iter().all(|t| t.is_some_and(|t| t > 0)));
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("served/run.json")).unwrap()).unwrap();
+    assert_eq!(meta["backend"]["kind"], "http");
+    assert_eq!(meta["backend"]["endpoint"], server.url.as_str());
+
+    // A model the server does not serve: the error lists what it does serve.
+    let wrong = run(&server.url, "gpt-4o", "wrong", &[]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && err.contains("does not serve a model named \"gpt-4o\"") && err.contains("smollm2"), "{err}");
+
+    // 503s are retried with backoff, then the real server answers (new prompts: --max-tokens 24).
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (proxy, seen) = flaky_proxy(port, 2);
+    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &["--max-tokens", "24", "--concurrency", "1"]);
+    assert!(flaky.status.success(), "{}", String::from_utf8_lossy(&flaky.stderr));
+    assert!(seen.load(Ordering::SeqCst) >= 3, "connections through the proxy: {}", seen.load(Ordering::SeqCst));
+    drop(server);
+}
+
+#[test]
+fn a_dead_endpoint_fails_clearly_after_retries() {
+    let port = free_port();
+    let dir = scratch("http-dead");
+    let suite = root().join("rubrics/guard/suite.toml");
+    let start = Instant::now();
+    let out = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--endpoint", &format!("http://127.0.0.1:{port}/v1"), "--api-model", "m", "--attempts", "3", "--out", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("gave up after 3 attempts") && err.contains("cannot connect"), "{err}");
+    // Backoff 0.5 s then 1 s between the three attempts.
+    assert!(start.elapsed() >= Duration::from_millis(1400), "{:?}", start.elapsed());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(), 0);
+}
