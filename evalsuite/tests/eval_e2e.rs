@@ -133,7 +133,7 @@ fn perplexity_of_the_reference_under_the_model() {
     std::fs::write(dir.join("suite.toml"), "name = \"ppl\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
     run_ok(&["eval", "run", "--suite", dir.join("suite.toml").to_str().unwrap(), "--model", model_path().to_str().unwrap(), "--max-tokens", "8", "--out", dir.to_str().unwrap(), "--name", "r"]);
     let df = read_results(&dir.join("r")).unwrap();
-    let v: Vec<f64> = df.column("value").unwrap().f64().unwrap().into_iter().map(Option::unwrap).collect();
+    let v: Vec<f64> = df.column("value").unwrap().f64().unwrap().iter().map(Option::unwrap).collect();
     assert!(v.iter().all(|x| x.is_finite() && *x > 1.0), "{v:?}");
     assert!(v[0] < v[1], "fluent reference should be likelier than a garbled one: {v:?}");
 }
@@ -159,8 +159,8 @@ fn llama_factory_predictions_are_matched_and_scored() {
     run_ok(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--limit", "3", "--out", dir.to_str().unwrap(), "--name", "p"]);
     let df = read_results(&dir.join("p")).unwrap();
     let keyword_values: Vec<f64> = df
-        .column("scorer").unwrap().str().unwrap().into_iter()
-        .zip(df.column("value").unwrap().f64().unwrap())
+        .column("scorer").unwrap().str().unwrap().iter()
+        .zip(df.column("value").unwrap().f64().unwrap().iter())
         .filter(|(s, _)| *s == Some("keywords"))
         .map(|(_, v)| v.unwrap())
         .collect();

@@ -117,10 +117,10 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let ok = run(&server.url, "smollm2", "served", &[]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let df = read_results(&dir.join("served")).unwrap();
-    let outputs: Vec<&str> = df.column("output").unwrap().str().unwrap().into_iter().map(Option::unwrap).collect();
+    let outputs: Vec<&str> = df.column("output").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
     assert!(outputs.iter().all(|o| !o.trim().is_empty()), "{outputs:?}");
     let tokens = df.column("completion_tokens").unwrap().u64().unwrap();
-    assert!(tokens.into_iter().all(|t| t.is_some_and(|t| t > 0)));
+    assert!(tokens.iter().all(|t| t.is_some_and(|t| t > 0)));
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("served/run.json")).unwrap()).unwrap();
     assert_eq!(meta["backend"]["kind"], "http");
     assert_eq!(meta["backend"]["endpoint"], server.url.as_str());
@@ -130,12 +130,16 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && err.contains("does not serve a model named \"gpt-4o\"") && err.contains("smollm2"), "{err}");
 
-    // 503s are retried with backoff, then the real server answers (new prompts: --max-tokens 24).
+    // 503s are retried with backoff, then the real server answers (a fresh cache, so every
+    // case goes through the proxy).
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     let (proxy, seen) = flaky_proxy(port, 2);
-    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &["--max-tokens", "24", "--concurrency", "1"]);
+    let fresh_cache = dir.join("flaky-cache.jsonl");
+    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &["--cache", fresh_cache.to_str().unwrap(), "--concurrency", "1"]);
     assert!(flaky.status.success(), "{}", String::from_utf8_lossy(&flaky.stderr));
     assert!(seen.load(Ordering::SeqCst) >= 3, "connections through the proxy: {}", seen.load(Ordering::SeqCst));
+    let cached = std::fs::read_to_string(&fresh_cache).unwrap();
+    assert_eq!(cached.lines().count(), 3, "every case answered through the flaky proxy");
     drop(server);
 }
 
