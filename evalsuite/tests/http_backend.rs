@@ -140,7 +140,29 @@ fn eval_run_against_a_real_llama_cpp_server() {
     assert!(seen.load(Ordering::SeqCst) >= 3, "connections through the proxy: {}", seen.load(Ordering::SeqCst));
     let cached = std::fs::read_to_string(&fresh_cache).unwrap();
     assert_eq!(cached.lines().count(), 3, "every case answered through the flaky proxy");
+    judge_through_the_server(&server, &dir);
     drop(server);
+}
+
+/// The LLM judge scorer (1–10 and pairwise) with the llama.cpp server as the judge, scoring
+/// predictions: each row records the judge's parsed score or says why there is none.
+fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
+    let rubric = format!(
+        "name = \"judged\"\n[[checks]]\nname = \"score\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\n\
+         [[checks]]\nname = \"versus-reference\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\npairwise = true\n",
+        url = server.url
+    );
+    std::fs::write(dir.join("judge.toml"), rubric).unwrap();
+    std::fs::write(dir.join("cases.jsonl"), "{\"id\": \"q1\", \"instruction\": \"What is 2 + 2?\", \"output\": \"4\"}\n").unwrap();
+    std::fs::write(dir.join("judge-suite.toml"), "name = \"j\"\nrubric = \"judge.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
+    std::fs::write(dir.join("preds.jsonl"), "{\"id\": \"q1\", \"output\": \"2 + 2 = 4\"}\n").unwrap();
+    let out = tunelab(&["eval", "run", "--suite", dir.join("judge-suite.toml").to_str().unwrap(), "--predictions", dir.join("preds.jsonl").to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "judged"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let df = read_results(&dir.join("judged")).unwrap();
+    let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
+    let values: Vec<f64> = df.column("value").unwrap().f64().unwrap().iter().map(Option::unwrap).collect();
+    assert!(details[0].starts_with("judge: ") && (0.1..=1.0).contains(&values[0]) || details[0].contains("no 1–10 score"), "{details:?} {values:?}");
+    assert!(details[1].starts_with("output first: ") && [0.0, 0.5, 1.0].contains(&values[1]), "{details:?} {values:?}");
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl LocalBackend {
 
     /// The model's chat template applied to a case's turns, ready for generation.
     fn prompt(&self, case: &Case) -> anyhow::Result<String> {
-        Ok(self.model.template.render(&case.messages, true).with_context(|| format!("rendering the chat template for case {}", case.id))?)
+        self.model.template.render(&case.messages, true).with_context(|| format!("rendering the chat template for case {}", case.id))
     }
 
     /// The loaded model's path.

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tunelab::GenerationConfig;
 use tunelab_evalsuite::backend::http::{HttpBackend, HttpConfig};
 use tunelab_evalsuite::backend::local::{LocalBackend, DEFAULT_BATCH};
 use tunelab_evalsuite::backend::predictions::PredictionsBackend;
 use tunelab_evalsuite::backend::Backend;
 use tunelab_evalsuite::run::{self, summary, RunOptions};
 use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
+
+use super::decoding::DecodingArgs;
 
 /// `tunelab eval …`.
 #[derive(Debug, Subcommand)]
@@ -62,24 +63,8 @@ pub struct RunArgs {
     /// At most N cases per category.
     #[arg(long)]
     limit: Option<usize>,
-    /// Most new tokens per answer.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
-    /// Sampling temperature (0 = greedy, the default).
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Top-k when sampling.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Top-p when sampling.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Stop strings (repeatable).
-    #[arg(long = "stop")]
-    stop: Vec<String>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
     /// Prompts generated together by the local backend.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
@@ -201,14 +186,7 @@ fn repo_path(rel: &str) -> PathBuf {
 
 fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     let suite = Suite::load(&args.suite)?;
-    let decoding = GenerationConfig {
-        max_new_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        stop_strings: args.stop.clone(),
-    };
+    let decoding = args.decoding.config();
     let backend: Box<dyn Backend> = match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
             let mut b = LocalBackend::load(model)?.with_batch(args.batch);

@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use tunelab::prelude::*;
 
+use super::decoding::DecodingArgs;
+
 /// Options of `tunelab generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -22,24 +24,8 @@ pub struct GenerateArgs {
     /// An optional system message.
     #[arg(long)]
     system: Option<String>,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    temperature: f64,
-    /// Top-k filtering when sampling.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Top-p (nucleus) filtering when sampling.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// A string that ends generation (repeatable).
-    #[arg(long = "stop")]
-    stop: Vec<String>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
     /// Use a named chat template instead of the model's own (default, chatml, qwen, llama3).
     #[arg(long)]
     template: Option<String>,
@@ -58,14 +44,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         None => model.transformer.clone(),
     };
     let prompt = model.template.render_prompt(args.system.as_deref(), &args.prompt)?;
-    let cfg = GenerationConfig {
-        max_new_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        stop_strings: args.stop,
-    };
+    let cfg = args.decoding.config();
     let mut stdout = std::io::stdout().lock();
     let out = Generator::new(&adapted, &model.tokenizer).generate(&prompt, &cfg, |piece| {
         // A closed pipe (`| head`) is not worth a panic; generation simply finishes.

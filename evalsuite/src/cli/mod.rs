@@ -3,6 +3,7 @@
 mod bench;
 mod bench_score;
 mod data;
+mod decoding;
 mod eval;
 mod generate;
 mod merge;
