@@ -73,12 +73,14 @@ fn base_and_adapter_runs_write_run_directories_and_summaries() {
         }
     }
     set.save(&adapter).unwrap();
-    run_ok(&[&["eval", "run", "--name", "adapted", "--adapter", adapter.to_str().unwrap()], &common[..]].concat());
-    let m2 = meta(&dir.join("adapted"));
+    // One command, one loaded base: the base alone (all from the cache) and the adapter.
+    run_ok(&[&["eval", "run", "--name", "both", "--with-base", "--adapter", adapter.to_str().unwrap()], &common[..]].concat());
+    assert_eq!(meta(&dir.join("both-base"))["counts"]["cached"], 8);
+    let m2 = meta(&dir.join("both-adapter"));
     assert_eq!(m2["counts"]["cached"], 0);
     assert_eq!(m2["backend"]["adapter_sha256"].as_str().unwrap().len(), 64);
 
-    let summary = tunelab(&["eval", "summary", base.to_str().unwrap(), dir.join("adapted").to_str().unwrap(), "--json"]);
+    let summary = tunelab(&["eval", "summary", base.to_str().unwrap(), dir.join("both-adapter").to_str().unwrap(), "--json"]);
     assert!(summary.status.success(), "{}", String::from_utf8_lossy(&summary.stderr));
     let json: Value = serde_json::from_slice(&summary.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);

@@ -30,6 +30,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The key the test server requires; passed to tunelab through [`KEY_VAR`].
+const API_KEY: &str = "tunelab-test-key";
+/// The environment variable tunelab reads the key from.
+const KEY_VAR: &str = "TUNELAB_TEST_API_KEY";
+
 /// A llama.cpp server process, killed on drop.
 struct Server {
     child: Child,
@@ -48,7 +53,7 @@ fn start_server() -> Server {
     let log = std::fs::File::create(scratch("llama-server-log").join("server.log")).unwrap();
     let child = Command::new(python())
         .args(["-m", "llama_cpp.server", "--model", model_path().to_str().unwrap(), "--model_alias", "smollm2", "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2", "--chat_format", "chatml"])
+        .args(["--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2", "--chat_format", "chatml", "--api_key", API_KEY])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -57,7 +62,7 @@ fn start_server() -> Server {
     let start = Instant::now();
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /v1/models HTTP/1.0\r\n\r\n");
+            let _ = write!(s, "GET /v1/models HTTP/1.0\r\nAuthorization: Bearer {API_KEY}\r\n\r\n");
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.contains("smollm2") {
@@ -112,9 +117,15 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let suite = root().join("rubrics/guard/suite.toml");
     let (s, o) = (suite.to_str().unwrap(), dir.to_str().unwrap());
     let run = |endpoint: &str, model: &str, name: &str, extra: &[&str]| {
-        tunelab(&[&["eval", "run", "--suite", s, "--endpoint", endpoint, "--api-model", model, "--limit", "3", "--max-tokens", "32", "--out", o, "--name", name], extra].concat())
+        let args = [&["eval", "run", "--suite", s, "--endpoint", endpoint, "--api-model", model, "--limit", "3", "--max-tokens", "32", "--out", o, "--name", name], extra].concat();
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).env(KEY_VAR, API_KEY).output().expect("run tunelab")
     };
-    let ok = run(&server.url, "smollm2", "served", &[]);
+    let key = ["--api-key-env", KEY_VAR];
+    // Without the key the server refuses, and the error says so.
+    let refused = run(&server.url, "smollm2", "no-key", &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("401"), "{err}");
+    let ok = run(&server.url, "smollm2", "served", &key);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let df = read_results(&dir.join("served")).unwrap();
     let outputs: Vec<&str> = df.column("output").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
@@ -126,7 +137,7 @@ fn eval_run_against_a_real_llama_cpp_server() {
     assert_eq!(meta["backend"]["endpoint"], server.url.as_str());
 
     // A model the server does not serve: the error lists what it does serve.
-    let wrong = run(&server.url, "gpt-4o", "wrong", &[]);
+    let wrong = run(&server.url, "gpt-4o", "wrong", &key);
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && err.contains("does not serve a model named \"gpt-4o\"") && err.contains("smollm2"), "{err}");
 
@@ -135,7 +146,7 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     let (proxy, seen) = flaky_proxy(port, 2);
     let fresh_cache = dir.join("flaky-cache.jsonl");
-    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &["--cache", fresh_cache.to_str().unwrap(), "--concurrency", "1"]);
+    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &[&key[..], &["--cache", fresh_cache.to_str().unwrap(), "--concurrency", "1"]].concat());
     assert!(flaky.status.success(), "{}", String::from_utf8_lossy(&flaky.stderr));
     assert!(seen.load(Ordering::SeqCst) >= 3, "connections through the proxy: {}", seen.load(Ordering::SeqCst));
     let cached = std::fs::read_to_string(&fresh_cache).unwrap();
@@ -148,15 +159,15 @@ fn eval_run_against_a_real_llama_cpp_server() {
 /// predictions: each row records the judge's parsed score or says why there is none.
 fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     let rubric = format!(
-        "name = \"judged\"\n[[checks]]\nname = \"score\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\n\
-         [[checks]]\nname = \"versus-reference\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\npairwise = true\n",
+        "name = \"judged\"\n[[checks]]\nname = \"score\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\napi_key_env = \"{KEY_VAR}\"\n\
+         [[checks]]\nname = \"versus-reference\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\napi_key_env = \"{KEY_VAR}\"\npairwise = true\n",
         url = server.url
     );
     std::fs::write(dir.join("judge.toml"), rubric).unwrap();
     std::fs::write(dir.join("cases.jsonl"), "{\"id\": \"q1\", \"instruction\": \"What is 2 + 2?\", \"output\": \"4\"}\n").unwrap();
     std::fs::write(dir.join("judge-suite.toml"), "name = \"j\"\nrubric = \"judge.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
     std::fs::write(dir.join("preds.jsonl"), "{\"id\": \"q1\", \"output\": \"2 + 2 = 4\"}\n").unwrap();
-    let out = tunelab(&["eval", "run", "--suite", dir.join("judge-suite.toml").to_str().unwrap(), "--predictions", dir.join("preds.jsonl").to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "judged"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, API_KEY).args(["eval", "run", "--suite", dir.join("judge-suite.toml").to_str().unwrap(), "--predictions", dir.join("preds.jsonl").to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "judged"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let df = read_results(&dir.join("judged")).unwrap();
     let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();

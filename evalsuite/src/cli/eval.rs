@@ -36,9 +36,13 @@ pub struct RunArgs {
     /// A local model: GGUF file or HF directory.
     #[arg(long, conflicts_with_all = ["endpoint", "predictions"])]
     model: Option<PathBuf>,
-    /// A LoRA adapter directory (PEFT) applied to --model.
-    #[arg(long, requires = "model")]
-    adapter: Option<PathBuf>,
+    /// A LoRA adapter directory (PEFT) applied to --model; repeat it to evaluate several
+    /// adapters on one loaded base (one run each, named NAME-ADAPTER).
+    #[arg(long = "adapter", requires = "model")]
+    adapters: Vec<PathBuf>,
+    /// With --adapter: also evaluate the base model alone (a run named NAME-base).
+    #[arg(long, requires = "adapters")]
+    with_base: bool,
     /// An OpenAI-compatible endpoint (base URL).
     #[arg(long, requires = "api_model", conflicts_with = "predictions")]
     endpoint: Option<String>,
@@ -51,7 +55,7 @@ pub struct RunArgs {
     /// Score predictions made elsewhere (JSONL: id + output, or LLaMA-Factory's prompt/predict/label).
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// Run name (default: model[-adapter]-timestamp).
+    /// Run name (default: model[+adapter]-timestamp).
     #[arg(long)]
     name: Option<String>,
     /// Folder for run directories.
@@ -186,12 +190,22 @@ fn repo_path(rel: &str) -> PathBuf {
 
 fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     let suite = Suite::load(&args.suite)?;
-    let decoding = args.decoding.config();
-    let backend: Box<dyn Backend> = match (&args.model, &args.endpoint, &args.predictions) {
+    let counts: Vec<String> = suite.category_counts().iter().map(|(c, n)| format!("{c} {n}")).collect();
+    eprintln!("suite {} ({}): {}", suite.name, suite.path.display(), counts.join(", "));
+    match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
-            let mut b = LocalBackend::load(model)?.with_batch(args.batch);
-            b.set_adapter(args.adapter.as_deref())?;
-            Box::new(b)
+            // The base is loaded once; each adapter is applied on it in turn.
+            let mut backend = LocalBackend::load(model)?.with_batch(args.batch);
+            let mut targets: Vec<Option<&Path>> = Vec::new();
+            if args.adapters.is_empty() || args.with_base {
+                targets.push(None);
+            }
+            targets.extend(args.adapters.iter().map(|a| Some(a.as_path())));
+            let several = targets.len() > 1;
+            for adapter in targets {
+                backend.set_adapter(adapter)?;
+                run_one(&suite, &backend, &args, run_name(&args, adapter, several))?;
+            }
         }
         (None, Some(endpoint), None) => {
             let mut cfg = HttpConfig::new(endpoint, args.api_model.clone().context("--endpoint needs --api-model")?);
@@ -199,16 +213,20 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             cfg.concurrency = args.concurrency.max(1);
             cfg.timeout = Duration::from_secs(args.timeout);
             cfg.attempts = args.attempts.max(1);
-            Box::new(HttpBackend::connect(cfg)?)
+            run_one(&suite, &HttpBackend::connect(cfg)?, &args, run_name(&args, None, false))?;
         }
-        (None, None, Some(file)) => Box::new(PredictionsBackend::load(file)?),
+        (None, None, Some(file)) => run_one(&suite, &PredictionsBackend::load(file)?, &args, run_name(&args, None, false))?,
         _ => bail!("give exactly one of --model, --endpoint (with --api-model) or --predictions"),
-    };
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args));
+    }
+    Ok(true)
+}
+
+/// Runs the suite against one backend and prints the run's summary.
+fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -> anyhow::Result<()> {
     let opts = RunOptions {
         name,
         out: args.out.clone(),
-        decoding,
+        decoding: args.decoding.config(),
         cache: args.cache.clone(),
         categories: args.categories.clone(),
         limit_per_category: args.limit,
@@ -216,9 +234,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let counts: Vec<String> = suite.category_counts().iter().map(|(c, n)| format!("{c} {n}")).collect();
-    eprintln!("suite {} ({}): {}", suite.name, suite.path.display(), counts.join(", "));
-    let outcome = run::execute(&suite, backend.as_ref(), &opts)?;
+    let outcome = run::execute(suite, backend, &opts)?;
     eprintln!(
         "wrote {} — {} cases ({} from cache), {} result rows; generation {:.1}s, scoring {:.1}s",
         outcome.dir.display(),
@@ -229,18 +245,32 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
         outcome.scoring_s
     );
     println!("{}", summary::render_text(&summary::summarize(&outcome.dir)?));
-    Ok(true)
+    Ok(())
 }
 
-fn default_name(args: &RunArgs) -> String {
-    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+fn stem(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `--name` as given (suffixed with the adapter, or `base`, when one command makes several
+/// runs), else `model[+adapter]-timestamp`.
+fn run_name(args: &RunArgs, adapter: Option<&Path>, several: bool) -> String {
+    match &args.name {
+        Some(name) if several => format!("{name}-{}", adapter.map_or_else(|| "base".to_string(), stem)),
+        Some(name) => name.clone(),
+        None => default_name(args, adapter),
+    }
+}
+
+fn default_name(args: &RunArgs, adapter: Option<&Path>) -> String {
+    let file_stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut name = match (&args.model, &args.api_model, &args.predictions) {
-        (Some(m), _, _) => stem(m),
+        (Some(m), _, _) => file_stem(m),
         (_, Some(m), _) => m.replace(['/', '\\', ':'], "_"),
-        (_, _, Some(p)) => stem(p),
+        (_, _, Some(p)) => file_stem(p),
         _ => "run".into(),
     };
-    if let Some(a) = &args.adapter {
+    if let Some(a) = adapter {
         name.push('+');
         name.push_str(&stem(a));
     }
