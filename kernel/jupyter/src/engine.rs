@@ -125,7 +125,8 @@ impl Engine {
                         let _ = done.send(result);
                     }
                     Job::Inspect(code, pos, done) => {
-                        let r = ctx.hover_at(&code, pos).ok().filter(|(plain, _)| !plain.trim().is_empty());
+                        // evcxr answers "No documentation found" when rust-analyzer has nothing.
+                        let r = ctx.hover_at(&code, pos).ok().filter(|(plain, _)| !plain.trim().is_empty() && plain.trim() != "No documentation found");
                         let _ = done.send(r);
                     }
                     Job::Complete(code, pos, done) => {
