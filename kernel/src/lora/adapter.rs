@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::layer::{init_rng, LoraLayer};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Transformer, Weights};
+use crate::model::{Linear, Transformer, Weights};
 
 /// The projections `all` targets: every linear layer but `lm_head`.
 pub const ALL_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -179,6 +179,20 @@ impl AdapterSet {
             proj.set_lora(self.layers.get(&name).cloned());
         }
         adapted
+    }
+
+    /// A copy of `model` with every LoRA update folded into its weights (`W + scale·B·A`):
+    /// the adapted model at the base model's inference cost (for evaluation, not training).
+    pub fn merged(&self, model: &Transformer) -> Result<Transformer> {
+        let mut merged = model.clone();
+        for (name, proj) in merged.projections_mut() {
+            if let Some(layer) = self.layers.get(&name) {
+                let w = proj.weight();
+                let weight = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
+                *proj = Linear::new(weight, proj.bias().cloned());
+            }
+        }
+        Ok(merged)
     }
 
     /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (atomically).
