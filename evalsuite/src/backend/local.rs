@@ -2,7 +2,7 @@
 //! swapped without reloading it (each folded into a copy of the projection weights, so an
 //! adapter costs no extra time per token); greedy decoding by default; left-padded batches.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -72,11 +72,6 @@ impl LocalBackend {
     /// The model's chat template applied to a case's turns, ready for generation.
     fn prompt(&self, case: &Case) -> anyhow::Result<String> {
         self.model.template.render(&case.messages, true).with_context(|| format!("rendering the chat template for case {}", case.id))
-    }
-
-    /// The loaded model's path.
-    pub fn model_path(&self) -> &PathBuf {
-        &self.model.path
     }
 }
 

@@ -274,6 +274,6 @@ fn default_name(args: &RunArgs, adapter: Option<&Path>) -> String {
         name.push('+');
         name.push_str(&stem(a));
     }
-    let stamp = run::chrono_like_now().1.replace([':', '-'], "");
+    let stamp = run::now_utc().1.replace([':', '-'], "");
     format!("{name}-{}", stamp.trim_end_matches('Z'))
 }

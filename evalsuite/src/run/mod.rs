@@ -88,7 +88,7 @@ pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<&'a Case> {
 
 /// Runs a suite against a backend and writes the run directory.
 pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
-    let started = chrono_like_now();
+    let started = now_utc();
     let cases = select_cases(suite, opts);
     if cases.is_empty() {
         bail!("no cases selected from {} (categories: {:?})", suite.path.display(), suite.category_counts());
@@ -190,7 +190,7 @@ fn progress_bar(show: bool, len: u64, cached: usize) -> ProgressBar {
 }
 
 /// Seconds since the Unix epoch, and the same as an RFC 3339 UTC timestamp.
-pub fn chrono_like_now() -> (u64, String) {
+pub fn now_utc() -> (u64, String) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     (secs, rfc3339(secs))
 }

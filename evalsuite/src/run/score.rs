@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use rayon::prelude::*;
 
+use crate::backend::http::ChatClient;
 use crate::backend::{Backend, Generated};
 use crate::rubric::Check;
 use crate::scorers::embedding::{cosine, Embedder, DEFAULT_MODEL_DIR};
@@ -122,14 +123,27 @@ fn model_values(cases: &[&Case], outputs: &[Generated], backend: &dyn Backend) -
         values.insert((i, j), v);
     }
     let judged = wanted(&|s| matches!(s, Scorer::Judge(_)));
+    let judge_of = |&(i, j): &(usize, usize)| match &cases[i].rubric.checks[j].scorer {
+        Scorer::Judge(spec) => spec,
+        _ => unreachable!("only judge checks are collected"),
+    };
+    // One client per distinct judge (endpoint, model, key), shared by its cases.
+    let judge_key = |spec: &judge::JudgeSpec| (spec.endpoint.clone(), spec.model.clone(), spec.api_key_env.clone());
+    let mut clients: HashMap<(String, String, Option<String>), ChatClient> = HashMap::new();
+    for slot in &judged {
+        let spec = judge_of(slot);
+        if let std::collections::hash_map::Entry::Vacant(e) = clients.entry(judge_key(spec)) {
+            e.insert(spec.client()?);
+        }
+    }
     let results = Mutex::new(Vec::new());
-    judged.par_iter().with_max_len(1).try_for_each(|&(i, j)| -> anyhow::Result<()> {
-        let Scorer::Judge(spec) = &cases[i].rubric.checks[j].scorer else { unreachable!() };
-        let client = spec.client()?;
-        let v = judge::judge(&client, spec, cases[i], &outputs[i].text).unwrap_or_else(|e| Value::with(f64::NAN, format!("judge failed: {e:#}")));
-        results.lock().expect("not poisoned").push(((i, j), v));
-        Ok(())
-    })?;
+    judged.par_iter().with_max_len(1).for_each(|slot| {
+        let spec = judge_of(slot);
+        let client = &clients[&judge_key(spec)];
+        let (i, _) = *slot;
+        let v = judge::judge(client, spec, cases[i], &outputs[i].text).unwrap_or_else(|e| Value::with(f64::NAN, format!("judge failed: {e:#}")));
+        results.lock().expect("not poisoned").push((*slot, v));
+    });
     values.extend(results.into_inner().expect("not poisoned"));
     Ok(values)
 }
