@@ -139,8 +139,7 @@ impl Suite {
         let (name, description) = loader.load(path, 0)?;
         let Loader { cases, files, .. } = loader;
         check_unique_ids(&cases)?;
-        let all: String = files.iter().map(|(p, h)| format!("{}={h}\n", p.display())).collect();
-        Ok(Self { name, description, path: path.to_path_buf(), cases, hash: hashing::sha256_bytes(all.as_bytes()), files })
+        Ok(Self { name, description, path: path.to_path_buf(), cases, hash: files_hash(&files), files })
     }
 
     /// Case counts per category, in first-seen order.
@@ -165,6 +164,12 @@ impl Suite {
         }
         out
     }
+}
+
+/// One hash over every file a suite read (paths and contents).
+fn files_hash(files: &BTreeMap<PathBuf, String>) -> String {
+    let all: String = files.iter().map(|(p, h)| format!("{}={h}\n", p.display())).collect();
+    hashing::sha256_bytes(all.as_bytes())
 }
 
 #[derive(Default)]
@@ -360,20 +365,23 @@ pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite, SuiteError> {
         sets,
     };
     let text = toml::to_string_pretty(&file).map_err(|e| SuiteError::Invalid { path: dest.to_path_buf(), message: e.to_string() })?;
-    let suite = {
-        // Validate before writing: load from a temporary file next to the destination.
-        let tmp = dir.join(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-        std::fs::write(&tmp, &text).map_err(|source| SuiteError::Io { path: tmp.clone(), source })?;
-        let loaded = Suite::load(&tmp);
-        match loaded {
-            Ok(_) => std::fs::rename(&tmp, dest).map_err(|source| SuiteError::Io { path: dest.to_path_buf(), source })?,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+    // Validate before writing: load from a temporary file next to the destination (so the
+    // relative paths hold), then move it into place.
+    let tmp = dir.join(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    std::fs::write(&tmp, &text).map_err(|source| SuiteError::Io { path: tmp.clone(), source })?;
+    let mut suite = match Suite::load(&tmp) {
+        Ok(suite) => suite,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        Suite::load(dest)?
     };
+    std::fs::rename(&tmp, dest).map_err(|source| SuiteError::Io { path: dest.to_path_buf(), source })?;
+    if let Some(hash) = suite.files.remove(&tmp) {
+        suite.files.insert(dest.to_path_buf(), hash);
+    }
+    suite.path = dest.to_path_buf();
+    suite.hash = files_hash(&suite.files);
     Ok(suite)
 }
 

@@ -54,6 +54,27 @@ pub fn rouge(reference: &str, candidate: &str) -> RougeScores {
     }
 }
 
+/// One ROUGE variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RougeVariant {
+    /// Unigram overlap.
+    Rouge1,
+    /// Bigram overlap.
+    Rouge2,
+    /// Longest common subsequence.
+    RougeL,
+}
+
+/// One variant's scores for a pair, computing only that variant (a rubric check needs one).
+pub fn rouge_variant(reference: &str, candidate: &str, variant: RougeVariant) -> Prf {
+    let (reference, candidate) = (rouge_tokens(reference), rouge_tokens(candidate));
+    match variant {
+        RougeVariant::Rouge1 => rouge_n(&reference, &candidate, 1),
+        RougeVariant::Rouge2 => rouge_n(&reference, &candidate, 2),
+        RougeVariant::RougeL => rouge_l(&reference, &candidate),
+    }
+}
+
 /// ROUGE-N: clipped n-gram matches over n-gram counts, each count floored at 1.
 fn rouge_n(reference: &[String], candidate: &[String], n: usize) -> Prf {
     let matched = ngram_overlap(reference, candidate, n) as f64;

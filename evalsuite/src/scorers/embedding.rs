@@ -28,10 +28,10 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir` (a relative
-    /// path is also looked up in the usual model folders, see `resolve`).
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`, found the
+    /// way model files are (`tunelab::model::resolve_model_path`).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let dir = resolve(dir);
+        let dir = tunelab::model::resolve_model_path(dir)?;
         let read = |name: &str| dir.join(name);
         let config: Config = serde_json::from_str(
             &std::fs::read_to_string(read("config.json")).with_context(|| format!("reading {}", read("config.json").display()))?,
@@ -81,21 +81,4 @@ impl Embedder {
 /// Cosine similarity of two unit vectors (their dot product).
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
-}
-
-/// `dir` as given; else its last component under `$TUNELAB_MODELS`, `./models`, or the
-/// `models/` folder of the checkout this binary was built from.
-fn resolve(dir: &Path) -> PathBuf {
-    if dir.exists() || dir.is_absolute() {
-        return dir.to_path_buf();
-    }
-    let name = dir.file_name().unwrap_or(dir.as_os_str());
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    std::env::var_os("TUNELAB_MODELS")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("models"), checkout])
-        .map(|base| base.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| dir.to_path_buf())
 }

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::metrics::{bleu, rouge};
+use crate::metrics::bleu;
+use crate::metrics::rouge::{rouge_variant, RougeVariant};
 use crate::suite::Case;
 
 /// A scorer as written in a rubric (`scorer = "..."` plus its parameters).
@@ -134,8 +135,8 @@ pub enum Scorer {
     JsonFields(BTreeMap<String, structure::JsonType>),
     /// See [`ScorerSpec::Length`].
     Length(text::LengthBounds),
-    /// ROUGE-N/L F1: 1, 2, or 0 for L.
-    Rouge(u8),
+    /// ROUGE-1/2/L F1 against the reference.
+    Rouge(RougeVariant),
     /// See [`ScorerSpec::Bleu`].
     Bleu,
     /// Embedding cosine; the model directory (None = the fetched all-MiniLM-L6-v2).
@@ -206,9 +207,9 @@ impl Scorer {
                 bounds.validate()?;
                 Self::Length(bounds)
             }
-            ScorerSpec::Rouge1 {} => Self::Rouge(1),
-            ScorerSpec::Rouge2 {} => Self::Rouge(2),
-            ScorerSpec::RougeL {} => Self::Rouge(0),
+            ScorerSpec::Rouge1 {} => Self::Rouge(RougeVariant::Rouge1),
+            ScorerSpec::Rouge2 {} => Self::Rouge(RougeVariant::Rouge2),
+            ScorerSpec::RougeL {} => Self::Rouge(RougeVariant::RougeL),
             ScorerSpec::Bleu {} => Self::Bleu,
             ScorerSpec::Embedding { model } => Self::Embedding(model),
             ScorerSpec::Perplexity {} => Self::Perplexity,
@@ -230,9 +231,9 @@ impl Scorer {
             Self::JsonValid => "json_valid",
             Self::JsonFields(_) => "json_fields",
             Self::Length(_) => "length",
-            Self::Rouge(1) => "rouge1",
-            Self::Rouge(2) => "rouge2",
-            Self::Rouge(_) => "rougeL",
+            Self::Rouge(RougeVariant::Rouge1) => "rouge1",
+            Self::Rouge(RougeVariant::Rouge2) => "rouge2",
+            Self::Rouge(RougeVariant::RougeL) => "rougeL",
             Self::Bleu => "bleu",
             Self::Embedding(_) => "embedding",
             Self::Perplexity => "perplexity",
@@ -285,14 +286,7 @@ impl Scorer {
             Self::JsonValid => structure::json_valid(output),
             Self::JsonFields(fields) => structure::json_fields(output, fields),
             Self::Length(bounds) => bounds.check(output),
-            Self::Rouge(n) => {
-                let r = rouge::rouge(&case.reference, output);
-                Value::of(match n {
-                    1 => r.rouge1.f1,
-                    2 => r.rouge2.f1,
-                    _ => r.rouge_l.f1,
-                })
-            }
+            Self::Rouge(variant) => Value::of(rouge_variant(&case.reference, output, *variant).f1),
             Self::Bleu => Value::of(bleu::sentence_bleu(&case.reference, output) / 100.0),
             Self::Embedding(_) | Self::Perplexity | Self::Judge(_) => return None,
         })
