@@ -113,6 +113,57 @@ fn training_lowers_the_loss_and_a_resumed_process_continues_the_same_curve() {
     assert!(!with.trim().is_empty());
 }
 
+/// The low-memory mode (layers recomputed in the backward pass) follows the same loss curve
+/// as the default path; both report their memory plan, peak RSS per step in the log and per
+/// epoch on the console; and a run that would not fit is refused before anything is written.
+#[test]
+fn low_memory_mode_follows_the_same_curve_and_memory_is_reported_and_bounded() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    let train = demo("train.jsonl");
+    let curve = |tag: &str, extra: &[&str]| -> (Vec<f64>, Vec<serde_json::Value>, String) {
+        let dir = scratch(tag);
+        let d = dir.to_str().unwrap();
+        let mut args = train_args(m, &train, d);
+        args.extend(["--max-steps", "4"]);
+        args.extend(extra);
+        let out = ok(&tunelab(&args));
+        let records = log(&dir);
+        (records.iter().map(|r| r["loss"].as_f64().unwrap()).collect(), records, out)
+    };
+    let (plain, records, out) = curve("mem-plain", &[]);
+    let (low, _, low_out) = curve("mem-low", &["--low-memory"]);
+    assert_eq!(plain.len(), 4);
+    for (step, (a, b)) in plain.iter().zip(&low).enumerate() {
+        assert!((a - b).abs() < 1e-3, "step {}: low-memory loss {b} vs default {a}", step + 1);
+    }
+    assert!(out.contains("memory: about") && out.contains("MiB available"), "{out}");
+    assert!(low_out.contains("low-memory mode"), "{low_out}");
+    assert!(out.contains("epoch 1 done: peak RSS"), "{out}");
+    for r in &records {
+        let rss = r["peak_rss_mb"].as_u64().expect("peak_rss_mb on every step");
+        assert!(rss > 100, "implausible peak RSS {rss} MB");
+    }
+
+    // A budget too small to train in is refused, naming the knobs, and writes nothing.
+    let dir = scratch("mem-refused");
+    let d = dir.join("out");
+    let d = d.to_str().unwrap();
+    let mut args = train_args(m, &train, d);
+    args.extend(["--max-steps", "1", "--memory-budget", "50"]);
+    let refused = tunelab(&args);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    for needle in ["50 MiB", "batch size 2", "cutoff 384", "--batch-size", "--cutoff", "--low-memory"] {
+        assert!(stderr.contains(needle), "refusal does not mention {needle:?}: {stderr}");
+    }
+    assert!(!Path::new(d).join("trainer_log.jsonl").exists(), "a refused run wrote a log");
+    // The low-memory estimate is far smaller, so the same budget can be enough for it.
+    let mut args = train_args(m, &train, d);
+    args.extend(["--max-steps", "1", "--memory-budget", "600", "--low-memory"]);
+    ok(&tunelab(&args));
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
     let model = model_path();

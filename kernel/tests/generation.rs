@@ -55,3 +55,48 @@ fn stop_strings_end_generation_before_the_match() {
     assert_eq!(short.token_ids.len(), 3);
     assert_eq!(short.finish_reason, FinishReason::Length);
 }
+
+/// Q8_0 decoding weights: prompt and decoding-step logits stay within a small distance of
+/// f32's (and do differ, so the quantized path ran), batches still equal single prompts,
+/// and greedy answers mostly agree with f32 (how far is printed).
+#[test]
+fn q8_0_decoding_stays_close_to_f32() {
+    use candle_core::{quantized::GgmlDType, Device, Tensor};
+    let model = Model::load(common::smollm_path()).unwrap();
+    let q8 = model.transformer.quantized_for_decoding(GgmlDType::Q8_0).unwrap();
+    let prompt = model.template.render_prompt(None, "Explain photosynthesis in three sentences.").unwrap();
+    let ids = model.tokenizer.encode(&prompt).unwrap();
+    assert!(ids.len() > 32, "the prompt must be longer than the quantized path's row limit");
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let none = tunelab::model::Padding::default();
+    let (mut c32, mut c8) = (model.transformer.new_cache(ids.len() + 1), q8.new_cache(ids.len() + 1));
+    let p32 = model.transformer.forward_step(&input, &mut c32, &none).unwrap();
+    let p8 = q8.forward_step(&input, &mut c8, &none).unwrap();
+    let next = Tensor::new(&[[ids[5]]], &Device::Cpu).unwrap();
+    let s32 = model.transformer.forward_step(&next, &mut c32, &none).unwrap();
+    let s8 = q8.forward_step(&next, &mut c8, &none).unwrap();
+    for (what, a, b) in [("prompt", &p32, &p8), ("decoding-step", &s32, &s8)] {
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        eprintln!("{what} logits: max |f32 − q8_0| = {d:.4} (max |logit| {scale:.2})");
+        assert!(d > 0.0 && d < 0.05 * scale, "{what}: q8_0 logits differ by {d} (scale {scale})");
+    }
+
+    let prompts: Vec<String> = ["What is 2+2?", "Explain photosynthesis in three sentences.", "Summarize the benefits of unit testing."]
+        .iter()
+        .map(|p| model.template.render_prompt(None, p).unwrap())
+        .collect();
+    let cfg = GenerationConfig::greedy(48);
+    let (g32, g8) = (Generator::new(&model.transformer, &model.tokenizer), Generator::new(&q8, &model.tokenizer));
+    let batch = g8.generate_batch(&prompts, &cfg, |_, _| {}).unwrap();
+    let mut agree = 0;
+    for (i, p) in prompts.iter().enumerate() {
+        let single = g8.generate(p, &cfg, |_| {}).unwrap();
+        assert_eq!(batch[i].token_ids, single.token_ids, "prompt {i}: batched q8_0 greedy differs from single");
+        let reference = g32.generate(p, &cfg, |_| {}).unwrap();
+        let same = reference.token_ids.iter().zip(&single.token_ids).take_while(|(a, b)| a == b).count();
+        eprintln!("prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens", reference.token_ids.len());
+        agree += same;
+    }
+    assert!(agree >= 48, "q8_0 greedy answers diverge from f32 almost at once ({agree} agreeing tokens over 3 prompts)");
+}

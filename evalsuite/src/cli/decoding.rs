@@ -39,3 +39,23 @@ impl DecodingArgs {
         }
     }
 }
+
+/// Which weights decoding steps read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeWeights {
+    /// The f32 weights (exactly the training-time model).
+    F32,
+    /// An 8-bit (Q8_0) copy of every projection: about 3× fewer bytes per token.
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl DecodeWeights {
+    /// `transformer` prepared for decoding with these weights.
+    pub fn prepare(self, transformer: &tunelab::Transformer) -> tunelab::Result<tunelab::Transformer> {
+        match self {
+            Self::F32 => Ok(transformer.clone()),
+            Self::Q8_0 => transformer.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! Argument parsing and dispatch for the `tunelab` command.
 
 mod bench;
-mod bench_score;
 mod data;
 mod decoding;
 mod eval;

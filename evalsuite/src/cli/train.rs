@@ -88,8 +88,26 @@ pub struct TrainArgs {
     /// Continue from the latest checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Recompute activations layer by layer in the backward pass: a fraction of the memory
+    /// for about a third more time.
+    #[arg(long)]
+    low_memory: bool,
+    /// Refuse to start when training would need more than this many MiB beyond the model
+    /// (default: the memory the machine has available).
+    #[arg(long)]
+    memory_budget: Option<u64>,
     #[command(flatten)]
     format: FormatArgs,
+}
+
+/// Prints a line above the progress bar, or plainly to stderr when the bar is hidden (not a
+/// terminal: logs and CI keep every line).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// Runs `tunelab train`.
@@ -115,6 +133,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         save_steps: a.save_steps,
         max_steps: a.max_steps,
         skip_invalid: a.skip_invalid,
+        low_memory: a.low_memory,
+        memory_budget_mib: a.memory_budget,
         ..TrainConfig::default()
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -137,7 +157,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         TrainEvent::Started { total_steps, start_step, examples, skipped, trainable_params } => {
             bar.set_length(*total_steps as u64);
             bar.set_position(*start_step as u64);
-            bar.println(format!("{examples} examples ({skipped} invalid skipped), {trainable_params} trainable parameters, {total_steps} steps"));
+            say(&bar, format!("{examples} examples ({skipped} invalid skipped), {trainable_params} trainable parameters, {total_steps} steps"));
         }
         TrainEvent::Step { step, loss, lr, tokens_per_second, .. } => {
             bar.set_position(*step as u64);
@@ -146,9 +166,19 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         TrainEvent::Eval { step, eval_loss } => {
             last_eval = Some(*eval_loss);
-            bar.println(format!("step {step}: eval loss {eval_loss:.4}"));
+            say(&bar, format!("step {step}: eval loss {eval_loss:.4}"));
         }
-        TrainEvent::Checkpoint { dir, .. } => bar.println(format!("checkpoint: {}", dir.display())),
+        TrainEvent::Checkpoint { dir, .. } => say(&bar, format!("checkpoint: {}", dir.display())),
+        TrainEvent::Memory { estimate_mib, available_mib, low_memory } => say(&bar, format!(
+            "memory: about {estimate_mib} MiB for training beyond the model{}{}",
+            available_mib.map(|a| format!(", {a} MiB available")).unwrap_or_default(),
+            if *low_memory { " (low-memory mode: layers recomputed in the backward pass)" } else { "" }
+        )),
+        TrainEvent::EpochEnd { epoch, peak_rss_mib, rss_mib } => say(&bar, format!(
+            "epoch {epoch} done: peak RSS {} MiB, RSS now {} MiB",
+            peak_rss_mib.map_or("?".into(), |m| m.to_string()),
+            rss_mib.map_or("?".into(), |m| m.to_string())
+        )),
     });
     bar.finish();
     let outcome = outcome?;

@@ -3,6 +3,7 @@
 
 mod config;
 mod export;
+pub mod fused;
 pub mod gguf;
 pub mod grad_ops;
 mod hf;

@@ -6,28 +6,48 @@
 //! embeddings and a SwiGLU MLP `down(silu(gate(x)) * up(x))`. Weights are plain tensors
 //! under their HF names; [`Linear`] is the seam where LoRA attaches.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::config::ModelConfig;
+use super::fused;
 use super::matmul::frozen_matmul;
 use super::ops::{self, OpMode, RotaryTables};
 use crate::lora::LoraLayer;
 use super::weights::Weights;
 use crate::error::Result;
 
+/// Inputs of at most this many rows (decoding steps) use a projection's quantized weights
+/// when it has them; longer inputs (prompts, training) use the f32 product, which is faster
+/// once the weights are reused across many rows.
+const QUANTIZED_MAX_ROWS: usize = 32;
+
 /// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
-/// adapter added on top (the only trainable part).
+/// adapter added on top (the only trainable part), and optionally a quantized copy of `W`
+/// for decoding (see [`Transformer::quantized_for_decoding`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     lora: Option<LoraLayer>,
+    quantized: Option<QMatMul>,
 }
 
 impl Linear {
     /// A projection from its weight `[out, in]` and optional bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, lora: None }
+        Self { weight, bias, lora: None, quantized: None }
+    }
+
+    /// The same projection with a `dtype`-quantized copy of its weight for decoding, or
+    /// unchanged when the weight's rows do not divide into the format's blocks.
+    fn with_quantized(&self, dtype: GgmlDType) -> candle_core::Result<Self> {
+        let (_, k) = self.weight.dims2()?;
+        if k % dtype.block_size() != 0 || !self.weight.device().is_cpu() {
+            return Ok(self.clone());
+        }
+        let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
+        Ok(Self { quantized: Some(QMatMul::QTensor(std::sync::Arc::new(q))), ..self.clone() })
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
@@ -66,13 +86,30 @@ impl Linear {
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        let mut y = frozen_matmul(x, &self.weight)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+        if let (Some(q), OpMode::Inference, None) = (&self.quantized, mode, &self.lora) {
+            let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+            if rows <= QUANTIZED_MAX_ROWS && x.dtype() == DType::F32 {
+                let y = q.forward(&x.contiguous()?)?;
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
         }
+        let training = mode == OpMode::Differentiable;
+        // One fused op for base + LoRA unless dropout needs the composed path's mask.
+        let fused_lora = self.lora.as_ref().filter(|l| (!training || l.dropout == 0.0) && fused::available(x));
+        let y = match fused_lora {
+            Some(l) => fused::lora_linear(x, &self.weight, l.a.as_tensor(), l.b.as_tensor(), l.scale)?,
+            None => frozen_matmul(x, &self.weight)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
         match &self.lora {
-            Some(lora) => y + lora.forward(x, mode == OpMode::Differentiable)?,
-            None => Ok(y),
+            Some(lora) if fused_lora.is_none() => y + lora.forward(x, training)?,
+            _ => Ok(y),
         }
     }
 }
@@ -148,6 +185,9 @@ struct Step {
     sin: Tensor,
     /// Additive mask broadcastable to `[batch, 1, 1, seq, keys]` (0 or -inf), if needed.
     mask: Option<Tensor>,
+    /// Positions `0..t` in every row with a plain causal mask (no cache, no padding): the
+    /// fused attention op applies.
+    plain_causal: bool,
     mode: OpMode,
     eps: f64,
 }
@@ -170,6 +210,13 @@ impl Attention {
     fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        if cache.is_none() && step.plain_causal && fused::available(x) {
+            let q = self.q_proj.forward(x, step.mode)?;
+            let k = self.k_proj.forward(x, step.mode)?;
+            let v = self.v_proj.forward(x, step.mode)?;
+            let out = fused::causal_attention(&q, &k, &v, nh, nkv, &step.cos, &step.sin)?;
+            return self.o_proj.forward(&out, step.mode);
+        }
         let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
         let q = split(self.q_proj.forward(x, step.mode)?, nh)?;
         let k = split(self.k_proj.forward(x, step.mode)?, nkv)?;
@@ -209,8 +256,10 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x, mode)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x, mode)?)?, mode)
+        let gate = self.gate_proj.forward(x, mode)?;
+        let up = self.up_proj.forward(x, mode)?;
+        let hidden = if fused::available(&gate) { fused::swiglu(&gate, &up)? } else { (gate.silu()? * up)? };
+        self.down_proj.forward(&hidden, mode)
     }
 }
 
@@ -224,6 +273,16 @@ impl DecoderLayer {
             post_attention_layernorm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
             mlp: Mlp::load(w, &format!("{p}.mlp"), cfg)?,
         })
+    }
+
+    /// Ids of the LoRA variables this layer's projections carry.
+    fn lora_var_ids(&self) -> Vec<candle_core::TensorId> {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+            .into_iter()
+            .filter_map(|p| p.lora.as_ref())
+            .flat_map(|l| [l.a.as_tensor().id(), l.b.as_tensor().id()])
+            .collect()
     }
 
     fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
@@ -313,7 +372,7 @@ impl Transformer {
     pub fn with_fresh_ids(&self) -> Result<Self> {
         let fresh = |t: &Tensor| t.broadcast_as(t.shape());
         let linear = |l: &Linear| -> candle_core::Result<Linear> {
-            Ok(Linear { weight: fresh(&l.weight)?, bias: l.bias.as_ref().map(fresh).transpose()?, lora: l.lora.clone() })
+            Ok(Linear { weight: fresh(&l.weight)?, bias: l.bias.as_ref().map(fresh).transpose()?, lora: l.lora.clone(), quantized: l.quantized.clone() })
         };
         let mut out = self.clone();
         out.embed_tokens = fresh(&self.embed_tokens)?;
@@ -332,6 +391,20 @@ impl Transformer {
                 *p = linear(p)?;
             }
         }
+        Ok(out)
+    }
+
+    /// A copy for generation whose projections and output head also hold `dtype`-quantized
+    /// weights (e.g. Q8_0), used for decoding steps of up to 32 rows: each token then
+    /// reads about a quarter of the f32 bytes. Prompts still run through the f32 weights.
+    /// Projections with a LoRA adapter attached keep the f32 path (fold the adapter in
+    /// first with `AdapterSet::merged`).
+    pub fn quantized_for_decoding(&self, dtype: GgmlDType) -> Result<Self> {
+        let mut out = self.clone();
+        for (_, p) in out.projections_mut() {
+            *p = p.with_quantized(dtype)?;
+        }
+        out.lm_head = out.lm_head.with_quantized(dtype)?;
         Ok(out)
     }
 
@@ -359,9 +432,59 @@ impl Transformer {
         self.hidden(ids, None, &Padding::default(), OpMode::Differentiable)
     }
 
+    /// Loss and gradients with per-layer recomputation (the low-memory path): the forward
+    /// pass keeps only each layer's input; the backward pass re-runs one layer at a time
+    /// with its graph and chains the input gradient down. Peak activation memory is one
+    /// layer's instead of all layers', for about a third more compute. `head_loss` maps the
+    /// final hidden states `[batch, seq, hidden]` to the scalar loss. Returns the loss and a
+    /// gradient store holding the gradient of every variable the layers use.
+    pub fn loss_and_grads_recomputed(&self, ids: &Tensor, head_loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+        let (b, t) = ids.dims2()?;
+        let step = self.step(b, t, 0, &Padding::default(), OpMode::Differentiable)?;
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?.detach();
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let next = layer.forward(&x, &step, None)?.detach();
+            inputs.push(std::mem::replace(&mut x, next));
+        }
+        let top = candle_core::Var::from_tensor(&x)?;
+        let loss = head_loss(&ops::rms_norm(top.as_tensor(), &self.norm, self.cfg.rms_norm_eps, OpMode::Differentiable)?)?;
+        let mut store = loss.backward()?;
+        let mut grad = store.remove(top.as_tensor()).ok_or_else(|| crate::Error::InvalidArgument("the loss does not depend on the hidden states".into()))?;
+        for (layer, input) in self.layers.iter().zip(inputs).rev() {
+            let input = candle_core::Var::from_tensor(&input)?;
+            let out = layer.forward(input.as_tensor(), &step, None)?;
+            let mut grads = (out * &grad)?.sum_all()?.backward()?;
+            grad = grads.remove(input.as_tensor()).ok_or_else(|| crate::Error::InvalidArgument("a layer's output does not depend on its input".into()))?;
+            // Only the adapter's gradients move to the result, detached: other entries (the
+            // upstream gradient's own "gradient", norm weights) would keep this layer's
+            // whole graph alive through their backward ops.
+            for id in layer.lora_var_ids() {
+                if let Some(g) = grads.get_id(id) {
+                    let sum = match store.get_id(id) {
+                        Some(prev) => (prev + g)?,
+                        None => g.detach(),
+                    };
+                    store.insert_id(id, sum);
+                }
+            }
+        }
+        Ok((loss, store))
+    }
+
     /// Hidden states → logits through the (frozen) output head.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden, OpMode::Inference)?)
+    }
+
+    /// Per-row cross-entropy `[n]` of final hidden rows `[n, hidden]` against `targets`,
+    /// through the (frozen) output head; fused so that no `[n, vocab]` logits are kept.
+    pub fn head_cross_entropy(&self, rows: &Tensor, targets: &[u32]) -> Result<Tensor> {
+        if fused::available(rows) && self.lm_head.lora.is_none() && self.lm_head.bias.is_none() {
+            return Ok(fused::lm_head_cross_entropy(rows, &self.lm_head.weight, targets)?);
+        }
+        let logits = self.logits(rows)?;
+        Ok(super::grad_ops::cross_entropy_rows(&logits, targets)?)
     }
 
     /// Logits for every position, using the fast inference kernels (no gradients).
@@ -431,7 +554,8 @@ impl Transformer {
             let (cos, sin) = self.rotary.gather(&positions)?;
             (cos, sin, Some(causal_mask(t, s, offset, &padding.left, self.embed_tokens.dtype(), &self.device)?))
         };
-        Ok(Step { cos, sin, mask, mode, eps: self.cfg.rms_norm_eps })
+        let plain_causal = offset == 0 && padding.is_trivial();
+        Ok(Step { cos, sin, mask, plain_causal, mode, eps: self.cfg.rms_norm_eps })
     }
 
     /// Feeds a whole batch at once and returns log-probabilities of each next token,

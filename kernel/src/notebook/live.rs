@@ -77,6 +77,7 @@ pub fn live_training(every: usize) -> impl FnMut(&TrainEvent) {
                     remaining_time: String::new(),
                     grad_norm: None,
                     throughput: None,
+                    peak_rss_mb: None,
                 });
                 if step % every != 0 && step != total_steps {
                     return;
@@ -94,6 +95,13 @@ pub fn live_training(every: usize) -> impl FnMut(&TrainEvent) {
                 let total = history.last().map_or(*step, |r| r.total_steps);
                 (*step, total, format!("checkpoint saved: {}", dir.display()))
             }
+            TrainEvent::EpochEnd { epoch, peak_rss_mib, .. } => {
+                let step = history.last().map_or(0, |r| r.current_steps);
+                let total = history.last().map_or(step, |r| r.total_steps);
+                (step, total, format!("epoch {epoch} done · peak memory {} MiB", peak_rss_mib.map_or("?".into(), |m| m.to_string())))
+            }
+            // The memory plan is part of the starting line the CLI prints; nothing to redraw.
+            TrainEvent::Memory { .. } => return,
         };
         let pct = 100.0 * step as f64 / total.max(1) as f64;
         let svg = loss_chart(&history).to_svg(560.0, 300.0);

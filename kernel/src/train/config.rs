@@ -46,6 +46,12 @@ pub struct TrainConfig {
     pub max_steps: usize,
     /// Drop records with errors instead of refusing the dataset.
     pub skip_invalid: bool,
+    /// Low-memory mode: keep only each layer's input in the forward pass and recompute the
+    /// layer in the backward pass (same gradients, about a third more compute).
+    pub low_memory: bool,
+    /// Refuse to start when the memory estimate exceeds this many MiB (default: what the
+    /// machine has available).
+    pub memory_budget_mib: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -69,6 +75,8 @@ impl Default for TrainConfig {
             save_steps: 0,
             max_steps: 0,
             skip_invalid: false,
+            low_memory: false,
+            memory_budget_mib: None,
         }
     }
 }

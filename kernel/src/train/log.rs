@@ -37,6 +37,9 @@ pub struct LogRecord {
     /// Tokens per second over this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throughput: Option<f64>,
+    /// Peak resident memory of the training process so far, MiB (not a LLaMA-Factory field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<u64>,
 }
 
 /// Appends records to a training log.

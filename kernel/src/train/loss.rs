@@ -1,5 +1,6 @@
 //! Next-token cross-entropy over labelled positions only.
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::data::IGNORE_INDEX;
@@ -40,17 +41,37 @@ pub fn masked_cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Re
 /// cross-entropy. Returns the mean loss and the number of labelled positions.
 pub fn causal_lm_loss(model: &Transformer, ids: &Tensor, labels: &Tensor) -> Result<(Tensor, usize)> {
     let hidden = model.forward_train_hidden(ids)?;
-    let (b, t, h) = hidden.dims3()?;
+    let (pos, targets) = labelled_positions(labels)?;
+    Ok((head_loss(model, &hidden, pos, &targets)?, targets.len()))
+}
+
+/// The training loss and its gradients in one call: `(loss, labelled positions, gradients)`.
+/// With `recompute`, activations are recomputed layer by layer in the backward pass
+/// ([`Transformer::loss_and_grads_recomputed`]): the same gradients in a fraction of the
+/// memory, for about a third more compute.
+pub fn causal_lm_loss_and_grads(model: &Transformer, ids: &Tensor, labels: &Tensor, recompute: bool) -> Result<(Tensor, usize, GradStore)> {
+    if !recompute {
+        let (loss, n) = causal_lm_loss(model, ids, labels)?;
+        let grads = loss.backward()?;
+        return Ok((loss, n, grads));
+    }
     let (pos, targets) = labelled_positions(labels)?;
     let n = targets.len();
+    let (loss, grads) = model.loss_and_grads_recomputed(ids, |hidden| head_loss(model, hidden, pos, &targets))?;
+    Ok((loss, n, grads))
+}
+
+/// Mean cross-entropy of the final hidden states at positions `pos` against `targets`.
+fn head_loss(model: &Transformer, hidden: &Tensor, pos: Vec<u32>, targets: &[u32]) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let n = targets.len();
     if n == 0 {
-        return Ok((Tensor::zeros((), hidden.dtype(), hidden.device())?, 0));
+        // Keeps the graph connected (zero gradients) so callers need no special case.
+        return Ok((hidden.sum_all()? * 0.0)?);
     }
     let idx = Tensor::from_vec(pos, n, hidden.device())?;
     let rows = hidden.reshape((b * t, h))?.index_select(&idx, 0)?;
-    let logits = model.logits(&rows)?;
-    let loss = (cross_entropy_rows(&logits, &targets)?.sum_all()? / n as f64)?;
-    Ok((loss, n))
+    Ok((model.head_cross_entropy(&rows, targets)?.sum_all()? / n as f64)?)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{latest_checkpoint, Checkpoint, TrainerState};
 use super::config::TrainConfig;
 use super::log::{format_duration, LogRecord, TrainerLog};
-use super::loss::{causal_lm_loss, masked_cross_entropy};
+use super::loss::{causal_lm_loss_and_grads, masked_cross_entropy};
+use super::memory::{available_memory_bytes, mib, peak_rss_bytes, rss_bytes, MemoryEstimate};
 use super::optim::AdamW;
 use super::schedule::lr_at;
 use crate::data::{encode_example, Batch, BatchPlan, Dataset, Encoded, ValidationOptions, ValidationReport};
@@ -59,6 +60,24 @@ pub enum TrainEvent {
         elapsed: f64,
         /// Estimated seconds left.
         eta: f64,
+    },
+    /// The memory plan, before the first step.
+    Memory {
+        /// Estimated MiB training needs beyond the loaded model.
+        estimate_mib: u64,
+        /// MiB the machine had available (None where unknown).
+        available_mib: Option<u64>,
+        /// Whether activations are recomputed layer by layer.
+        low_memory: bool,
+    },
+    /// An epoch ended (or training ended inside one).
+    EpochEnd {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// Peak resident memory of this process so far, MiB.
+        peak_rss_mib: Option<u64>,
+        /// Resident memory now, MiB.
+        rss_mib: Option<u64>,
     },
     /// Held-out loss was computed.
     Eval {
@@ -197,6 +216,7 @@ impl<'a> Trainer<'a> {
             None => Vec::new(),
         };
         let lengths: Vec<usize> = encoded.iter().map(|e| e.input_ids.len()).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
 
         // Adapter and optimiser.
         let mut lora = cfg.lora.clone();
@@ -207,6 +227,8 @@ impl<'a> Trainer<'a> {
         let adapted = adapter.apply(&base);
         let vars = adapter.vars();
         let mut opt = AdamW::new(vars.clone(), cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay)?;
+        // Before anything is written: a run that cannot fit is refused with nothing changed.
+        self.check_memory(&adapter, cfg.batch_size.min(encoded.len()) * longest, longest, &mut on_event)?;
 
         // Plan.
         let batches_per_epoch = encoded.len().div_ceil(cfg.batch_size);
@@ -268,12 +290,10 @@ impl<'a> Trainer<'a> {
                 for batch_idx in micro {
                     let items: Vec<&Encoded> = batch_idx.iter().map(|&i| &encoded[i]).collect();
                     let batch = Batch::collate(&items, tok.pad_id(), adapted.device())?;
-                    let (loss, _) = causal_lm_loss(&adapted, &batch.input_ids, &batch.labels)?;
-                    let loss = (loss / micro.len() as f64)?;
-                    loss_sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                    let (loss, _, g) = causal_lm_loss_and_grads(&adapted, &batch.input_ids, &batch.labels, cfg.low_memory)?;
+                    loss_sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / micro.len() as f64;
                     tokens += batch.tokens;
-                    let g = loss.backward()?;
-                    accumulate(&mut grads, &vars, &g)?;
+                    accumulate(&mut grads, &vars, &g, 1.0 / micro.len() as f64)?;
                 }
                 let step_no = state.global_step + 1;
                 if !loss_sum.is_finite() {
@@ -313,6 +333,7 @@ impl<'a> Trainer<'a> {
                     remaining_time: format_duration(eta),
                     grad_norm: Some(round4(norm)),
                     throughput: Some((tps * 10.0).round() / 10.0),
+                    peak_rss_mb: peak_rss_bytes().map(mib),
                 };
                 let at_end = step_no >= total_steps;
                 if !eval_encoded.is_empty() && ((cfg.eval_steps > 0 && step_no % cfg.eval_steps == 0) || at_end) {
@@ -327,14 +348,36 @@ impl<'a> Trainer<'a> {
                     last_checkpoint = Some(ckpt.dir);
                 }
                 if at_end {
+                    on_event(&TrainEvent::EpochEnd { epoch: state.epoch + 1, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
                     break 'epochs;
                 }
             }
             state.epoch += 1;
             state.batch_in_epoch = 0;
+            on_event(&TrainEvent::EpochEnd { epoch: state.epoch, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
         }
         self.finish(train, eval, &report, skipped, &adapter)?;
         self.outcome(TrainStatus::Completed, adapter, &state, skipped, &log_path)
+    }
+
+    /// Estimates the memory a micro-batch of `tokens` positions needs, reports it, and
+    /// refuses to start when it exceeds what the machine has available.
+    fn check_memory(&self, adapter: &AdapterSet, tokens: usize, longest: usize, on_event: &mut impl FnMut(&TrainEvent)) -> Result<()> {
+        let cfg = &self.config;
+        let elem = self.model.transformer.dtype().size_in_bytes();
+        let estimate = MemoryEstimate::new(self.model.config(), tokens, adapter.num_parameters(), elem, cfg.low_memory);
+        let available = cfg.memory_budget_mib.map(|m| m << 20).or_else(available_memory_bytes);
+        on_event(&TrainEvent::Memory { estimate_mib: mib(estimate.total()), available_mib: available.map(mib), low_memory: cfg.low_memory });
+        match available {
+            Some(avail) if estimate.total() > avail => Err(Error::InsufficientMemory {
+                needed_mib: mib(estimate.total()),
+                available_mib: mib(avail),
+                batch_size: cfg.batch_size,
+                longest,
+                cutoff: cfg.cutoff_len,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Saves the last good state (before the failing step) and builds the divergence error.
@@ -393,9 +436,12 @@ pub fn eval_loss(model: &Transformer, data: &[Encoded], batch_size: usize, pad_i
     Ok(total / count.max(1) as f64)
 }
 
-fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+/// Adds `weight ×` each variable's gradient in `grads` to its slot in `acc`.
+fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &candle_core::backprop::GradStore, weight: f64) -> candle_core::Result<()> {
     for (slot, var) in acc.iter_mut().zip(vars) {
         if let Some(g) = grads.get(var.as_tensor()) {
+            let g = if weight == 1.0 { g.clone() } else { (g * weight)? };
+            let g = &g;
             *slot = Some(match slot.take() {
                 Some(prev) => (prev + g)?,
                 None => g.clone(),

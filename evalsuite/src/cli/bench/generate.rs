@@ -1,0 +1,180 @@
+//! `tunelab bench generate` (single-stream greedy decoding, the prompts of
+//! `llamacpp_generate_reference.py`) and `tunelab bench eval` (many prompts decoded in
+//! batches, as `eval run` does), each beside llama.cpp's single-stream rate.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+use tunelab::prelude::*;
+use tunelab::Transformer;
+
+use super::reference::References;
+use crate::cli::decoding::DecodeWeights;
+use super::table::{num, ratio, Table};
+use super::ReferenceArgs;
+
+/// The prompts of shared/bench/llamacpp_generate_reference.py.
+const PROMPTS: [&str; 4] = [
+    "Explain photosynthesis in three sentences.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "What is SQL injection and how do you prevent it?",
+    "Summarize the benefits of unit testing.",
+];
+
+/// Options of `tunelab bench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateBenchArgs {
+    /// Model.
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// A LoRA adapter to generate with (folded into the weights, as `eval run` does).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Weights decoding steps read.
+    #[arg(long, value_enum, default_value = "q8_0")]
+    weights: DecodeWeights,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+/// Options of `tunelab bench eval`.
+#[derive(Debug, Args)]
+pub struct EvalBenchArgs {
+    /// Model.
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// Prompts: a dataset file (Alpaca, ShareGPT or OpenAI messages), cycled to --prompts.
+    #[arg(long, default_value = "rubrics/guard/cases.jsonl")]
+    data: PathBuf,
+    /// Number of prompts.
+    #[arg(long, default_value_t = 32)]
+    prompts: usize,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Prompts decoded together.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Weights decoding steps read.
+    #[arg(long, value_enum, default_value = "q8_0")]
+    weights: DecodeWeights,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+/// Loads the model, folds in an adapter when given, and prepares the decoding weights.
+fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: DecodeWeights) -> anyhow::Result<(Model, Transformer)> {
+    let m = Model::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let decoding = match adapter {
+        Some(dir) => weights.prepare(&AdapterSet::load(dir, &m.transformer)?.merged(&m.transformer)?)?,
+        None => weights.prepare(&m.transformer)?,
+    };
+    Ok((m, decoding))
+}
+
+/// llama.cpp's single-stream figures, or `None` (with a note) when it cannot run.
+fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usize) -> anyhow::Result<Option<Value>> {
+    let Some(r) = refs else { return Ok(None) };
+    let missing = r.missing_modules(&["llama_cpp"])?;
+    if !missing.is_empty() {
+        eprintln!("{}", r.missing_message(&["llama-cpp-python".to_string()]));
+        return Ok(None);
+    }
+    let v = r.run("llamacpp_generate_reference.py", &[model.display().to_string(), "--max-tokens".into(), max_tokens.to_string()])?;
+    println!("{v}");
+    Ok(Some(v))
+}
+
+/// Runs `tunelab bench generate`.
+pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
+    let refs = References::find(&a.reference)?;
+    let (model, decoding) = load(&a.model, a.adapter.as_deref(), a.weights)?;
+    let gen = Generator::new(&decoding, &model.tokenizer);
+    let (mut tokens, mut seconds, mut prompt_s) = (0usize, 0.0, 0.0);
+    let mut first = String::new();
+    for p in PROMPTS {
+        let prompt = model.template.render_prompt(None, p)?;
+        let t = Instant::now();
+        let out = gen.generate(&prompt, &GenerationConfig::greedy(a.max_tokens), |_| {})?;
+        seconds += t.elapsed().as_secs_f64();
+        prompt_s += out.prompt_seconds;
+        tokens += out.token_ids.len();
+        if first.is_empty() {
+            first = out.text.chars().take(200).collect();
+        }
+    }
+    let ours = json!({
+        "impl": "tunelab", "adapter": a.adapter.as_ref().map(|p| p.display().to_string()), "weights": format!("{:?}", a.weights),
+        "completion_tokens": tokens, "end_to_end_tokens_per_s": (tokens as f64 / seconds * 10.0).round() / 10.0,
+        "prompt_seconds_total": (prompt_s * 1000.0).round() / 1000.0, "peak_rss_mb": super::peak_rss_mb(), "first_output": first,
+    });
+    println!("{ours}");
+
+    drop(decoding);
+    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
+    let f = |v: &Value, k: &str| v[k].as_f64();
+    let mut table = Table::new(
+        format!("greedy generation, single stream ({} prompts × ≤ {} tokens)", PROMPTS.len(), a.max_tokens),
+        &["model", "tunelab tok/s", "tunelab peak RSS MB", "llama.cpp tok/s", "llama.cpp peak RSS MB", "speed ratio"],
+    );
+    let label = match &a.adapter {
+        Some(p) => format!("{} + {} ({:?} decoding)", a.model.display(), p.display(), a.weights),
+        None => format!("{} ({:?} decoding)", a.model.display(), a.weights),
+    };
+    let t = |k| theirs.as_ref().and_then(|v| f(v, k));
+    table.row(vec![label, num(f(&ours, "end_to_end_tokens_per_s"), 1), num(f(&ours, "peak_rss_mb"), 0), num(t("end_to_end_tokens_per_s"), 1), num(t("peak_rss_mb"), 0), ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s"))]);
+    table.print();
+    Ok(())
+}
+
+/// Runs `tunelab bench eval`.
+pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
+    let refs = References::find(&a.reference)?;
+    let (model, decoding) = load(&a.model, None, a.weights)?;
+    let data = Dataset::load(&a.data).with_context(|| format!("loading {}", a.data.display()))?;
+    if data.examples.is_empty() {
+        anyhow::bail!("{}: no prompts", a.data.display());
+    }
+    let prompts: Vec<String> = (0..a.prompts)
+        .map(|i| {
+            let ex = &data.examples[i % data.examples.len()];
+            // The conversation up to (not including) its final assistant turn.
+            let end = match ex.messages.last() {
+                Some(m) if m.role == tunelab::chat::Role::Assistant => ex.messages.len() - 1,
+                _ => ex.messages.len(),
+            };
+            model.template.render(&ex.messages[..end], true)
+        })
+        .collect::<tunelab::Result<_>>()?;
+    let gen = Generator::new(&decoding, &model.tokenizer);
+    let start = Instant::now();
+    let mut tokens = 0usize;
+    for chunk in prompts.chunks(a.batch.max(1)) {
+        let outs = gen.generate_batch(chunk, &GenerationConfig::greedy(a.max_tokens), |_, _| {})?;
+        tokens += outs.iter().map(|o| o.token_ids.len()).sum::<usize>();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let ours = json!({
+        "impl": "tunelab", "prompts": a.prompts, "batch": a.batch, "weights": format!("{:?}", a.weights), "completion_tokens": tokens,
+        "seconds": (seconds * 100.0).round() / 100.0, "tokens_per_s": (tokens as f64 / seconds * 10.0).round() / 10.0,
+        "peak_rss_mb": super::peak_rss_mb(),
+    });
+    println!("{ours}");
+
+    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
+    let f = |v: &Value, k: &str| v[k].as_f64();
+    let mut table = Table::new(
+        format!("evaluation generation: {} prompts × ≤ {} tokens, batches of {} (llama.cpp: single stream)", a.prompts, a.max_tokens, a.batch),
+        &["tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "llama.cpp tok/s (sequential)", "throughput ratio"],
+    );
+    let t = theirs.as_ref().and_then(|v| f(v, "end_to_end_tokens_per_s"));
+    table.row(vec![num(f(&ours, "tokens_per_s"), 1), num(f(&ours, "seconds"), 1), num(f(&ours, "peak_rss_mb"), 0), num(t, 1), ratio(f(&ours, "tokens_per_s"), t)]);
+    table.print();
+    Ok(())
+}

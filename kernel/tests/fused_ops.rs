@@ -1,0 +1,162 @@
+//! The fused training ops (`tunelab::model::fused`) against the composed candle ops they
+//! replace: equal values and equal gradients (f64, autograd through both), plus central
+//! finite differences on small shapes. Shapes cross the ops' block and chunk boundaries.
+
+use candle_core::{DType, Device, Tensor, Var};
+use tunelab::model::fused;
+use tunelab::model::grad_ops;
+use tunelab::model::ops::{self, OpMode, RotaryTables};
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f64> = (0..n).map(|i| ((i as f64 + 1.0) * 12.9898 + seed as f64 * 78.233).sin() * 1.3).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// Compares `fused` and `composed` on `inputs`: values, and the gradient of
+/// `sum(out ⊙ r)` with respect to every input.
+fn compare(name: &str, inputs: &[Tensor], fused: impl Fn(&[Tensor]) -> Tensor, composed: impl Fn(&[Tensor]) -> Tensor, tol: f64) {
+    let run = |f: &dyn Fn(&[Tensor]) -> Tensor| {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = f(&ts);
+        let r = randn(out.dims(), 5);
+        let grads = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).expect("gradient reaches every input").clone()).collect();
+        (out, g)
+    };
+    let (yf, gf) = run(&fused);
+    let (yc, gc) = run(&composed);
+    assert_eq!(yf.dims(), yc.dims(), "{name}: output shapes");
+    let d = max_diff(&yf, &yc);
+    assert!(d < tol, "{name}: outputs differ by {d}");
+    for (i, (a, b)) in gf.iter().zip(&gc).enumerate() {
+        let d = max_diff(a, b);
+        assert!(d < tol, "{name}: gradient of input {i} differs by {d}");
+    }
+}
+
+/// Central finite differences of `sum(f(x) ⊙ r)` at every entry of input `which`.
+fn finite_differences(name: &str, inputs: &[Tensor], which: usize, f: impl Fn(&[Tensor]) -> Tensor) {
+    let eps = 1e-5;
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let out = f(&ts);
+    let r = randn(out.dims(), 7);
+    let analytic: Vec<f64> = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap().get(vars[which].as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let base: Vec<f64> = inputs[which].flatten_all().unwrap().to_vec1().unwrap();
+    let loss = |x: Vec<f64>| {
+        let mut ts = inputs.to_vec();
+        ts[which] = Tensor::from_vec(x, inputs[which].dims(), &Device::Cpu).unwrap();
+        (f(&ts) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    for i in 0..base.len() {
+        let (mut plus, mut minus) = (base.clone(), base.clone());
+        plus[i] += eps;
+        minus[i] -= eps;
+        let numeric = (loss(plus) - loss(minus)) / (2.0 * eps);
+        let err = (numeric - analytic[i]).abs() / numeric.abs().max(analytic[i].abs()).max(1e-3);
+        assert!(err < 1e-5, "{name}: input {which} entry {i}: autograd {} vs finite difference {numeric}", analytic[i]);
+    }
+}
+
+#[test]
+fn lora_linear_equals_base_plus_low_rank_update() {
+    let w = randn(&[12, 10], 1);
+    let inputs = [randn(&[2, 5, 10], 2), randn(&[3, 10], 3), randn(&[12, 3], 4)];
+    let fused_op = |t: &[Tensor]| fused::lora_linear(&t[0], &w, &t[1], &t[2], 0.7).unwrap();
+    let composed = |t: &[Tensor]| {
+        let base = t[0].broadcast_matmul(&w.t().unwrap()).unwrap();
+        let update = t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_matmul(&t[2].t().unwrap()).unwrap();
+        (base + (update * 0.7).unwrap()).unwrap()
+    };
+    compare("lora_linear", &inputs, fused_op, composed, 1e-10);
+    for which in 0..3 {
+        finite_differences("lora_linear", &inputs, which, fused_op);
+    }
+    // The frozen weight never gets a gradient.
+    let wv = Var::from_tensor(&w).unwrap();
+    let y = fused::lora_linear(&inputs[0], wv.as_tensor(), &inputs[1], &inputs[2], 0.7).unwrap();
+    assert!(y.sum_all().unwrap().backward().unwrap().get(wv.as_tensor()).is_none());
+}
+
+/// Rotary embedding, grouped-query causal attention, composed from candle ops.
+fn composed_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv: usize, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let (b, t, w) = q.dims3().unwrap();
+    let d = w / heads;
+    let split = |x: &Tensor, h: usize| x.reshape((b, t, h, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+    let q = ops::rope(&split(q, heads), cos, sin, OpMode::Differentiable).unwrap();
+    let k = ops::rope(&split(k, kv), cos, sin, OpMode::Differentiable).unwrap();
+    let v = split(v, kv);
+    let rep = heads / kv;
+    let repeat = |x: Tensor| Tensor::cat(&vec![&x; rep], 2).unwrap().reshape((b, heads, t, d)).unwrap();
+    let (k, v) = (repeat(k), repeat(v));
+    let mask: Vec<f64> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f64::NEG_INFINITY })).collect();
+    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+    let scores = (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap().broadcast_add(&mask).unwrap();
+    let probs = grad_ops::softmax(&scores).unwrap();
+    probs.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((b, t, heads * d)).unwrap()
+}
+
+#[test]
+fn causal_attention_equals_composed_attention_across_blocks() {
+    // 70 positions cross the op's 64-row block; 4 query heads share 2 key/value heads.
+    let (b, t, heads, kv, d) = (2, 70, 4, 2, 8);
+    let tables = RotaryTables::new(d, 128, 10_000.0, DType::F64, &Device::Cpu).unwrap();
+    let (cos, sin) = tables.range(0, t).unwrap();
+    let inputs = [randn(&[b, t, heads * d], 1), randn(&[b, t, kv * d], 2), randn(&[b, t, kv * d], 3)];
+    compare(
+        "causal_attention",
+        &inputs,
+        |x| fused::causal_attention(&x[0], &x[1], &x[2], heads, kv, &cos, &sin).unwrap(),
+        |x| composed_attention(&x[0], &x[1], &x[2], heads, kv, &cos, &sin),
+        1e-10,
+    );
+}
+
+#[test]
+fn causal_attention_gradient_matches_finite_differences() {
+    let (b, t, heads, kv, d) = (1, 5, 2, 1, 4);
+    let tables = RotaryTables::new(d, 16, 10_000.0, DType::F64, &Device::Cpu).unwrap();
+    let (cos, sin) = tables.range(0, t).unwrap();
+    let inputs = [randn(&[b, t, heads * d], 4), randn(&[b, t, kv * d], 5), randn(&[b, t, kv * d], 6)];
+    for which in 0..3 {
+        finite_differences("causal_attention", &inputs, which, |x| fused::causal_attention(&x[0], &x[1], &x[2], heads, kv, &cos, &sin).unwrap());
+    }
+}
+
+#[test]
+fn swiglu_equals_silu_times_up() {
+    let inputs = [randn(&[3, 5000], 1), randn(&[3, 5000], 2)];
+    compare("swiglu", &inputs, |x| fused::swiglu(&x[0], &x[1]).unwrap(), |x| (x[0].silu().unwrap() * &x[1]).unwrap(), 1e-12);
+    let small = [randn(&[2, 3], 3), randn(&[2, 3], 4)];
+    for which in 0..2 {
+        finite_differences("swiglu", &small, which, |x| fused::swiglu(&x[0], &x[1]).unwrap());
+    }
+}
+
+#[test]
+fn lm_head_cross_entropy_equals_logits_then_cross_entropy() {
+    // 300 rows cross the op's 128-row chunks.
+    let (n, h, vocab) = (300, 6, 17);
+    let w = randn(&[vocab, h], 8);
+    let targets: Vec<u32> = (0..n).map(|i| (i * 7 % vocab) as u32).collect();
+    let inputs = [randn(&[n, h], 9)];
+    compare(
+        "lm_head_cross_entropy",
+        &inputs,
+        |x| fused::lm_head_cross_entropy(&x[0], &w, &targets).unwrap(),
+        |x| grad_ops::cross_entropy_rows(&x[0].matmul(&w.t().unwrap()).unwrap(), &targets).unwrap(),
+        1e-10,
+    );
+    let small = [randn(&[3, h], 10)];
+    finite_differences("lm_head_cross_entropy", &small, 0, |x| fused::lm_head_cross_entropy(&x[0], &w, &targets[..3]).unwrap());
+    // Large logits stay finite (no log of an underflowed probability).
+    let big = (randn(&[2, h], 11) * 1e3).unwrap();
+    let loss: Vec<f64> = fused::lm_head_cross_entropy(&big, &w, &[0, 1]).unwrap().to_vec1().unwrap();
+    assert!(loss.iter().all(|l| l.is_finite()), "{loss:?}");
+}
