@@ -81,6 +81,7 @@ fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: Dec
 /// llama.cpp's single-stream figures, or `None` (with a note) when it cannot run.
 fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usize) -> anyhow::Result<Option<Value>> {
     let Some(r) = refs else { return Ok(None) };
+    let model = tunelab::model::resolve_model_path(model)?;
     let missing = r.missing_modules(&["llama_cpp"])?;
     if !missing.is_empty() {
         eprintln!("{}", r.missing_message(&["llama-cpp-python".to_string()]));

@@ -79,7 +79,8 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     }
     let refs = refs.filter(|_| missing.is_empty());
     let gemm = super::machine::gemm_peak_gflops()?;
-    let model = a.model.display().to_string();
+    // The references get the file itself (they do not know tunelab's model lookup).
+    let model = tunelab::model::resolve_model_path(&a.model)?.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
         let mut v = vec!["train".into(), "--model".into(), model.clone(), "--steps".into(), a.steps.to_string()];
         v.extend_from_slice(extra);
