@@ -102,20 +102,43 @@ fn blocks(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     })
 }
 
+/// What every query head of one (batch row, key/value head) group shares.
+struct GroupInputs<T> {
+    bi: usize,
+    kh: usize,
+    /// `1/√d`.
+    scale: T,
+    /// Rotated keys, packed `[t, d]`.
+    keys: Vec<T>,
+    /// Values, packed `[t, d]`.
+    values: Vec<T>,
+}
+
+/// Gathers group `g`'s keys (rotated) and values.
+fn group_inputs<T: Float>(k: &[T], v: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> GroupInputs<T> {
+    let (bi, kh) = (g / dm.kv_heads, g % dm.kv_heads);
+    let scale = T::from(1.0 / (dm.d as f64).sqrt()).unwrap_or_else(T::one);
+    let keys = rotated_head(k, bi, kh, dm.kv_heads, dm, cos, sin);
+    let values = gather_head(v, bi, kh, dm.t, dm.kv_heads * dm.d, dm.d);
+    GroupInputs { bi, kh, scale, keys, values }
+}
+
+/// Head `h` of row `bi` of `src` `[b, t, heads·d]`, packed `[t, d]` and rotated by position.
+fn rotated_head<T: Float>(src: &[T], bi: usize, h: usize, heads: usize, dm: Dims, cos: &[f64], sin: &[f64]) -> Vec<T> {
+    let mut x = gather_head(src, bi, h, dm.t, heads * dm.d, dm.d);
+    rotate(&mut x, dm.t, dm.d, cos, sin, 1.0);
+    x
+}
+
 /// One group's forward: outputs `[n_rep][t, d]` and log-sum-exps `[n_rep][t]`.
 fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<Vec<f64>>) {
-    let Dims { t, heads, kv_heads, d, .. } = dm;
-    let (bi, kh) = (g / kv_heads, g % kv_heads);
-    let scale = T::from(1.0 / (d as f64).sqrt()).unwrap_or_else(T::one);
-    let mut kb = gather_head(k, bi, kh, t, kv_heads * d, d);
-    rotate(&mut kb, t, d, cos, sin, 1.0);
-    let vb = gather_head(v, bi, kh, t, kv_heads * d, d);
+    let Dims { t, heads, d, .. } = dm;
+    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(k, v, dm, g, cos, sin);
     let mut s = vec![T::zero(); BLOCK * t];
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for r in 0..dm.n_rep() {
         let h = kh * dm.n_rep() + r;
-        let mut qb = gather_head(q, bi, h, t, heads * d, d);
-        rotate(&mut qb, t, d, cos, sin, 1.0);
+        let qb = rotated_head(q, bi, h, heads, dm, cos, sin);
         let mut o = vec![T::zero(); t * d];
         let mut lse = vec![0f64; t];
         for (i0, rows, keys) in blocks(t) {
@@ -148,20 +171,15 @@ fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &
 /// Gradients of one group: `dq` per query head `[n_rep][t, d]`, and `dk`, `dv` `[t, d]`.
 #[allow(clippy::too_many_arguments)]
 fn backward_group<T: Float>(q: &[T], k: &[T], v: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<T>, Vec<T>) {
-    let Dims { t, heads, kv_heads, d, .. } = dm;
-    let (bi, kh) = (g / kv_heads, g % kv_heads);
-    let scale = T::from(1.0 / (d as f64).sqrt()).unwrap_or_else(T::one);
-    let mut kb = gather_head(k, bi, kh, t, kv_heads * d, d);
-    rotate(&mut kb, t, d, cos, sin, 1.0);
-    let vb = gather_head(v, bi, kh, t, kv_heads * d, d);
+    let Dims { t, heads, d, .. } = dm;
+    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(k, v, dm, g, cos, sin);
     let (mut dk, mut dv) = (vec![T::zero(); t * d], vec![T::zero(); t * d]);
     let mut p = vec![T::zero(); BLOCK * t];
     let mut ds = vec![T::zero(); BLOCK * t];
     let mut dqs = Vec::new();
     for r in 0..dm.n_rep() {
         let h = kh * dm.n_rep() + r;
-        let mut qb = gather_head(q, bi, h, t, heads * d, d);
-        rotate(&mut qb, t, d, cos, sin, 1.0);
+        let qb = rotated_head(q, bi, h, heads, dm, cos, sin);
         let ob = gather_head(o, bi, h, t, heads * d, d);
         let dob = gather_head(dout, bi, h, t, heads * d, d);
         let lse = &lse[(bi * heads + h) * t..(bi * heads + h + 1) * t];
