@@ -56,9 +56,10 @@ fn stop_strings_end_generation_before_the_match() {
     assert_eq!(short.finish_reason, FinishReason::Length);
 }
 
-/// Q8_0 decoding weights: prompt and decoding-step logits stay within a small distance of
-/// f32's (and do differ, so the quantized path ran), batches still equal single prompts,
-/// and greedy answers mostly agree with f32 (how far is printed).
+/// Q8_0 decoding weights: prompt logits equal f32's (prompts use the f32 weights),
+/// decoding-step logits stay within a small distance of f32's (and do differ, so the
+/// quantized path ran), batches still equal single prompts,
+/// and q8_0 picks f32's token at ≥ 95% of the steps along f32's greedy answers (printed).
 #[test]
 fn q8_0_decoding_stays_close_to_f32() {
     use candle_core::{quantized::GgmlDType, Device, Tensor};
@@ -66,7 +67,6 @@ fn q8_0_decoding_stays_close_to_f32() {
     let q8 = model.transformer.quantized_for_decoding(GgmlDType::Q8_0).unwrap();
     let prompt = model.template.render_prompt(None, "Explain photosynthesis in three sentences.").unwrap();
     let ids = model.tokenizer.encode(&prompt).unwrap();
-    assert!(ids.len() > 32, "the prompt must be longer than the quantized path's row limit");
     let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let none = tunelab::model::Padding::default();
     let (mut c32, mut c8) = (model.transformer.new_cache(ids.len() + 1), q8.new_cache(ids.len() + 1));
@@ -75,12 +75,13 @@ fn q8_0_decoding_stays_close_to_f32() {
     let next = Tensor::new(&[[ids[5]]], &Device::Cpu).unwrap();
     let s32 = model.transformer.forward_step(&next, &mut c32, &none).unwrap();
     let s8 = q8.forward_step(&next, &mut c8, &none).unwrap();
-    for (what, a, b) in [("prompt", &p32, &p8), ("decoding-step", &s32, &s8)] {
-        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        eprintln!("{what} logits: max |f32 − q8_0| = {d:.4} (max |logit| {scale:.2})");
-        assert!(d > 0.0 && d < 0.05 * scale, "{what}: q8_0 logits differ by {d} (scale {scale})");
-    }
+    let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    // Prompts run through the f32 weights; decoding steps read the 8-bit ones.
+    assert_eq!(diff(&p32, &p8), 0.0, "a prompt pass read the quantized weights");
+    let scale = s32.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = diff(&s32, &s8);
+    eprintln!("decoding-step logits: max |f32 − q8_0| = {d:.4} (max |logit| {scale:.2})");
+    assert!(d > 0.0 && d < 0.05 * scale, "decoding-step q8_0 logits differ by {d} (scale {scale})");
 
     let prompts: Vec<String> = ["What is 2+2?", "Explain photosynthesis in three sentences.", "Summarize the benefits of unit testing."]
         .iter()
@@ -89,14 +90,109 @@ fn q8_0_decoding_stays_close_to_f32() {
     let cfg = GenerationConfig::greedy(48);
     let (g32, g8) = (Generator::new(&model.transformer, &model.tokenizer), Generator::new(&q8, &model.tokenizer));
     let batch = g8.generate_batch(&prompts, &cfg, |_, _| {}).unwrap();
-    let mut agree = 0;
+    let (mut agree, mut steps) = (0, 0);
     for (i, p) in prompts.iter().enumerate() {
         let single = g8.generate(p, &cfg, |_| {}).unwrap();
         assert_eq!(batch[i].token_ids, single.token_ids, "prompt {i}: batched q8_0 greedy differs from single");
         let reference = g32.generate(p, &cfg, |_| {}).unwrap();
         let same = reference.token_ids.iter().zip(&single.token_ids).take_while(|(a, b)| a == b).count();
-        eprintln!("prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens", reference.token_ids.len());
-        agree += same;
+        // Top-1 agreement along f32's own answer (teacher-forced, so one near-tie does not
+        // decide the rest): the quantization's real effect on each choice.
+        let ids = model.tokenizer.encode_with_bos(p).unwrap();
+        let (mut cache, logits) = q8.prefill(&ids, ids.len() + reference.token_ids.len()).unwrap();
+        let mut next = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        let mut matched = 0;
+        for (k, &want) in reference.token_ids.iter().enumerate() {
+            matched += usize::from(next == want);
+            if k + 1 < reference.token_ids.len() {
+                next = q8.decode_rows(&[want], &mut [&mut cache]).unwrap().get(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+            }
+        }
+        eprintln!("prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens; q8_0's choice equals f32's at {matched} of {} steps along f32's answer", reference.token_ids.len(), reference.token_ids.len());
+        agree += matched;
+        steps += reference.token_ids.len();
     }
-    assert!(agree >= 48, "q8_0 greedy answers diverge from f32 almost at once ({agree} agreeing tokens over 3 prompts)");
+    assert!(agree * 100 >= steps * 95, "q8_0 picks f32's token at only {agree} of {steps} steps");
+}
+
+/// Per-sequence decoding (continuous batching's model step): two rows at different
+/// positions decoded in one step give the same logits as a full forward pass over each
+/// row's whole sequence.
+#[test]
+fn sequence_decoding_matches_the_full_forward_pass() {
+    use candle_core::{Device, Tensor};
+    let model = Model::load(common::smollm_path()).unwrap();
+    let t = &model.transformer;
+    assert!(t.supports_sequence_decoding());
+    let mut seqs: Vec<Vec<u32>> = ["What is 2+2?", "Write a haiku about autumn leaves falling slowly."]
+        .iter()
+        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
+        .collect();
+    assert_ne!(seqs[0].len(), seqs[1].len());
+    let full_last = |ids: &[u32]| {
+        let input = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let logits = t.forward(&input).unwrap();
+        logits.get(0).unwrap().get(ids.len() - 1).unwrap()
+    };
+    let close = |what: &str, a: &Tensor, b: &Tensor| {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 2e-3, "{what}: per-sequence logits differ from the full pass by {d}");
+    };
+    let mut caches = Vec::new();
+    for s in &seqs {
+        let (cache, logits) = t.prefill(s, s.len() + 8).unwrap();
+        close("prefill", &logits, &full_last(s));
+        caches.push(cache);
+    }
+    let continuation = model.tokenizer.encode(" The answer is four, and leaves fall").unwrap();
+    for step in 0..6 {
+        let tokens = [continuation[step], continuation[step + 1]];
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let logits = t.decode_rows(&tokens, &mut refs).unwrap();
+        for (r, s) in seqs.iter_mut().enumerate() {
+            s.push(tokens[r]);
+            close(&format!("step {step} row {r}"), &logits.get(r).unwrap(), &full_last(s));
+        }
+    }
+    // A full cache is refused, not overrun.
+    let mut small = t.prefill(&seqs[0][..4], 5).unwrap().0;
+    t.decode_rows(&[1], &mut [&mut small]).unwrap();
+    assert!(t.decode_rows(&[1], &mut [&mut small]).is_err(), "a full cache accepted another position");
+}
+
+/// Continuous batching with fewer slots than prompts: each prompt's greedy answer equals
+/// decoding it alone, every prompt is reported once, and a prompt that cannot run is
+/// reported as an error without stopping the others.
+#[test]
+fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let gen = Generator::new(&model.transformer, &model.tokenizer);
+    let texts = ["What is 2+2?", "Name a color.", "Write a haiku about autumn leaves falling slowly.", "Say yes.", "Count to five."];
+    let mut prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
+        .collect();
+    prompts.insert(2, Vec::new());
+    let cfg = GenerationConfig::greedy(20);
+    let mut done: Vec<Option<tunelab::Result<Generation>>> = prompts.iter().map(|_| None).collect();
+    let mut order = Vec::new();
+    let mut streamed = vec![String::new(); prompts.len()];
+    gen.generate_continuous(&prompts, &cfg, 2, |i, piece| streamed[i].push_str(piece), |i, r| {
+        assert!(done[i].is_none(), "prompt {i} reported twice");
+        order.push(i);
+        done[i] = Some(r);
+    })
+    .unwrap();
+    assert_eq!(order.len(), prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let got = done[i].take().unwrap();
+        if p.is_empty() {
+            assert!(got.unwrap_err().to_string().contains("empty"));
+            continue;
+        }
+        let got = got.unwrap();
+        let alone = gen.generate_ids(&[p.clone()], &cfg, |_, _| {}).unwrap().remove(0);
+        assert_eq!(got.token_ids, alone.token_ids, "prompt {i}: continuous batching changed the greedy answer");
+        assert_eq!(streamed[i], got.text);
+    }
 }

@@ -1,10 +1,9 @@
 //! The local backend: a base model loaded once, with zero or more LoRA adapters that can be
 //! swapped without reloading it (each folded into a copy of the projection weights, so an
-//! adapter costs no extra time per token); greedy decoding by default; left-padded batches.
+//! adapter costs no extra time per token); greedy decoding by default; cases decoded with
+//! continuous batching (a finished case's slot takes the next case at once).
 
 use std::path::Path;
-use std::time::Instant;
-
 use anyhow::Context;
 use candle_core::Tensor;
 use tunelab::data::{encode_example, EncodeOptions};
@@ -15,8 +14,12 @@ use super::{Backend, BackendInfo, Generated, OnGenerated};
 use crate::hashing;
 use crate::suite::Case;
 
-/// Prompts generated together (one forward pass per step for the batch).
-pub const DEFAULT_BATCH: usize = 8;
+/// Cases decoded together (one forward pass per step for all of them).
+pub const DEFAULT_BATCH: usize = 32;
+
+/// Most cases decoded together: up to this many rows, each row's arithmetic is the same
+/// whatever the batch (so answers do not depend on `--batch`).
+pub const MAX_BATCH: usize = tunelab::model::DETERMINISTIC_DECODE_ROWS;
 
 /// A local model, optionally with an adapter applied.
 pub struct LocalBackend {
@@ -63,10 +66,11 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Sets how many prompts are generated together.
-    pub fn with_batch(mut self, batch: usize) -> Self {
-        self.batch = batch.max(1);
-        self
+    /// Sets how many prompts are generated together (1 to [`MAX_BATCH`]).
+    pub fn with_batch(mut self, batch: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!((1..=MAX_BATCH).contains(&batch), "the batch must be between 1 and {MAX_BATCH} cases, got {batch}");
+        self.batch = batch;
+        Ok(self)
     }
 
     /// The model's chat template applied to a case's turns, ready for generation.
@@ -82,36 +86,39 @@ impl Backend for LocalBackend {
 
     fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()> {
         let generator = Generator::new(&self.adapted, &self.model.tokenizer);
-        // Similar lengths together: less padding per batch.
-        let mut order: Vec<usize> = (0..cases.len()).collect();
-        let prompts: Vec<anyhow::Result<String>> = cases.iter().map(|c| self.prompt(c)).collect();
-        order.sort_by_key(|&i| prompts[i].as_ref().map(|p| p.len()).unwrap_or(0));
-        for chunk in order.chunks(self.batch) {
-            let mut batch = Vec::new();
-            for &i in chunk {
-                match &prompts[i] {
-                    Ok(p) => batch.push((i, p.clone())),
-                    Err(e) => done(i, Err(anyhow::anyhow!("{e:#}"))),
+        let (mut prompts, mut case_of) = (Vec::with_capacity(cases.len()), Vec::with_capacity(cases.len()));
+        for (i, case) in cases.iter().enumerate() {
+            let ids = self.prompt(case).and_then(|p| {
+                self.model.tokenizer.encode_with_bos(&p).with_context(|| format!("tokenizing the prompt of case {}", case.id))
+            });
+            match ids {
+                Ok(ids) => {
+                    prompts.push(ids);
+                    case_of.push(i);
                 }
+                Err(e) => done(i, Err(e)),
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let texts: Vec<String> = batch.iter().map(|(_, p)| p.clone()).collect();
-            let start = Instant::now();
-            let outs = generator.generate_batch(&texts, decoding, |_, _| {}).with_context(|| format!("generating for case {}", cases[batch[0].0].id))?;
-            let per_case = start.elapsed().as_secs_f64() / batch.len() as f64;
-            for ((i, _), g) in batch.iter().zip(outs) {
-                done(
-                    *i,
-                    Ok(Generated {
-                        completion_tokens: Some(g.token_ids.len()),
-                        prompt_tokens: Some(g.prompt_tokens),
-                        text: g.text,
-                        latency_s: per_case,
-                        finish: format!("{:?}", g.finish_reason).to_lowercase(),
-                    }),
-                );
+        }
+        let report = |g: tunelab::Generation| Generated {
+            completion_tokens: Some(g.token_ids.len()),
+            prompt_tokens: Some(g.prompt_tokens),
+            latency_s: g.prompt_seconds + g.generate_seconds,
+            finish: format!("{:?}", g.finish_reason).to_lowercase(),
+            text: g.text,
+        };
+        if self.adapted.supports_sequence_decoding() {
+            // Continuous batching: a finished case's slot takes the next case at once.
+            return generator
+                .generate_continuous(&prompts, decoding, self.batch, |_, _| {}, |j, r| {
+                    let case = cases[case_of[j]];
+                    done(case_of[j], r.map(report).with_context(|| format!("generating for case {}", case.id)))
+                })
+                .context("generating");
+        }
+        for (chunk, cases_of_chunk) in prompts.chunks(self.batch).zip(case_of.chunks(self.batch)) {
+            let outs = generator.generate_ids(chunk, decoding, |_, _| {}).with_context(|| format!("generating for case {}", cases[cases_of_chunk[0]].id))?;
+            for (&i, g) in cases_of_chunk.iter().zip(outs) {
+                done(i, Ok(report(g)));
             }
         }
         Ok(())

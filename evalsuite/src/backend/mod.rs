@@ -20,8 +20,8 @@ pub struct Generated {
     pub prompt_tokens: Option<usize>,
     /// Generated tokens, when the backend reports them.
     pub completion_tokens: Option<usize>,
-    /// Seconds from request to complete output (for batched local generation: the batch's
-    /// time divided by its size).
+    /// Seconds from request to complete output (local generation: from the case's prefill
+    /// to its last token, while sharing decoding steps with the other cases in flight).
     pub latency_s: f64,
     /// Why generation ended (stop, length, or the backend's word).
     pub finish: String,

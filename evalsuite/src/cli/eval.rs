@@ -69,7 +69,8 @@ pub struct RunArgs {
     limit: Option<usize>,
     #[command(flatten)]
     decoding: DecodingArgs,
-    /// Prompts generated together by the local backend.
+    /// Cases the local backend decodes together (continuous batching, at most 64; answers
+    /// do not depend on it).
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
     /// Requests in flight (endpoint).
@@ -195,7 +196,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
             // The base is loaded once; each adapter is applied on it in turn.
-            let mut backend = LocalBackend::load(model)?.with_batch(args.batch);
+            let mut backend = LocalBackend::load(model)?.with_batch(args.batch)?;
             let mut targets: Vec<Option<&Path>> = Vec::new();
             if args.adapters.is_empty() || args.with_base {
                 targets.push(None);

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use tunelab::prelude::*;
 
-use super::decoding::DecodingArgs;
+use super::decoding::{DecodeWeights, DecodingArgs};
 
 /// Options of `tunelab generate`.
 #[derive(Debug, Args)]
@@ -26,6 +26,11 @@ pub struct GenerateArgs {
     system: Option<String>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    /// Weights decoding steps read: f32 (exactly the trained model) or q8_0 (an 8-bit copy:
+    /// single-stream decoding about twice as fast; prompts still use f32, and greedy picks
+    /// equal f32's at ≥ 95% of steps along f32's own answer, see BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: DecodeWeights,
     /// Use a named chat template instead of the model's own (default, chatml, qwen, llama3).
     #[arg(long)]
     template: Option<String>,
@@ -37,12 +42,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.template {
         model.set_template(name)?;
     }
+    // The adapter folded into the weights: no LoRA work per token.
     let adapted = match &args.adapter {
         Some(dir) => AdapterSet::load(dir, &model.transformer)
             .with_context(|| format!("loading adapter {}", dir.display()))?
-            .apply(&model.transformer),
+            .merged(&model.transformer)
+            .with_context(|| format!("merging adapter {}", dir.display()))?,
         None => model.transformer.clone(),
     };
+    let adapted = args.weights.prepare(&adapted)?;
     let prompt = model.template.render_prompt(args.system.as_deref(), &args.prompt)?;
     let cfg = args.decoding.config();
     let mut stdout = std::io::stdout().lock();

@@ -75,6 +75,10 @@ fn cpu_matmul(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, b_t: b
         candle_core::bail!("matmul: inner dimensions {k} and {k2} differ");
     }
     let out = match (s1, s2) {
+        // Decoding steps: a few rows against every weight row, read once.
+        (CpuStorage::F32(a), CpuStorage::F32(b)) if b_t && m <= super::few_rows::MAX_ROWS && blas().is_none() && super::few_rows::available() => {
+            CpuStorage::F32(super::few_rows::matmul_t(m, n, k, slice(a, l1)?, slice(b, l2)?))
+        }
         (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, b_t)),
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, b_t)),
         _ => candle_core::bail!("matmul supports f32 and f64, got {:?} and {:?}", s1.dtype(), s2.dtype()),

@@ -3,6 +3,7 @@
 
 mod config;
 mod export;
+mod few_rows;
 pub mod fused;
 pub mod gguf;
 pub mod grad_ops;
@@ -20,9 +21,10 @@ use candle_core::Device;
 
 pub use config::{Architecture, ModelConfig};
 pub use export::write_hf_dir;
+pub use few_rows::MAX_ROWS as DETERMINISTIC_DECODE_ROWS;
 pub use locate::{resolve_model_path, DEFAULT_MODEL_FILE};
 pub use tokenizer::Tokenizer;
-pub use transformer::{KvCache, Linear, Padding, Transformer};
+pub use transformer::{KvCache, Linear, Padding, SequenceCache, Transformer};
 pub use weights::Weights;
 
 use crate::chat::ChatTemplate;

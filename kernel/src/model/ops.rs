@@ -13,6 +13,10 @@ use candle_core::{DType, Result, Tensor, D};
 pub enum OpMode {
     /// Fused kernels without a backward pass (fast; generation and scoring).
     Inference,
+    /// As `Inference`, for passes over many tokens of a sequence (prompts, scoring):
+    /// projections read their f32 weights even when they also hold quantized ones, which
+    /// pay only when decoding one token at a time.
+    Prompt,
     /// Compositions of differentiable primitives (training).
     Differentiable,
 }
@@ -20,7 +24,7 @@ pub enum OpMode {
 /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     match mode {
-        OpMode::Inference => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        OpMode::Inference | OpMode::Prompt => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
         OpMode::Differentiable => super::grad_ops::rms_norm(x, weight, eps),
     }
 }
@@ -28,7 +32,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<T
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
     match mode {
-        OpMode::Inference => candle_nn::ops::softmax_last_dim(x),
+        OpMode::Inference | OpMode::Prompt => candle_nn::ops::softmax_last_dim(x),
         OpMode::Differentiable => super::grad_ops::softmax(x),
     }
 }
@@ -39,7 +43,7 @@ pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
 /// `[batch, seq, head_dim/2]` (per-row positions, used with left padding).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpMode) -> Result<Tensor> {
     match mode {
-        OpMode::Inference => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        OpMode::Inference | OpMode::Prompt => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
         // The fused op with a backward pass covers the shared-position case (training).
         OpMode::Differentiable if cos.rank() == 2 => super::grad_ops::rope(x, cos, sin),
         OpMode::Differentiable => {

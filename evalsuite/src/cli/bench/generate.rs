@@ -58,11 +58,11 @@ pub struct EvalBenchArgs {
     /// New tokens per prompt.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// Prompts decoded together.
-    #[arg(long, default_value_t = 8)]
+    /// Prompts decoded together (continuous batching slots).
+    #[arg(long, default_value_t = tunelab_evalsuite::backend::local::DEFAULT_BATCH)]
     batch: usize,
-    /// Weights decoding steps read.
-    #[arg(long, value_enum, default_value = "q8_0")]
+    /// Weights decoding steps read (`eval run` decodes with f32).
+    #[arg(long, value_enum, default_value = "f32")]
     weights: DecodeWeights,
     #[command(flatten)]
     reference: ReferenceArgs,
@@ -153,12 +153,17 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
             model.template.render(&ex.messages[..end], true)
         })
         .collect::<tunelab::Result<_>>()?;
+    let ids = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p)).collect::<tunelab::Result<Vec<_>>>()?;
     let gen = Generator::new(&decoding, &model.tokenizer);
     let start = Instant::now();
-    let mut tokens = 0usize;
-    for chunk in prompts.chunks(a.batch.max(1)) {
-        let outs = gen.generate_batch(chunk, &GenerationConfig::greedy(a.max_tokens), |_, _| {})?;
-        tokens += outs.iter().map(|o| o.token_ids.len()).sum::<usize>();
+    let (mut tokens, mut failed) = (0usize, None);
+    // As `eval run` decodes a suite: continuous batching over `--batch` slots.
+    gen.generate_continuous(&ids, &GenerationConfig::greedy(a.max_tokens), a.batch, |_, _| {}, |i, r| match r {
+        Ok(g) => tokens += g.token_ids.len(),
+        Err(e) => failed = Some(format!("prompt {i}: {e}")),
+    })?;
+    if let Some(why) = failed {
+        anyhow::bail!("{why}");
     }
     let seconds = start.elapsed().as_secs_f64();
     let ours = json!({
@@ -171,7 +176,7 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
-        format!("evaluation generation: {} prompts × ≤ {} tokens, batches of {} (llama.cpp: single stream)", a.prompts, a.max_tokens, a.batch),
+        format!("evaluation generation: {} prompts × ≤ {} tokens, {} decoding together (llama.cpp: single stream)", a.prompts, a.max_tokens, a.batch),
         &["tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "llama.cpp tok/s (sequential)", "throughput ratio"],
     );
     let t = theirs.as_ref().and_then(|v| f(v, "end_to_end_tokens_per_s"));

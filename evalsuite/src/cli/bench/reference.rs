@@ -19,7 +19,17 @@ buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     runpy.run_path(script, run_name="__main__")
 line = json.loads(buf.getvalue().strip().splitlines()[-1])
-line["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+def peak_kb():
+    # VmHWM belongs to this program's own address space; ru_maxrss would carry over the
+    # peak of the tunelab process that forked it (Linux keeps it across execve).
+    try:
+        for l in open("/proc/self/status"):
+            if l.startswith("VmHWM:"):
+                return int(l.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+line["peak_rss_mb"] = round(peak_kb() / 1024)
 print(json.dumps(line))
 "#;
 

@@ -6,6 +6,10 @@
 //! embeddings and a SwiGLU MLP `down(silu(gate(x)) * up(x))`. Weights are plain tensors
 //! under their HF names; [`Linear`] is the seam where LoRA attaches.
 
+mod decode;
+
+pub use decode::SequenceCache;
+
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
@@ -16,11 +20,6 @@ use super::ops::{self, OpMode, RotaryTables};
 use crate::lora::LoraLayer;
 use super::weights::Weights;
 use crate::error::Result;
-
-/// Inputs of at most this many rows (decoding steps) use a projection's quantized weights
-/// when it has them; longer inputs (prompts, training) use the f32 product, which is faster
-/// once the weights are reused across many rows.
-const QUANTIZED_MAX_ROWS: usize = 32;
 
 /// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
 /// adapter added on top (the only trainable part), and optionally a quantized copy of `W`
@@ -86,15 +85,14 @@ impl Linear {
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        if let (Some(q), OpMode::Inference, None) = (&self.quantized, mode, &self.lora) {
-            let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
-            if rows <= QUANTIZED_MAX_ROWS && x.dtype() == DType::F32 {
-                let y = q.forward(&x.contiguous()?)?;
-                return match &self.bias {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                };
-            }
+        // Decoding passes read the quantized weights when there are any (prompt passes do
+        // not): the choice follows the kind of pass, never how many rows share it.
+        if let (Some(q), OpMode::Inference, None, DType::F32) = (&self.quantized, mode, &self.lora, x.dtype()) {
+            let y = q.forward(&x.contiguous()?)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
         }
         let training = mode == OpMode::Differentiable;
         // One fused op for base + LoRA unless dropout needs the composed path's mask.
@@ -395,10 +393,12 @@ impl Transformer {
     }
 
     /// A copy for generation whose projections and output head also hold `dtype`-quantized
-    /// weights (e.g. Q8_0), used for decoding steps of up to 32 rows: each token then
-    /// reads about a quarter of the f32 bytes. Prompts still run through the f32 weights.
-    /// Projections with a LoRA adapter attached keep the f32 path (fold the adapter in
-    /// first with `AdapterSet::merged`).
+    /// weights (e.g. Q8_0), read by decoding passes (one new token per sequence): each token
+    /// then reads about a quarter of the f32 bytes, which makes single-stream decoding about
+    /// twice as fast. Prompts still run through the f32 weights; batched decoding of many
+    /// sequences is faster on the f32 weights too. Projections with
+    /// a LoRA adapter attached keep the f32 path (fold the adapter in first with
+    /// `AdapterSet::merged`).
     pub fn quantized_for_decoding(&self, dtype: GgmlDType) -> Result<Self> {
         let mut out = self.clone();
         for (_, p) in out.projections_mut() {
@@ -406,6 +406,12 @@ impl Transformer {
         }
         out.lm_head = out.lm_head.with_quantized(dtype)?;
         Ok(out)
+    }
+
+    /// Whether the projections hold quantized decoding weights
+    /// ([`Transformer::quantized_for_decoding`]).
+    pub fn has_quantized_weights(&self) -> bool {
+        self.lm_head.quantized.is_some() || self.projections().iter().any(|(_, p)| p.quantized.is_some())
     }
 
     /// The element type of the weights.
@@ -423,7 +429,7 @@ impl Transformer {
     /// does not affect earlier positions, so pad labels are simply ignored by the loss.
     pub fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Differentiable)?;
-        Ok(self.lm_head.forward(&hidden, OpMode::Inference)?)
+        Ok(self.lm_head.forward(&hidden, OpMode::Prompt)?)
     }
 
     /// Final hidden states `[batch, seq, hidden]` from differentiable ops (training): the
@@ -474,7 +480,7 @@ impl Transformer {
 
     /// Hidden states → logits through the (frozen) output head.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden, OpMode::Inference)?)
+        Ok(self.lm_head.forward(hidden, OpMode::Prompt)?)
     }
 
     /// Per-row cross-entropy `[n]` of final hidden rows `[n, hidden]` against `targets`,
@@ -489,18 +495,19 @@ impl Transformer {
 
     /// Logits for every position, using the fast inference kernels (no gradients).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Inference)?;
-        Ok(self.lm_head.forward(&hidden, OpMode::Inference)?)
+        let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Prompt)?;
+        Ok(self.lm_head.forward(&hidden, OpMode::Prompt)?)
     }
 
     /// Incremental decoding: feeds `ids` `[batch, seq]` after what `cache` holds and returns
     /// the logits of the last position of each row, `[batch, vocab]`. `padding` gives each
     /// row's left padding (constant over the whole generation).
     pub fn forward_step(&self, ids: &Tensor, cache: &mut KvCache, padding: &Padding) -> Result<Tensor> {
-        let hidden = self.hidden(ids, Some(cache), padding, OpMode::Inference)?;
+        let mode = if ids.dim(1)? == 1 { OpMode::Inference } else { OpMode::Prompt };
+        let hidden = self.hidden(ids, Some(cache), padding, mode)?;
         let t = hidden.dim(1)?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-        Ok(self.lm_head.forward(&last, OpMode::Inference)?)
+        Ok(self.lm_head.forward(&last, mode)?)
     }
 
     fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>, padding: &Padding, mode: OpMode) -> Result<Tensor> {

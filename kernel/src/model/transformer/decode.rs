@@ -1,0 +1,269 @@
+//! Decoding many independent sequences in one step, each at its own position with its own
+//! key/value cache (the model side of continuous batching).
+//!
+//! A step's rows may belong to different sequences and several rows to one sequence (a
+//! prompt being prefilled). The projections and the MLP run once for all rows (one matrix
+//! product per weight, so the weights are read once per step whatever the number of rows);
+//! attention runs per row over exactly its sequence's cached positions up to its own.
+//! Compared with a left-padded batch there is no padding, no mask, no per-step copy of the
+//! cache, and a finished sequence's slot can take a new prompt in the next step.
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::{DecoderLayer, Transformer};
+use crate::error::{Error, Result};
+use crate::model::ops::{self, OpMode};
+
+/// One sequence's rotated keys and values for every layer, stored head by head
+/// (`[kv_heads, capacity, head_dim]` per layer) with room for a fixed number of positions.
+#[derive(Debug, Clone)]
+pub struct SequenceCache {
+    layers: Vec<LayerKv>,
+    len: usize,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+struct LayerKv {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl SequenceCache {
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions this cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Head layout of one attention layer.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    heads: usize,
+    kv_heads: usize,
+    dim: usize,
+}
+
+impl Transformer {
+    /// Whether [`Transformer::decode_rows`] and its kin apply: f32 weights on the CPU (other
+    /// devices decode in padded batches).
+    pub fn supports_sequence_decoding(&self) -> bool {
+        self.device.is_cpu() && self.dtype() == DType::F32
+    }
+
+    /// An empty cache for one sequence of at most `capacity` positions.
+    pub fn sequence_cache(&self, capacity: usize) -> Result<SequenceCache> {
+        if capacity > self.rotary.len() {
+            return Err(Error::InvalidArgument(format!("a sequence of {capacity} positions exceeds the model's context of {}", self.rotary.len())));
+        }
+        let h = self.heads();
+        let size = h.kv_heads * capacity * h.dim;
+        let layers = self.layers.iter().map(|_| LayerKv { k: vec![0.0; size], v: vec![0.0; size] }).collect();
+        Ok(SequenceCache { layers, len: 0, capacity })
+    }
+
+    /// Runs the prompt `ids` and returns its cache, sized for `capacity` positions, and the
+    /// logits of its last position `[vocab]`.
+    pub fn prefill(&self, ids: &[u32], capacity: usize) -> Result<(SequenceCache, Tensor)> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        let mut cache = self.sequence_cache(capacity)?;
+        let logits = self.step_sequences(ids, &vec![0; ids.len()], &mut [&mut cache])?;
+        Ok((cache, logits.squeeze(0)?))
+    }
+
+    /// Feeds one token per sequence (`tokens[r]` after what `caches[r]` holds) and returns
+    /// the next-token logits `[rows, vocab]`. Each cache grows by one position.
+    pub fn decode_rows(&self, tokens: &[u32], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+        let seq: Vec<usize> = (0..tokens.len()).collect();
+        self.step_sequences(tokens, &seq, caches)
+    }
+
+    /// One step over several sequences at once: row `r` feeds `tokens[r]` to sequence
+    /// `seq[r]`, after what its cache holds and the earlier rows of the same sequence (so a
+    /// step can prefill new prompts, several tokens each, beside sequences decoding one
+    /// token). Every sequence needs at least one row. Returns the next-token logits after
+    /// each sequence's last row, `[sequences, vocab]`. Only a step of one row per sequence
+    /// reads quantized decoding weights; a step that prefills reads the f32 weights.
+    pub fn step_sequences(&self, tokens: &[u32], seq: &[usize], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+        if !self.supports_sequence_decoding() {
+            return Err(Error::InvalidArgument("sequence decoding needs f32 weights on the CPU".into()));
+        }
+        if seq.len() != tokens.len() || tokens.is_empty() {
+            return Err(Error::InvalidArgument(format!("{} tokens for {} sequence indices", tokens.len(), seq.len())));
+        }
+        // Each row's position, and each sequence's last row.
+        let mut next: Vec<usize> = caches.iter().map(|c| c.len).collect();
+        let mut last_row = vec![usize::MAX; caches.len()];
+        let mut positions = Vec::with_capacity(tokens.len());
+        for (r, &s) in seq.iter().enumerate() {
+            let c = caches.get(s).ok_or_else(|| Error::InvalidArgument(format!("row {r} names sequence {s} of {}", caches.len())))?;
+            if next[s] >= c.capacity || c.layers.len() != self.layers.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {s}'s cache is full or belongs to another model ({} of {} positions, {} layers)",
+                    next[s], c.capacity, c.layers.len()
+                )));
+            }
+            positions.push(next[s]);
+            next[s] += 1;
+            last_row[s] = r;
+        }
+        if let Some(s) = last_row.iter().position(|&r| r == usize::MAX) {
+            return Err(Error::InvalidArgument(format!("sequence {s} has no row in this step")));
+        }
+        let half = self.heads().dim / 2;
+        let at = Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<_>>(), (tokens.len(), 1), &self.device)?;
+        let (cos, sin) = self.rotary.gather(&at)?;
+        let rotary = Rotary { cos: &cos.flatten_all()?.to_vec1::<f32>()?, sin: &sin.flatten_all()?.to_vec1::<f32>()?, half };
+        let eps = self.cfg.rms_norm_eps;
+        // One token per sequence is a decoding pass (quantized weights when there are any).
+        let mode = if tokens.len() == caches.len() { OpMode::Inference } else { OpMode::Prompt };
+        let rows = Rows { seq, positions: &positions, mode };
+        let mut x = self.embed_tokens.index_select(&Tensor::from_slice(tokens, tokens.len(), &self.device)?, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let attended = self.attend_rows(layer, l, &x, caches, &rows, &rotary)?;
+            let h = (&x + layer.self_attn.o_proj.forward(&attended, mode)?)?;
+            let normed = ops::rms_norm(&h, &layer.post_attention_layernorm, eps, mode)?;
+            x = (&h + layer.mlp.forward(&normed, mode)?)?;
+        }
+        for (c, n) in caches.iter_mut().zip(next) {
+            c.len = n;
+        }
+        let last = Tensor::from_vec(last_row.iter().map(|&r| r as u32).collect::<Vec<_>>(), last_row.len(), &self.device)?;
+        let x = ops::rms_norm(&x.index_select(&last, 0)?, &self.norm, eps, mode)?;
+        Ok(self.lm_head.forward(&x, mode)?)
+    }
+
+    fn heads(&self) -> Heads {
+        Heads { heads: self.cfg.num_attention_heads, kv_heads: self.cfg.num_key_value_heads, dim: self.cfg.head_dim() }
+    }
+
+    /// Layer `l`'s attention for a step's rows: projects, rotates, writes each row's key and
+    /// value into its sequence's cache, then attends each row over its sequence's positions
+    /// up to its own. Returns the heads' outputs `[rows, heads · head_dim]`, ready for the
+    /// output projection.
+    fn attend_rows(&self, layer: &DecoderLayer, l: usize, x: &Tensor, caches: &mut [&mut SequenceCache], rows: &Rows, rotary: &Rotary) -> Result<Tensor> {
+        let a = &layer.self_attn;
+        let hd = self.heads();
+        let normed = ops::rms_norm(x, &layer.input_layernorm, self.cfg.rms_norm_eps, rows.mode)?;
+        let project = |p: &super::Linear| -> Result<Vec<f32>> { Ok(p.forward(&normed, rows.mode)?.flatten_all()?.to_vec1::<f32>()?) };
+        let (q, k, v) = (project(&a.q_proj)?, project(&a.k_proj)?, project(&a.v_proj)?);
+        let (qw, kw) = (hd.heads * hd.dim, hd.kv_heads * hd.dim);
+        // Keys and values first, one sequence per task; then every row reads its sequence.
+        caches.par_iter_mut().enumerate().for_each(|(s, cache)| {
+            let cap = cache.capacity;
+            let kv = &mut cache.layers[l];
+            for r in (0..rows.seq.len()).filter(|&r| rows.seq[r] == s) {
+                let mut key = k[r * kw..(r + 1) * kw].to_vec();
+                key.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
+                for g in 0..hd.kv_heads {
+                    let at = (g * cap + rows.positions[r]) * hd.dim;
+                    kv.k[at..at + hd.dim].copy_from_slice(&key[g * hd.dim..(g + 1) * hd.dim]);
+                    kv.v[at..at + hd.dim].copy_from_slice(&v[r * kw + g * hd.dim..r * kw + (g + 1) * hd.dim]);
+                }
+            }
+        });
+        let caches: &[&mut SequenceCache] = caches;
+        let mut out = vec![0f32; rows.seq.len() * qw];
+        out.par_chunks_mut(qw).enumerate().for_each(|(r, out)| {
+            let mut query = q[r * qw..(r + 1) * qw].to_vec();
+            query.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
+            let cache = &caches[rows.seq[r]];
+            attend_one(&query, &cache.layers[l], hd, rows.positions[r] + 1, cache.capacity, out);
+        });
+        Ok(Tensor::from_vec(out, (rows.seq.len(), qw), &self.device)?)
+    }
+}
+
+/// Which sequence each row of a step feeds, at which position, and the kind of pass.
+struct Rows<'a> {
+    seq: &'a [usize],
+    positions: &'a [usize],
+    mode: OpMode,
+}
+
+/// Each row's rotary table entries, `[rows, half]`.
+struct Rotary<'a> {
+    cos: &'a [f32],
+    sin: &'a [f32],
+    half: usize,
+}
+
+impl Rotary<'_> {
+    /// Rotates one head vector of row `r` at that row's position.
+    fn apply(&self, head: &mut [f32], r: usize) {
+        let span = r * self.half..(r + 1) * self.half;
+        rotate_half(head, &self.cos[span.clone()], &self.sin[span]);
+    }
+}
+
+/// HF's rotate-half rotary embedding of one head vector at one position.
+fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at_mut(half);
+    for i in 0..half {
+        let (a, b) = (x1[i], x2[i]);
+        x1[i] = a * cos[i] - b * sin[i];
+        x2[i] = b * cos[i] + a * sin[i];
+    }
+}
+
+/// Softmax attention of one row's query heads `q` `[heads · dim]` over the first `len`
+/// positions of its cache; the query heads sharing a key/value head read its keys once.
+fn attend_one(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &mut [f32]) {
+    let n_rep = hd.heads / hd.kv_heads;
+    let scale = 1.0 / (hd.dim as f32).sqrt();
+    let mut scores = vec![0f32; n_rep * len];
+    for g in 0..hd.kv_heads {
+        let keys = &kv.k[g * cap * hd.dim..][..len * hd.dim];
+        let values = &kv.v[g * cap * hd.dim..][..len * hd.dim];
+        let queries = &q[g * n_rep * hd.dim..(g + 1) * n_rep * hd.dim];
+        for (j, key) in keys.chunks_exact(hd.dim).enumerate() {
+            for (rep, query) in queries.chunks_exact(hd.dim).enumerate() {
+                scores[rep * len + j] = dot(query, key) * scale;
+            }
+        }
+        for (rep, row) in scores.chunks_exact_mut(len).enumerate() {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let o = &mut out[(g * n_rep + rep) * hd.dim..][..hd.dim];
+            o.fill(0.0);
+            for (p, value) in row.iter().zip(values.chunks_exact(hd.dim)) {
+                for (o, v) in o.iter_mut().zip(value) {
+                    *o += p * v;
+                }
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+}
+
+/// Dot product in eight independent lanes (so the compiler vectorizes it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
