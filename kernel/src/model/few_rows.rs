@@ -4,7 +4,7 @@
 //! crate's blocked kernels are built for many rows; at 32 rows they reached 40–55 GFLOP/s
 //! on the projections and 42 on the 49152-row output head (2.6 GB/s of weights, so a step
 //! took 175 ms). Here each block of four weight rows stays in L1 while every activation row
-//! is dotted with it, in 4 × 2 blocks of AVX2 FMA accumulators, the weight rows split
+//! is dotted with it, in 4 × 3 blocks of AVX2 FMA accumulators, the weight rows split
 //! across rayon's threads.
 //!
 //! Each output is the same 8-lane dot product whatever `m` is, so a row's result does not
@@ -75,6 +75,10 @@ impl SendPtr {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// Activation rows per register block (4 weight rows × 3 activation rows = 12
+    /// accumulators, plus 3 activation vectors and 1 weight vector: all 16 AVX registers).
+    const X_BLOCK: usize = 3;
+
     /// `tile[m, n] = x[m, k] · w[n, k]ᵀ` for one task's `n` weight rows.
     ///
     /// # Safety
@@ -87,11 +91,13 @@ mod avx2 {
             let wr = (n - j).min(4);
             let mut i = 0;
             while i < m {
-                let xr = (m - i).min(2);
-                let mut acc = [[0f32; 2]; 4];
+                let xr = (m - i).min(X_BLOCK);
+                let mut acc = [[0f32; X_BLOCK]; 4];
                 match (wr, xr) {
+                    (4, 3) => block::<4, 3>(k, x, w, i, j, &mut acc),
                     (4, 2) => block::<4, 2>(k, x, w, i, j, &mut acc),
                     (4, _) => block::<4, 1>(k, x, w, i, j, &mut acc),
+                    (_, 3) => (0..wr).for_each(|r| block_row::<3>(k, x, w, i, j + r, &mut acc[r])),
                     (_, 2) => (0..wr).for_each(|r| block_row::<2>(k, x, w, i, j + r, &mut acc[r])),
                     _ => (0..wr).for_each(|r| block_row::<1>(k, x, w, i, j + r, &mut acc[r])),
                 }
@@ -108,7 +114,7 @@ mod avx2 {
 
     /// Dot products of weight rows `j..j + W` with activation rows `i..i + X`.
     #[inline(always)]
-    unsafe fn block<const W: usize, const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [[f32; 2]; 4]) {
+    unsafe fn block<const W: usize, const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [[f32; X_BLOCK]; 4]) {
         let mut acc = [[_mm256_setzero_ps(); X]; W];
         let xp: [*const f32; X] = std::array::from_fn(|c| x.as_ptr().add((i + c) * k));
         let wp: [*const f32; W] = std::array::from_fn(|r| w.as_ptr().add((j + r) * k));
@@ -137,8 +143,8 @@ mod avx2 {
 
     /// One weight row `j` against activation rows `i..i + X`.
     #[inline(always)]
-    unsafe fn block_row<const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [f32; 2]) {
-        let mut four = [[0f32; 2]; 4];
+    unsafe fn block_row<const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [f32; X_BLOCK]) {
+        let mut four = [[0f32; X_BLOCK]; 4];
         block::<1, X>(k, x, w, i, j, &mut four);
         out[..X].copy_from_slice(&four[0][..X]);
     }

@@ -446,7 +446,7 @@ impl Transformer {
     /// gradient store holding the gradient of every variable the layers use.
     pub fn loss_and_grads_recomputed(&self, ids: &Tensor, head_loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
         let (b, t) = ids.dims2()?;
-        let step = self.step(b, t, 0, &Padding::default(), OpMode::Differentiable)?;
+        let step = self.step(b, t, 0, &Padding::default(), OpMode::Differentiable, false)?;
         let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?.detach();
         let mut inputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -526,7 +526,7 @@ impl Transformer {
                 padding.left.len()
             )));
         }
-        let step = self.step(b, t, offset, padding, mode)?;
+        let step = self.step(b, t, offset, padding, mode, cache.is_some())?;
         let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         match cache {
             Some(cache) => {
@@ -543,12 +543,16 @@ impl Transformer {
         Ok(ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)?)
     }
 
-    /// Rotary tables and attention mask for `t` new positions after `offset` cached ones.
-    fn step(&self, b: usize, t: usize, offset: usize, padding: &Padding, mode: OpMode) -> Result<Step> {
+    /// Rotary tables and attention mask for `t` new positions after `offset` cached ones
+    /// (`cached`: the pass appends to a KV cache).
+    fn step(&self, b: usize, t: usize, offset: usize, padding: &Padding, mode: OpMode, cached: bool) -> Result<Step> {
         let s = offset + t;
+        let plain_causal = offset == 0 && padding.is_trivial();
+        // The fused attention op applies the causal mask itself (see `Attention::forward`).
+        let fused_attention = plain_causal && !cached && fused::available(&self.embed_tokens);
         let (cos, sin, mask) = if padding.is_trivial() {
             let (cos, sin) = self.rotary.range(offset, t)?;
-            let mask = if t > 1 { Some(causal_mask(t, s, offset, &[0], self.embed_tokens.dtype(), &self.device)?) } else { None };
+            let mask = if t > 1 && !fused_attention { Some(causal_mask(t, s, offset, &[0], self.embed_tokens.dtype(), &self.device)?) } else { None };
             (cos, sin, mask)
         } else {
             // Row b's real tokens start at pad[b]; its positions count from there.
@@ -561,7 +565,6 @@ impl Transformer {
             let (cos, sin) = self.rotary.gather(&positions)?;
             (cos, sin, Some(causal_mask(t, s, offset, &padding.left, self.embed_tokens.dtype(), &self.device)?))
         };
-        let plain_causal = offset == 0 && padding.is_trivial();
         Ok(Step { cos, sin, mask, plain_causal, mode, eps: self.cfg.rms_norm_eps })
     }
 
