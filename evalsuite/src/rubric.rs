@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hashing;
 use crate::scorers::{Direction, Scorer, ScorerSpec};
@@ -59,7 +59,7 @@ pub struct Rubric {
 }
 
 /// A rubric's provenance entry in `run.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RubricInfo {
     /// Rubric name.
     pub name: String,

@@ -1,6 +1,7 @@
 //! `eval run`: generate (through the cache) for every case of a suite, score each output
 //! with its rubric, and write the run directory ([`store`]); [`summary`] reads it back.
 
+pub mod record;
 pub mod score;
 pub mod store;
 pub mod summary;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use polars::prelude::{Column, CsvWriter, DataFrame, ParquetReader, ParquetWriter, PolarsResult, SerReader, SerWriter};
-use serde_json::json;
 
+use super::record::{Counts, Durations, FileRef, Machine, RunRecord, Selection, SuiteRef, SCHEMA_VERSION};
 use super::{CaseOutcome, RunOptions};
 use crate::backend::BackendInfo;
 use crate::suite::Suite;
@@ -108,7 +108,7 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> an
         ParquetWriter::new(file).finish(&mut df).context("writing results.parquet")?;
         let mut csv = std::fs::File::create(staging.join(CSV_FILE))?;
         CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("writing results.csv")?;
-        let run_json = serde_json::to_string_pretty(&run_json(meta, outcomes))?;
+        let run_json = record(meta, outcomes).to_json()?;
         std::fs::write(staging.join(RUN_FILE), run_json)?;
         for name in [RESULTS_FILE, CSV_FILE, RUN_FILE] {
             std::fs::File::open(staging.join(name))?.sync_all()?;
@@ -129,62 +129,34 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> an
     Ok(rows)
 }
 
-fn run_json(meta: &RunMeta, outcomes: &[CaseOutcome]) -> serde_json::Value {
+/// The run's provenance record.
+fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
     let suite = meta.suite;
-    let mut categories: Vec<(String, usize, usize, f64)> = Vec::new();
-    for o in outcomes {
-        let entry = match categories.iter_mut().position(|c| c.0 == o.case.category) {
-            Some(i) => &mut categories[i],
-            None => {
-                categories.push((o.case.category.clone(), 0, 0, 0.0));
-                categories.last_mut().expect("just pushed")
-            }
-        };
-        entry.1 += 1;
-        entry.2 += usize::from(o.score.passed);
-        entry.3 += o.score.score;
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        name: meta.opts.name.clone(),
+        tunelab_version: env!("CARGO_PKG_VERSION").into(),
+        command: meta.opts.command.clone(),
+        started_at: meta.started.1.clone(),
+        suite: SuiteRef {
+            name: suite.name.clone(),
+            path: suite.path.clone(),
+            sha256: suite.hash.clone(),
+            files: suite.files.iter().map(|(p, h)| FileRef { path: p.clone(), sha256: h.clone() }).collect(),
+        },
+        rubrics: suite.rubrics().iter().map(|r| r.info()).collect(),
+        backend: meta.backend.clone(),
+        decoding: meta.opts.decoding.clone(),
+        seed: meta.opts.decoding.seed,
+        selection: Selection { categories: meta.opts.categories.clone(), limit_per_category: meta.opts.limit_per_category },
+        machine: Machine::current(),
+        durations_s: Durations { generation: meta.generation_s, scoring: meta.scoring_s, total: meta.generation_s + meta.scoring_s },
+        counts: Counts {
+            cases: outcomes.len(),
+            cached: outcomes.iter().filter(|o| o.cached).count(),
+            rows: outcomes.iter().map(|o| o.score.checks.len()).sum::<usize>(),
+        },
     }
-    let total_s = meta.generation_s + meta.scoring_s;
-    json!({
-        "name": meta.opts.name,
-        "tunelab_version": env!("CARGO_PKG_VERSION"),
-        "command": meta.opts.command,
-        "started_at": meta.started.1,
-        "suite": {
-            "name": suite.name,
-            "path": suite.path,
-            "sha256": suite.hash,
-            "files": suite.files.iter().map(|(p, h)| json!({"path": p, "sha256": h})).collect::<Vec<_>>(),
-        },
-        "rubrics": suite.rubrics().iter().map(|r| r.info()).collect::<Vec<_>>(),
-        "backend": meta.backend,
-        "decoding": meta.opts.decoding,
-        "seed": meta.opts.decoding.seed,
-        "selection": {"categories": meta.opts.categories, "limit_per_category": meta.opts.limit_per_category},
-        "machine": machine(),
-        "durations_s": {"generation": meta.generation_s, "scoring": meta.scoring_s, "total": total_s},
-        "counts": {
-            "cases": outcomes.len(),
-            "cached": outcomes.iter().filter(|o| o.cached).count(),
-            "rows": outcomes.iter().map(|o| o.score.checks.len()).sum::<usize>(),
-        },
-        "categories": categories.iter().map(|(c, n, pass, sum)| json!({"category": c, "cases": n, "passed": pass, "mean_score": sum / *n as f64})).collect::<Vec<_>>(),
-    })
-}
-
-fn machine() -> serde_json::Value {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
-        .unwrap_or_default();
-    json!({
-        "hostname": hostname,
-        "os": std::env::consts::OS,
-        "arch": std::env::consts::ARCH,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "cpu": cpu,
-    })
 }
 
 /// Reads a run's results table.
@@ -194,9 +166,7 @@ pub fn read_results(run_dir: &Path) -> anyhow::Result<DataFrame> {
     ParquetReader::new(file).finish().with_context(|| format!("reading {}", path.display()))
 }
 
-/// Reads a run's `run.json`.
-pub fn read_meta(run_dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let path = run_dir.join(RUN_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+/// Reads a run's provenance record (`run.json`).
+pub fn read_record(run_dir: &Path) -> anyhow::Result<RunRecord> {
+    Ok(RunRecord::read(&run_dir.join(RUN_FILE))?)
 }

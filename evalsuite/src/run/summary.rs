@@ -59,7 +59,7 @@ fn floats(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>> {
 
 /// Summarizes the run directory `dir`.
 pub fn summarize(dir: &Path) -> anyhow::Result<Summary> {
-    let meta = store::read_meta(dir)?;
+    let record = store::read_record(dir)?;
     let df = store::read_results(dir)?;
     let per_case = df
         .clone()
@@ -101,12 +101,7 @@ pub fn summarize(dir: &Path) -> anyhow::Result<Summary> {
             }
         })
         .collect();
-    let backend = &meta["backend"];
-    let mut evaluated = backend["model"].as_str().unwrap_or("?").to_string();
-    if let Some(a) = backend["adapter"].as_str() {
-        evaluated.push_str(&format!(" + adapter {a}"));
-    }
-    Ok(Summary { run: meta["name"].as_str().unwrap_or("?").to_string(), evaluated, categories })
+    Ok(Summary { evaluated: record.evaluated(), run: record.name, categories })
 }
 
 /// The summary as an aligned text table.
