@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod guard;
 pub mod hashing;
 pub mod metrics;
 pub mod rubric;

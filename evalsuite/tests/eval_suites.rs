@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{minilm_path, root, scratch, tunelab};
+use common::{minilm_path, root, scratch};
 use serde_json::Value;
 use tunelab_evalsuite::rubric::Rubric;
 use tunelab_evalsuite::run::score::case_score;
@@ -105,13 +105,29 @@ fn suite_new_builds_a_suite_from_a_split_and_refuses_leaks() {
             "--out".into(), out.display().to_string(),
         ]
     };
-    let run = |a: Vec<String>| tunelab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Run from a directory outside the checkout, as an installed binary would be: the guard
+    // suite comes from inside the binary and is written beside the new suite.
+    let elsewhere = scratch("suite-new-cwd");
+    let run = |a: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&a).current_dir(&elsewhere).output().expect("run tunelab")
+    };
     let ok = run(args(&data.join("heldout.jsonl")));
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let suite = Suite::load(&out).unwrap();
     let counts = suite.category_counts();
     assert_eq!(&counts[..3], &[("seen".to_string(), 10), ("heldout".to_string(), 30), ("ood".to_string(), 36)]);
-    assert_eq!(counts[3].0, "guard");
+    assert_eq!(counts[3], ("guard".to_string(), 64));
+    for f in ["suite.toml", "rubric.toml", "cases.jsonl"] {
+        let shipped = std::fs::read(root().join("rubrics/guard").join(f)).unwrap();
+        assert_eq!(std::fs::read(dir.join("guard").join(f)).unwrap(), shipped, "guard/{f} written beside the suite");
+    }
+    // An edited guard file is never overwritten.
+    std::fs::write(dir.join("guard/rubric.toml"), "# edited\n").unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let refused = run(args(&data.join("heldout.jsonl")));
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("differs from the shipped guard suite"));
+    std::fs::remove_dir_all(dir.join("guard")).unwrap();
+    assert!(run(args(&data.join("heldout.jsonl"))).status.success());
     // A held-out file that repeats a training case is refused, and no suite is written.
     std::fs::remove_file(&out).unwrap();
     let leaky = dir.join("leaky.jsonl");

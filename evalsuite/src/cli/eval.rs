@@ -127,9 +127,13 @@ pub struct NewSuiteArgs {
     /// Rubric for the in-domain and out-of-domain sets.
     #[arg(long)]
     rubric: PathBuf,
-    /// Include the shipped guard suite.
+    /// Include the shipped guard suite (written out next to the suite, see --guard-dir).
     #[arg(long)]
     guard: bool,
+    /// Where --guard writes the guard suite's files (default: `guard/` beside --out); files
+    /// already there are kept when identical and refused when different.
+    #[arg(long, requires = "guard")]
+    guard_dir: Option<PathBuf>,
     /// Evaluate only the first N training cases as `seen`.
     #[arg(long)]
     seen_limit: Option<usize>,
@@ -168,7 +172,13 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
                 ood: args.ood,
                 auto: args.cases,
                 rubric: args.rubric,
-                guard: args.guard.then(|| repo_path("rubrics/guard/suite.toml")),
+                guard: match args.guard {
+                    true => {
+                        let beside = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("guard");
+                        Some(tunelab_evalsuite::guard::export(args.guard_dir.as_deref().unwrap_or(&beside))?)
+                    }
+                    false => None,
+                },
                 seen_limit: args.seen_limit,
             };
             let suite = new_suite(&spec, &args.out)?;
@@ -177,16 +187,6 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
     }
-}
-
-/// A file shipped with tunelab: under the current directory if present, else in the checkout
-/// this binary was built from.
-fn repo_path(rel: &str) -> PathBuf {
-    let here = PathBuf::from(rel);
-    if here.exists() {
-        return here;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
