@@ -108,9 +108,21 @@ fn training_lowers_the_loss_and_a_resumed_process_continues_the_same_curve() {
     let d = (before - after).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d > 0.1, "adapter barely changes the logits ({d})");
 
-    // And the CLI applies it.
-    let with = ok(&tunelab(&["generate", "--model", m, "--adapter", a_str, "--prompt", "Review this Flask code for vulnerabilities:\nimport os\n@app.route('/run')\ndef run():\n    os.system(request.args['cmd'])", "--max-tokens", "40"]));
-    assert!(!with.trim().is_empty());
+    // And the CLI applies it: its greedy answer differs from the base's and equals the
+    // library's answer with the adapter folded into the weights.
+    let flask = "Review this Flask code for vulnerabilities:\nimport os\n@app.route('/run')\ndef run():\n    os.system(request.args['cmd'])";
+    let answer = |out: Output| {
+        ok(&out);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let without = answer(tunelab(&["generate", "--model", m, "--prompt", flask, "--max-tokens", "40"]));
+    let with = answer(tunelab(&["generate", "--model", m, "--adapter", a_str, "--prompt", flask, "--max-tokens", "40"]));
+    assert_ne!(with.trim(), without.trim(), "the adapter did not change the CLI's answer");
+    let merged = adapter.merged(&base.transformer).unwrap();
+    let want = tunelab::Generator::new(&merged, &base.tokenizer)
+        .generate(&base.template.render_prompt(None, flask).unwrap(), &tunelab::GenerationConfig::greedy(40), |_| {})
+        .unwrap();
+    assert_eq!(with.trim_end(), want.text.trim_end(), "the CLI's adapter answer is not the adapted model's");
 }
 
 /// The low-memory mode (layers recomputed in the backward pass) follows the same loss curve
