@@ -9,6 +9,8 @@
 //! - [`backend`] turns cases into outputs; [`cache::GenerationCache`] remembers them.
 //! - [`run`] ties these together and writes a run directory; [`run::summary`] reads it back.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cache;
 pub mod guard;

@@ -14,10 +14,20 @@ use crate::scorers::{Direction, Scorer, ScorerSpec};
 pub enum RubricError {
     /// The file could not be read.
     #[error("cannot read rubric {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The file is not valid TOML or a field has the wrong type.
     #[error("rubric {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One weighted check of a rubric.

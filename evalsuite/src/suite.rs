@@ -23,22 +23,51 @@ pub const CATEGORIES: [&str; 4] = ["seen", "heldout", "ood", "guard"];
 pub enum SuiteError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The suite TOML is malformed.
     #[error("suite {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A case file has unusable records.
     #[error("cases in {path}: {issues}")]
-    Cases { path: PathBuf, issues: String },
+    Cases {
+        /// The case file.
+        path: PathBuf,
+        /// Each problem with its line.
+        issues: String,
+    },
     /// A rubric failed to load.
     #[error(transparent)]
     Rubric(#[from] RubricError),
     /// Two cases share an id.
     #[error("duplicate case id `{id}` at {first} and {second}")]
-    DuplicateId { id: String, first: SourceRef, second: SourceRef },
+    DuplicateId {
+        /// The repeated id.
+        id: String,
+        /// Where it first appears.
+        first: SourceRef,
+        /// Where it appears again.
+        second: SourceRef,
+    },
     /// Held-out cases appear in the training file.
     #[error("{count} held-out case(s) appear in the training file {train}: {examples}")]
-    Leak { count: usize, train: PathBuf, examples: String },
+    Leak {
+        /// How many held-out cases leaked.
+        count: usize,
+        /// The training file.
+        train: PathBuf,
+        /// Some of them, with their places.
+        examples: String,
+    },
 }
 
 /// One evaluation case.

@@ -15,6 +15,8 @@
 //! # Ok::<(), tunelab::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod chat;
 pub mod data;
 pub mod display;

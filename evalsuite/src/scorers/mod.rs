@@ -25,24 +25,31 @@ use crate::suite::Case;
 pub enum ScorerSpec {
     /// Output equals the reference after normalization.
     Exact {
+        /// Normalizations applied to both texts before comparing.
         #[serde(default = "text::all_normalizations")]
         normalize: Vec<text::Normalization>,
     },
     /// Output contains `text`.
     Contains {
+        /// The text to look for.
         text: String,
+        /// Match case exactly (default: ignore case).
         #[serde(default)]
         case_sensitive: bool,
     },
     /// Fraction of `texts` the output contains.
     ContainsAll {
+        /// The texts to look for.
         texts: Vec<String>,
+        /// Match case exactly (default: ignore case).
         #[serde(default)]
         case_sensitive: bool,
     },
     /// Output contains at least one of `texts`.
     ContainsAny {
+        /// The texts to look for.
         texts: Vec<String>,
+        /// Match case exactly (default: ignore case).
         #[serde(default)]
         case_sensitive: bool,
     },
@@ -50,32 +57,45 @@ pub enum ScorerSpec {
     Keywords {},
     /// Output matches (`expect = true`) or does not match a regular expression.
     Regex {
+        /// The regular expression.
         pattern: String,
+        /// Whether the output should match (default) or must not.
         #[serde(default = "yes")]
         expect: bool,
     },
     /// Required section headers, in order and non-empty.
     Sections {
+        /// Section headers, as they appear in the output.
         sections: Vec<String>,
+        /// Whether they must appear in this order (default).
         #[serde(default = "yes")]
         in_order: bool,
+        /// Whether each section must have content (default).
         #[serde(default = "yes")]
         non_empty: bool,
     },
     /// The line cited after `prefix` (`line N: text`) exists in the case's input.
     LocationLine {
+        /// The text that introduces the cited location (default `Location:`).
         #[serde(default = "location_prefix")]
         prefix: String,
     },
     /// Output (or its fenced json block) parses as JSON.
     JsonValid {},
     /// Output's JSON object has these fields with these types.
-    JsonFields { fields: BTreeMap<String, structure::JsonType> },
+    JsonFields {
+        /// Field name → expected JSON type.
+        fields: BTreeMap<String, structure::JsonType>,
+    },
     /// Output length within bounds.
     Length {
+        /// Fewest characters.
         min_chars: Option<usize>,
+        /// Most characters.
         max_chars: Option<usize>,
+        /// Fewest words.
         min_words: Option<usize>,
+        /// Most words.
         max_words: Option<usize>,
     },
     /// ROUGE-1 F1 against the reference.
@@ -90,7 +110,10 @@ pub enum ScorerSpec {
     /// Sentence BLEU-4 (sacrebleu, exponential smoothing) against the reference, 0–1.
     Bleu {},
     /// Cosine similarity of all-MiniLM-L6-v2 embeddings of output and reference.
-    Embedding { model: Option<PathBuf> },
+    Embedding {
+        /// The embedding model directory (default: all-MiniLM-L6-v2 from tunelab's model path).
+        model: Option<PathBuf>,
+    },
     /// Perplexity of the reference answer under the evaluated model.
     Perplexity {},
     /// An LLM judge's score through an OpenAI-compatible endpoint.
@@ -120,15 +143,37 @@ pub enum Scorer {
     /// See [`ScorerSpec::Exact`].
     Exact(Vec<text::Normalization>),
     /// Needles (lower-cased unless case-sensitive), and how many must be present.
-    Contains { texts: Vec<String>, case_sensitive: bool, mode: text::ContainsMode },
+    Contains {
+        /// The texts to look for.
+        texts: Vec<String>,
+        /// Match case exactly.
+        case_sensitive: bool,
+        /// One, all (fraction) or any of the texts.
+        mode: text::ContainsMode,
+    },
     /// See [`ScorerSpec::Keywords`].
     Keywords,
     /// See [`ScorerSpec::Regex`].
-    Regex { regex: Regex, expect: bool },
+    Regex {
+        /// The compiled expression.
+        regex: Regex,
+        /// Whether the output should match.
+        expect: bool,
+    },
     /// See [`ScorerSpec::Sections`].
-    Sections { sections: Vec<String>, in_order: bool, non_empty: bool },
+    Sections {
+        /// Section headers.
+        sections: Vec<String>,
+        /// Whether they must appear in order.
+        in_order: bool,
+        /// Whether each must have content.
+        non_empty: bool,
+    },
     /// See [`ScorerSpec::LocationLine`].
-    LocationLine { prefix: String },
+    LocationLine {
+        /// The text that introduces the cited line.
+        prefix: String,
+    },
     /// See [`ScorerSpec::JsonValid`].
     JsonValid,
     /// See [`ScorerSpec::JsonFields`].
