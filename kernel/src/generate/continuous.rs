@@ -109,7 +109,8 @@ impl Generator<'_> {
         let mut row = RowState::new(max_new);
         let mut sampler = LogitsProcessor::from_sampling(cfg.seed, cfg.sampling());
         let (cache, last) = if row.finish.is_some() {
-            (self.transformer.sequence_cache(ids.len())?, 0)
+            // Nothing will be decoded: an empty cache.
+            (self.transformer.sequence_cache(0)?, 0)
         } else {
             let (cache, logits) = self.transformer.prefill(ids, ids.len() + max_new)?;
             let first = sampler.sample(&logits)?;

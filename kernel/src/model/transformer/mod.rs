@@ -408,12 +408,6 @@ impl Transformer {
         Ok(out)
     }
 
-    /// Whether the projections hold quantized decoding weights
-    /// ([`Transformer::quantized_for_decoding`]).
-    pub fn has_quantized_weights(&self) -> bool {
-        self.lm_head.quantized.is_some() || self.projections().iter().any(|(_, p)| p.quantized.is_some())
-    }
-
     /// The element type of the weights.
     pub fn dtype(&self) -> DType {
         self.embed_tokens.dtype()
