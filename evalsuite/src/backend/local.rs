@@ -4,6 +4,7 @@
 //! continuous batching (a finished case's slot takes the next case at once).
 
 use std::path::Path;
+
 use anyhow::Context;
 use candle_core::Tensor;
 use tunelab::data::{encode_example, EncodeOptions};
