@@ -66,7 +66,7 @@ impl Generator<'_> {
                 match self.admit(i, &prompts[i], cfg, &mut on_text) {
                     Ok(a) if a.row.finish.is_some() => on_done(i, Ok(a.into_generation())),
                     Ok(a) => active.push(a),
-                    Err(Error::InvalidArgument(why)) => on_done(i, Err(Error::InvalidArgument(why))),
+                    Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
                     Err(e) => return Err(e),
                 }
             }

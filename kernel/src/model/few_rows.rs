@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use super::fused::SendPtr;
+
 /// Most rows of `x` this kernel takes; more rows go to the blocked GEMM.
 pub const MAX_ROWS: usize = 64;
 
@@ -54,21 +56,6 @@ pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> 
         }
     });
     y
-}
-
-/// A raw pointer that may cross to rayon's threads (tasks write disjoint columns).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only for disjoint writes inside `matmul_t`.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -6,9 +6,9 @@ use candle_core::{Device, Tensor};
 
 /// CPU model, core count and SIMD level, e.g. `AMD EPYC, 2 cores, avx2`.
 pub fn describe() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map_or("unknown CPU", str::trim).to_string();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = tunelab_evalsuite::run::record::Machine::current();
+    let model = if machine.cpu.is_empty() { "unknown CPU".to_string() } else { machine.cpu };
+    let cores = machine.cpus;
     let simd = if cfg!(target_arch = "x86_64") { simd_level() } else { std::env::consts::ARCH };
     format!("{model}, {cores} cores, {simd}")
 }

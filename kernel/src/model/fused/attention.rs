@@ -80,7 +80,7 @@ fn scatter_head<T: Float>(dst: &mut [T], head: &[T], bi: usize, h: usize, t: usi
 }
 
 /// Rotates a packed `[t, d]` head in place by position (`sign` −1 undoes the rotation).
-fn rotate<T: Float>(x: &mut [T], t: usize, d: usize, cos: &[f64], sin: &[f64], sign: f64) {
+pub(crate) fn rotate<T: Float>(x: &mut [T], t: usize, d: usize, cos: &[f64], sin: &[f64], sign: f64) {
     let half = d / 2;
     for pos in 0..t {
         let row = &mut x[pos * d..(pos + 1) * d];

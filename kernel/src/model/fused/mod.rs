@@ -20,6 +20,7 @@ mod lora_linear;
 mod swiglu;
 
 pub use attention::causal_attention;
+pub(crate) use attention::rotate;
 pub use lm_head_loss::lm_head_cross_entropy;
 pub use lora_linear::lora_linear;
 pub use swiglu::swiglu;
@@ -142,15 +143,16 @@ pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], ta: Trans, b
 
 /// A raw pointer that may cross to rayon's threads (blocks write disjoint parts).
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only for disjoint writes and shared reads inside `gemm`'s scope.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: used only for disjoint writes and shared reads inside a scoped parallel loop
+// (`gemm` here, `few_rows::matmul_t`).
 unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
     /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

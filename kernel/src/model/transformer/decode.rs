@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::{DecoderLayer, Transformer};
 use crate::error::{Error, Result};
+use crate::model::fused;
 use crate::model::ops::{self, OpMode};
 
 /// One sequence's rotated keys and values for every layer, stored head by head
@@ -126,7 +127,8 @@ impl Transformer {
         let half = self.heads().dim / 2;
         let at = Tensor::from_vec(positions.iter().map(|&p| p as u32).collect::<Vec<_>>(), (tokens.len(), 1), &self.device)?;
         let (cos, sin) = self.rotary.gather(&at)?;
-        let rotary = Rotary { cos: &cos.flatten_all()?.to_vec1::<f32>()?, sin: &sin.flatten_all()?.to_vec1::<f32>()?, half };
+        let table = |t: Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let rotary = Rotary { cos: &table(cos)?, sin: &table(sin)?, half };
         let eps = self.cfg.rms_norm_eps;
         // One token per sequence is a decoding pass (quantized weights when there are any).
         let mode = if tokens.len() == caches.len() { OpMode::Inference } else { OpMode::Prompt };
@@ -196,8 +198,8 @@ struct Rows<'a> {
 
 /// Each row's rotary table entries, `[rows, half]`.
 struct Rotary<'a> {
-    cos: &'a [f32],
-    sin: &'a [f32],
+    cos: &'a [f64],
+    sin: &'a [f64],
     half: usize,
 }
 
@@ -205,18 +207,7 @@ impl Rotary<'_> {
     /// Rotates one head vector of row `r` at that row's position.
     fn apply(&self, head: &mut [f32], r: usize) {
         let span = r * self.half..(r + 1) * self.half;
-        rotate_half(head, &self.cos[span.clone()], &self.sin[span]);
-    }
-}
-
-/// HF's rotate-half rotary embedding of one head vector at one position.
-fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = x.len() / 2;
-    let (x1, x2) = x.split_at_mut(half);
-    for i in 0..half {
-        let (a, b) = (x1[i], x2[i]);
-        x1[i] = a * cos[i] - b * sin[i];
-        x2[i] = b * cos[i] + a * sin[i];
+        fused::rotate(head, 1, 2 * self.half, &self.cos[span.clone()], &self.sin[span], 1.0);
     }
 }
 

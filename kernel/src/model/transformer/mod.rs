@@ -183,9 +183,9 @@ struct Step {
     sin: Tensor,
     /// Additive mask broadcastable to `[batch, 1, 1, seq, keys]` (0 or -inf), if needed.
     mask: Option<Tensor>,
-    /// Positions `0..t` in every row with a plain causal mask (no cache, no padding): the
-    /// fused attention op applies.
-    plain_causal: bool,
+    /// The fused attention op applies (no cache, no padding, positions `0..t` in every row,
+    /// CPU f32/f64): it applies the causal mask itself, so `mask` is `None`.
+    fused_attention: bool,
     mode: OpMode,
     eps: f64,
 }
@@ -208,7 +208,7 @@ impl Attention {
     fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        if cache.is_none() && step.plain_causal && fused::available(x) {
+        if step.fused_attention {
             let q = self.q_proj.forward(x, step.mode)?;
             let k = self.k_proj.forward(x, step.mode)?;
             let v = self.v_proj.forward(x, step.mode)?;
@@ -542,7 +542,6 @@ impl Transformer {
     fn step(&self, b: usize, t: usize, offset: usize, padding: &Padding, mode: OpMode, cached: bool) -> Result<Step> {
         let s = offset + t;
         let plain_causal = offset == 0 && padding.is_trivial();
-        // The fused attention op applies the causal mask itself (see `Attention::forward`).
         let fused_attention = plain_causal && !cached && fused::available(&self.embed_tokens);
         let (cos, sin, mask) = if padding.is_trivial() {
             let (cos, sin) = self.rotary.range(offset, t)?;
@@ -559,7 +558,7 @@ impl Transformer {
             let (cos, sin) = self.rotary.gather(&positions)?;
             (cos, sin, Some(causal_mask(t, s, offset, &padding.left, self.embed_tokens.dtype(), &self.device)?))
         };
-        Ok(Step { cos, sin, mask, plain_causal, mode, eps: self.cfg.rms_norm_eps })
+        Ok(Step { cos, sin, mask, fused_attention, mode, eps: self.cfg.rms_norm_eps })
     }
 
     /// Feeds a whole batch at once and returns log-probabilities of each next token,
