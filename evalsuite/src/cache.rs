@@ -7,14 +7,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tunelab::GenerationConfig;
 
 use crate::backend::{BackendInfo, Generated};
+use crate::case::Case;
+use crate::error::{Error, Result};
 use crate::hashing;
-use crate::suite::Case;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -34,16 +34,16 @@ pub struct GenerationCache {
 
 impl GenerationCache {
     /// Opens (or creates) the cache file, reading what it holds.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         }
         let mut entries = HashMap::new();
         let mut unreadable_lines = 0;
         if path.exists() {
-            let reader = BufReader::new(File::open(path).with_context(|| format!("reading {}", path.display()))?);
+            let reader = BufReader::new(File::open(path).map_err(|e| Error::reading(path, e))?);
             for line in reader.split(b'\n') {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                let line = line.map_err(|e| Error::reading(path, e))?;
                 if line.is_empty() {
                     continue;
                 }
@@ -55,10 +55,10 @@ impl GenerationCache {
                 }
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io("opening", path, e))?;
         // A torn last line (no newline) must not swallow the next entry.
-        if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 && !ends_with_newline(path)? {
-            file.write_all(b"\n")?;
+        if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 && !ends_with_newline(path).map_err(|e| Error::reading(path, e))? {
+            file.write_all(b"\n").map_err(|e| Error::io("appending to", path, e))?;
         }
         Ok(Self { path: path.to_path_buf(), entries, file, unreadable_lines })
     }
@@ -84,10 +84,10 @@ impl GenerationCache {
     }
 
     /// Stores a generation durably (flushed and synced before returning).
-    pub fn put(&mut self, key: String, generated: Generated) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(&Entry { key: key.clone(), generated: generated.clone() })?;
+    pub fn put(&mut self, key: String, generated: Generated) -> Result<()> {
+        let mut line = serde_json::to_vec(&Entry { key: key.clone(), generated: generated.clone() }).expect("an entry always serializes");
         line.push(b'\n');
-        self.file.write_all(&line).and_then(|_| self.file.sync_data()).with_context(|| format!("appending to {}", self.path.display()))?;
+        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(|e| Error::io("appending to", &self.path, e))?;
         self.entries.insert(key, generated);
         Ok(())
     }
@@ -103,7 +103,7 @@ impl GenerationCache {
     }
 }
 
-fn ends_with_newline(path: &Path) -> anyhow::Result<bool> {
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path)?;
     f.seek(SeekFrom::End(-1))?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::suite::SuiteError;
+use crate::error::{Error, Result};
 
 /// The guard suite's files: (file name, contents).
 pub const FILES: [(&str, &str); 3] = [
@@ -16,10 +16,10 @@ pub const FILES: [(&str, &str); 3] = [
 /// Writes the guard suite into `dir` (created if needed) and returns its `suite.toml`.
 /// Files already there with the same contents are kept; a different file of the same name
 /// is an error, so an edited guard suite is never overwritten silently.
-pub fn export(dir: &Path) -> Result<PathBuf, SuiteError> {
+pub fn export(dir: &Path) -> Result<PathBuf> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SuiteError::Io { path, source }
+        move |source| Error::io("writing", path, source)
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     for (name, contents) in FILES {
@@ -27,7 +27,7 @@ pub fn export(dir: &Path) -> Result<PathBuf, SuiteError> {
         match std::fs::read(&path) {
             Ok(existing) if existing == contents.as_bytes() => continue,
             Ok(_) => {
-                return Err(SuiteError::Invalid {
+                return Err(Error::Suite {
                     path,
                     message: "differs from the shipped guard suite; move it away or point --guard-dir elsewhere".into(),
                 })

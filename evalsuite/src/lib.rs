@@ -3,16 +3,24 @@
 //! with adapters, an OpenAI-compatible endpoint, or a predictions file), a generation cache
 //! that lets an interrupted run resume, and the run store (`run.json` + `results.parquet`).
 //!
-//! - [`suite::Suite`] loads a suite TOML and its JSONL cases; [`suite::new_suite`] builds one
-//!   from a training split.
-//! - [`rubric::Rubric`] holds the checks; [`scorers`] computes their values.
-//! - [`backend`] turns cases into outputs; [`cache::GenerationCache`] remembers them.
-//! - [`run`] ties these together and writes a run directory; [`run::summary`] reads it back.
+//! Layers, each using only those below it:
+//! 1. [`error`], [`hashing`], [`excerpt`], [`metrics`], [`stats`]: utilities.
+//! 2. [`case::Case`] (a prompt, a reference and metadata; no rubric) and [`chat::ChatClient`]
+//!    (the one OpenAI-compatible client).
+//! 3. [`scorers`]: the [`scorers::Scorer`] trait, its implementations and the registry.
+//! 4. [`rubric::Rubric`]: weighted checks, and a case's score from their values.
+//! 5. [`suite::Suite`]: case sets mapped to rubrics; [`guard`] ships the guard suite.
+//! 6. [`backend`] turns cases into outputs; [`cache::GenerationCache`] remembers them.
+//! 7. [`run`] ties these together and writes a run directory; [`run::summary`] reads it back.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod cache;
+pub mod case;
+pub mod chat;
+pub mod error;
+pub mod excerpt;
 pub mod guard;
 pub mod hashing;
 pub mod metrics;
@@ -21,3 +29,5 @@ pub mod run;
 pub mod scorers;
 pub mod stats;
 pub mod suite;
+
+pub use error::{Error, Result};

@@ -1,34 +1,17 @@
-//! Rubrics: TOML files listing weighted checks. Each check names a scorer, its parameters
-//! and a pass threshold; a case's score is the weighted mean of its checks' scores, and each
+//! Rubrics: TOML files listing weighted checks. Each check names a scorer (looked up in a
+//! [`Registry`]), its parameters and a pass threshold; a case's score is the weighted mean
+//! of its checks' scores ([`Rubric::score_case`], the one place it is computed), and each
 //! check's raw value and pass/fail are kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::hashing;
-use crate::scorers::{Direction, Scorer, ScorerSpec};
-
-/// Why a rubric could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RubricError {
-    /// The file could not be read.
-    #[error("cannot read rubric {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or a field has the wrong type.
-    #[error("rubric {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+use crate::scorers::registry::Registry;
+use crate::scorers::{Direction, Scorer, Value};
 
 /// One weighted check of a rubric.
 #[derive(Debug, Clone)]
@@ -39,18 +22,67 @@ pub struct Check {
     pub weight: f64,
     /// Pass threshold on the raw value (see [`Direction`]).
     pub threshold: f64,
-    /// The scorer, parameters compiled.
-    pub scorer: Scorer,
+    /// The scorer, parameters checked.
+    pub scorer: Arc<dyn Scorer>,
 }
 
 impl Check {
-    /// Whether `value` passes this check's threshold.
+    /// Whether `value` passes this check's threshold (a missing value never does).
     pub fn passes(&self, value: f64) -> bool {
-        match self.scorer.direction() {
-            Direction::HigherIsBetter => value >= self.threshold,
-            Direction::LowerIsBetter => value <= self.threshold,
+        value.is_finite()
+            && match self.scorer.direction() {
+                Direction::HigherIsBetter => value >= self.threshold,
+                Direction::LowerIsBetter => value <= self.threshold,
+            }
+    }
+
+    /// This check's result for one value.
+    pub fn result(&self, value: Value) -> CheckResult {
+        let passed = self.passes(value.value);
+        let score = if value.value.is_finite() { self.scorer.contribution(value.value, passed) } else { 0.0 };
+        CheckResult {
+            check: self.name.clone(),
+            scorer: self.scorer.kind().to_string(),
+            weight: self.weight,
+            threshold: self.threshold,
+            value: value.value,
+            passed,
+            score,
+            detail: value.detail,
         }
     }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    /// Check name.
+    pub check: String,
+    /// Scorer kind.
+    pub scorer: String,
+    /// Weight in the case score.
+    pub weight: f64,
+    /// Pass threshold.
+    pub threshold: f64,
+    /// Raw value (NaN when it could not be computed).
+    pub value: f64,
+    /// Whether the value passes the threshold.
+    pub passed: bool,
+    /// Contribution in 0–1.
+    pub score: f64,
+    /// Why (what was missing, why no value …).
+    pub detail: String,
+}
+
+/// A case's checks and their weighted mean.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseScore {
+    /// Per-check results, in rubric order.
+    pub checks: Vec<CheckResult>,
+    /// Weighted mean of check scores.
+    pub score: f64,
+    /// Whether every check passed.
+    pub passed: bool,
 }
 
 /// A loaded rubric.
@@ -82,16 +114,30 @@ pub struct RubricInfo {
 }
 
 impl Rubric {
-    /// Reads and compiles a rubric file.
-    pub fn load(path: &Path) -> Result<Self, RubricError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RubricError::Io { path: path.to_path_buf(), source })?;
-        let mut rubric = Self::parse(&text).map_err(|message| RubricError::Invalid { path: path.to_path_buf(), message })?;
+    /// Reads a rubric file with the built-in scorers.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &Registry::default())
+    }
+
+    /// Reads a rubric file; its scorers come from `registry`.
+    pub fn load_with(path: &Path, registry: &Registry) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::reading(path, e))?;
+        let mut rubric = Self::parse_text(&text, registry).map_err(|message| Error::Rubric { path: Some(path.to_path_buf()), message })?;
         rubric.path = Some(path.to_path_buf());
         Ok(rubric)
     }
 
-    /// Parses rubric TOML text (errors name the check and field).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses rubric TOML text with the built-in scorers (errors name the check and field).
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_with(text, &Registry::default())
+    }
+
+    /// Parses rubric TOML text; its scorers come from `registry`.
+    pub fn parse_with(text: &str, registry: &Registry) -> Result<Self> {
+        Self::parse_text(text, registry).map_err(|message| Error::Rubric { path: None, message })
+    }
+
+    fn parse_text(text: &str, registry: &Registry) -> Result<Self, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
         let name = string_field(&table, "name")?.ok_or("missing `name`")?;
         let description = string_field(&table, "description")?.unwrap_or_default();
@@ -107,7 +153,7 @@ impl Rubric {
         };
         let mut out: Vec<Check> = Vec::new();
         for (i, item) in checks.iter().enumerate() {
-            let check = parse_check(item).map_err(|e| format!("check #{}: {e}", i + 1))?;
+            let check = parse_check(item, registry).map_err(|e| format!("check #{}: {e}", i + 1))?;
             if out.iter().any(|c| c.name == check.name) {
                 return Err(format!("check #{}: duplicate name `{}`", i + 1, check.name));
             }
@@ -119,10 +165,13 @@ impl Rubric {
         Ok(Self { name, description, checks: out, path: None, hash: hashing::sha256_bytes(text.as_bytes()) })
     }
 
-    /// The weighted mean of per-check scores (each in 0–1), in check order.
-    pub fn case_score(&self, scores: &[f64]) -> f64 {
-        let total: f64 = self.checks.iter().map(|c| c.weight).sum();
-        self.checks.iter().zip(scores).map(|(c, s)| c.weight * s).sum::<f64>() / total
+    /// A case's score from its checks' values (one per check, in check order): each
+    /// check's result, their weighted mean, and whether all passed.
+    pub fn score_case(&self, values: Vec<Value>) -> CaseScore {
+        let checks: Vec<CheckResult> = self.checks.iter().zip(values).map(|(c, v)| c.result(v)).collect();
+        let total: f64 = checks.iter().map(|r| r.weight).sum();
+        let score = checks.iter().map(|r| r.weight * r.score).sum::<f64>() / total;
+        CaseScore { passed: checks.iter().all(|r| r.passed), checks, score }
     }
 
     /// Provenance for `run.json`.
@@ -135,10 +184,6 @@ impl Rubric {
         }
     }
 
-    /// Whether any check needs the evaluated model itself (perplexity).
-    pub fn needs_model(&self) -> bool {
-        self.checks.iter().any(|c| matches!(c.scorer, Scorer::Perplexity))
-    }
 }
 
 fn string_field(table: &toml::Table, key: &str) -> Result<Option<String>, String> {
@@ -158,7 +203,7 @@ fn number_field(table: &toml::Table, key: &str) -> Result<Option<f64>, String> {
     }
 }
 
-fn parse_check(item: &toml::Value) -> Result<Check, String> {
+fn parse_check(item: &toml::Value, registry: &Registry) -> Result<Check, String> {
     let toml::Value::Table(table) = item else { return Err("must be a table".into()) };
     let name = string_field(table, "name")?.ok_or("missing `name`")?;
     let weight = number_field(table, "weight")?.unwrap_or(1.0);
@@ -166,12 +211,12 @@ fn parse_check(item: &toml::Value) -> Result<Check, String> {
         return Err(format!("`{name}`: weight must be a positive number, got {weight}"));
     }
     let threshold = number_field(table, "threshold")?;
+    let kind = string_field(table, "scorer")?.ok_or_else(|| format!("`{name}`: missing `scorer`"))?;
     let mut params = table.clone();
-    for key in ["name", "weight", "threshold"] {
+    for key in ["name", "weight", "threshold", "scorer"] {
         params.remove(key);
     }
-    let spec: ScorerSpec = toml::Value::Table(params).try_into().map_err(|e: toml::de::Error| format!("`{name}`: {}", e.message()))?;
-    let scorer = Scorer::compile(spec).map_err(|e| format!("`{name}`: {e}"))?;
+    let scorer = registry.build(&kind, params).map_err(|e| format!("`{name}`: {e}"))?;
     let threshold = threshold.unwrap_or_else(|| scorer.default_threshold());
     Ok(Check { name, weight, threshold, scorer })
 }
@@ -199,16 +244,21 @@ max_chars = 10
         assert_eq!(r.checks.len(), 2);
         assert_eq!(r.checks[0].weight, 2.0);
         assert_eq!(r.checks[1].threshold, 1.0);
-        assert!((r.case_score(&[1.0, 0.0]) - 2.0 / 3.0).abs() < 1e-12);
+        let s = r.score_case(vec![Value::of(1.0), Value::of(0.0)]);
+        assert!((s.score - 2.0 / 3.0).abs() < 1e-12);
+        assert!(!s.passed && s.checks[0].passed && !s.checks[1].passed);
+        // A value that could not be computed fails its check and contributes nothing.
+        let s = r.score_case(vec![Value::failed("no model"), Value::of(1.0)]);
+        assert!(!s.checks[0].passed && s.checks[0].score == 0.0 && (s.score - 1.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]
     fn errors_name_the_check_and_field() {
-        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"regex\"\npattern = \"(\"\n").unwrap_err();
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"regex\"\npattern = \"(\"\n").unwrap_err().to_string();
         assert!(e.contains("check #1") && e.contains("`x`"), "{e}");
-        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"nope\"\n").unwrap_err();
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"nope\"\n").unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
-        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"length\"\nmax_char = 3\n").unwrap_err();
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"length\"\nmax_char = 3\n").unwrap_err().to_string();
         assert!(e.contains("max_char"), "{e}");
     }
 }

@@ -1,8 +1,9 @@
 //! Suites: a TOML file naming case sets (JSONL, Alpaca/ShareGPT/OpenAI records read by
-//! tunelab's dataset loader), each with a category and a rubric. A suite may name its
-//! training file (`train = "…"`): cases whose normalized prompt appears in it are `seen`,
-//! a `heldout` case found there is an error (a leak), and sets with `category = "auto"` are
-//! sorted into `seen` / `heldout` case by case.
+//! tunelab's dataset loader), each with a category and a rubric: the suite is where cases
+//! meet the rubric that scores them. A suite may name its training file (`train = "…"`):
+//! cases whose normalized prompt appears in it are `seen`, a `heldout` case found there is
+//! an error (a leak), and sets with `category = "auto"` are sorted into `seen` / `heldout`
+//! case by case.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,108 +13,14 @@ use serde::{Deserialize, Serialize};
 use tunelab::data::{normalize_text, Dataset, Example, SourceRef};
 use tunelab::{Message, Role};
 
+use crate::case::Case;
+use crate::error::{Error, Result};
 use crate::hashing;
-use crate::rubric::{Rubric, RubricError};
+use crate::rubric::Rubric;
+use crate::scorers::registry::Registry;
 
 /// The categories the method names; others are allowed.
 pub const CATEGORIES: [&str; 4] = ["seen", "heldout", "ood", "guard"];
-
-/// Why a suite could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SuiteError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The suite TOML is malformed.
-    #[error("suite {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// A case file has unusable records.
-    #[error("cases in {path}: {issues}")]
-    Cases {
-        /// The case file.
-        path: PathBuf,
-        /// Each problem with its line.
-        issues: String,
-    },
-    /// A rubric failed to load.
-    #[error(transparent)]
-    Rubric(#[from] RubricError),
-    /// Two cases share an id.
-    #[error("duplicate case id `{id}` at {first} and {second}")]
-    DuplicateId {
-        /// The repeated id.
-        id: String,
-        /// Where it first appears.
-        first: SourceRef,
-        /// Where it appears again.
-        second: SourceRef,
-    },
-    /// Held-out cases appear in the training file.
-    #[error("{count} held-out case(s) appear in the training file {train}: {examples}")]
-    Leak {
-        /// How many held-out cases leaked.
-        count: usize,
-        /// The training file.
-        train: PathBuf,
-        /// Some of them, with their places.
-        examples: String,
-    },
-}
-
-/// One evaluation case.
-#[derive(Debug, Clone)]
-pub struct Case {
-    /// Stable id (the record's `id`, else `<file stem>-<line>`).
-    pub id: String,
-    /// seen, heldout, ood, guard or a custom category.
-    pub category: String,
-    /// The conversation up to (not including) the reference answer, system prompt included.
-    pub messages: Vec<Message>,
-    /// The reference answer (the record's output / final assistant turn).
-    pub reference: String,
-    /// The record's `input` field (code for the security task), for `location_line`.
-    pub input: String,
-    /// Free labels from the record.
-    pub tags: Vec<String>,
-    /// Terms for the `keywords` scorer.
-    pub keywords: Vec<String>,
-    /// The rubric that scores this case.
-    pub rubric: Arc<Rubric>,
-    /// Where the case was read from.
-    pub source: SourceRef,
-    /// The case as a training example (prompt + reference), for perplexity.
-    pub example: Example,
-}
-
-impl Case {
-    /// A single-turn case built in code (notebooks, benchmarks): `prompt` as the user turn,
-    /// `reference` as the expected answer.
-    pub fn new(id: impl Into<String>, category: impl Into<String>, prompt: impl Into<String>, reference: impl Into<String>, rubric: Arc<Rubric>) -> Self {
-        let (prompt, reference) = (prompt.into(), reference.into());
-        let id = id.into();
-        let source = SourceRef { file: PathBuf::from("<code>"), line: 0 };
-        let messages = vec![Message::user(prompt)];
-        let mut full = messages.clone();
-        full.push(Message::assistant(reference.clone()));
-        let example = Example { source: source.clone(), messages: full, id: Some(id.clone()), record: Default::default() };
-        Self { id, category: category.into(), messages, reference, input: String::new(), tags: Vec::new(), keywords: Vec::new(), rubric, source, example }
-    }
-
-    /// The prompt as plain text (the user turns joined), for reports and matching.
-    pub fn prompt_text(&self) -> String {
-        self.messages.iter().filter(|m| m.role != Role::System).map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
-    }
-}
 
 /// Hash of a prompt after [`normalize_text`]: how training overlap is detected.
 pub fn prompt_key(example: &Example) -> String {
@@ -155,20 +62,45 @@ pub struct Suite {
     pub path: PathBuf,
     /// All cases, in file order (included suites' cases after the suite's own).
     pub cases: Vec<Case>,
+    /// Every rubric loaded, each once.
+    pub rubrics: Vec<Arc<Rubric>>,
+    /// For each case (same order as `cases`), the index in `rubrics` of the rubric that
+    /// scores it.
+    pub case_rubric: Vec<usize>,
     /// Every file read (suite, case and rubric files) with its SHA-256.
     pub files: BTreeMap<PathBuf, String>,
     /// One hash over all of `files`.
     pub hash: String,
 }
 
+/// A case with the rubric that scores it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredCase<'a> {
+    /// The case.
+    pub case: &'a Case,
+    /// Its rubric.
+    pub rubric: &'a Rubric,
+}
+
 impl Suite {
-    /// Loads a suite file, its case files, rubrics and included suites.
-    pub fn load(path: &Path) -> Result<Self, SuiteError> {
-        let mut loader = Loader::default();
+    /// Loads a suite file, its case files, rubrics and included suites, with the built-in
+    /// scorers.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &Registry::default())
+    }
+
+    /// Loads a suite whose rubrics may name the scorers in `registry`.
+    pub fn load_with(path: &Path, registry: &Registry) -> Result<Self> {
+        let mut loader = Loader::new(registry);
         let (name, description) = loader.load(path, 0)?;
-        let Loader { cases, files, .. } = loader;
+        let Loader { cases, case_rubric, rubrics, files, .. } = loader;
         check_unique_ids(&cases)?;
-        Ok(Self { name, description, path: path.to_path_buf(), cases, hash: files_hash(&files), files })
+        Ok(Self { name, description, path: path.to_path_buf(), cases, rubrics, case_rubric, hash: files_hash(&files), files })
+    }
+
+    /// Each case with its rubric, in suite order.
+    pub fn scored_cases(&self) -> impl Iterator<Item = ScoredCase<'_>> {
+        self.cases.iter().zip(&self.case_rubric).map(|(case, &r)| ScoredCase { case, rubric: &self.rubrics[r] })
     }
 
     /// Case counts per category, in first-seen order.
@@ -183,12 +115,13 @@ impl Suite {
         out
     }
 
-    /// The distinct rubrics used.
-    pub fn rubrics(&self) -> Vec<Arc<Rubric>> {
-        let mut out: Vec<Arc<Rubric>> = Vec::new();
-        for c in &self.cases {
-            if !out.iter().any(|r| Arc::ptr_eq(r, &c.rubric)) {
-                out.push(c.rubric.clone());
+    /// The rubrics that score at least one case, in first-use order.
+    pub fn used_rubrics(&self) -> Vec<&Rubric> {
+        let mut seen = vec![false; self.rubrics.len()];
+        let mut out = Vec::new();
+        for &r in &self.case_rubric {
+            if !std::mem::replace(&mut seen[r], true) {
+                out.push(self.rubrics[r].as_ref());
             }
         }
         out
@@ -201,32 +134,40 @@ fn files_hash(files: &BTreeMap<PathBuf, String>) -> String {
     hashing::sha256_bytes(all.as_bytes())
 }
 
-#[derive(Default)]
-struct Loader {
+struct Loader<'r> {
+    registry: &'r Registry,
     cases: Vec<Case>,
+    case_rubric: Vec<usize>,
     files: BTreeMap<PathBuf, String>,
-    rubrics: HashMap<PathBuf, Arc<Rubric>>,
+    rubrics: Vec<Arc<Rubric>>,
+    rubric_index: HashMap<PathBuf, usize>,
 }
 
-impl Loader {
-    fn read(&mut self, path: &Path) -> Result<String, SuiteError> {
-        let bytes = std::fs::read(path).map_err(|source| SuiteError::Io { path: path.to_path_buf(), source })?;
+impl<'r> Loader<'r> {
+    fn new(registry: &'r Registry) -> Self {
+        Self { registry, cases: Vec::new(), case_rubric: Vec::new(), files: BTreeMap::new(), rubrics: Vec::new(), rubric_index: HashMap::new() }
+    }
+
+    fn read(&mut self, path: &Path) -> Result<String> {
+        let bytes = std::fs::read(path).map_err(|e| Error::reading(path, e))?;
         self.files.insert(path.to_path_buf(), hashing::sha256_bytes(&bytes));
-        String::from_utf8(bytes).map_err(|e| SuiteError::Invalid { path: path.to_path_buf(), message: format!("not UTF-8 ({e})") })
+        String::from_utf8(bytes).map_err(|e| Error::Suite { path: path.to_path_buf(), message: format!("not UTF-8 ({e})") })
     }
 
-    fn rubric(&mut self, path: &Path) -> Result<Arc<Rubric>, SuiteError> {
-        if let Some(r) = self.rubrics.get(path) {
-            return Ok(r.clone());
+    /// The index of the rubric at `path`, loaded on first use.
+    fn rubric(&mut self, path: &Path) -> Result<usize> {
+        if let Some(&i) = self.rubric_index.get(path) {
+            return Ok(i);
         }
-        let r = Arc::new(Rubric::load(path)?);
+        let r = Rubric::load_with(path, self.registry)?;
         self.files.insert(path.to_path_buf(), r.hash.clone());
-        self.rubrics.insert(path.to_path_buf(), r.clone());
-        Ok(r)
+        self.rubrics.push(Arc::new(r));
+        self.rubric_index.insert(path.to_path_buf(), self.rubrics.len() - 1);
+        Ok(self.rubrics.len() - 1)
     }
 
-    fn load(&mut self, path: &Path, depth: usize) -> Result<(String, String), SuiteError> {
-        let invalid = |message: String| SuiteError::Invalid { path: path.to_path_buf(), message };
+    fn load(&mut self, path: &Path, depth: usize) -> Result<(String, String)> {
+        let invalid = |message: String| Error::Suite { path: path.to_path_buf(), message };
         if depth > 8 {
             return Err(invalid("suites include each other too deeply (a cycle?)".into()));
         }
@@ -255,12 +196,12 @@ impl Loader {
         Ok((file.name, file.description))
     }
 
-    fn load_set(&mut self, path: &Path, set: &SetFile, rubric: Arc<Rubric>, system: Option<&str>, training: Option<&TrainingPrompts>) -> Result<(), SuiteError> {
-        let data = Dataset::load(path).map_err(|e| SuiteError::Cases { path: path.to_path_buf(), issues: e.to_string() })?;
+    fn load_set(&mut self, path: &Path, set: &SetFile, rubric: usize, system: Option<&str>, training: Option<&TrainingPrompts>) -> Result<()> {
+        let data = Dataset::load(path).map_err(|e| Error::Records { path: path.to_path_buf(), line: None, message: e.to_string() })?;
         self.files.insert(path.to_path_buf(), data.sha256.clone());
         if !data.issues.is_empty() {
             let issues = data.issues.iter().take(5).map(|i| i.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(SuiteError::Cases { path: path.to_path_buf(), issues: format!("{} unusable record(s): {issues}", data.issues.len()) });
+            return Err(Error::Records { path: path.to_path_buf(), line: None, message: format!("{} unusable record(s): {issues}", data.issues.len()) });
         }
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "case".into());
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -278,53 +219,51 @@ impl Loader {
             };
             let rubric = match ex.record.get("rubric").and_then(|v| v.as_str()) {
                 Some(r) => self.rubric(&dir.join(r))?,
-                None => rubric.clone(),
+                None => rubric,
             };
-            self.cases.push(case_from_example(ex, category, rubric, system, &stem)?);
+            self.cases.push(case_from_example(ex, category, system, &stem)?);
+            self.case_rubric.push(rubric);
         }
         if !leaks.is_empty() {
             let train = training.map(|t| t.path.clone()).unwrap_or_default();
-            return Err(SuiteError::Leak { count: leaks.len(), train, examples: leaks.iter().take(5).cloned().collect::<Vec<_>>().join(", ") });
+            return Err(Error::Leak { count: leaks.len(), train, examples: leaks.iter().take(5).cloned().collect::<Vec<_>>().join(", ") });
         }
         Ok(())
     }
 }
 
-fn string_list(record: &serde_json::Map<String, serde_json::Value>, key: &str, source: &SourceRef) -> Result<Vec<String>, SuiteError> {
+fn string_list(record: &serde_json::Map<String, serde_json::Value>, key: &str, source: &SourceRef) -> Result<Vec<String>> {
+    let wrong = || Error::record_at(&source.file, source.line, format!("`{key}` must be a list of strings"));
     match record.get(key) {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| SuiteError::Cases { path: source.file.clone(), issues: format!("line {}: `{key}` must be a list of strings", source.line) }),
-        Some(_) => Err(SuiteError::Cases { path: source.file.clone(), issues: format!("line {}: `{key}` must be a list of strings", source.line) }),
+        Some(serde_json::Value::Array(items)) => items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(wrong),
+        Some(_) => Err(wrong()),
     }
 }
 
-fn case_from_example(mut ex: Example, category: String, rubric: Arc<Rubric>, system: Option<&str>, stem: &str) -> Result<Case, SuiteError> {
+fn case_from_example(mut ex: Example, category: String, system: Option<&str>, stem: &str) -> Result<Case> {
     let tags = string_list(&ex.record, "tags", &ex.source)?;
     let keywords = string_list(&ex.record, "keywords", &ex.source)?;
     let id = ex.id.clone().unwrap_or_else(|| format!("{stem}-{}", ex.source.line));
-    let input = ex.record.get("input").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let fields = ex.record.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
     if let Some(system) = system {
         if ex.messages.first().is_none_or(|m| m.role != Role::System) {
             ex.messages.insert(0, Message::system(system));
         }
     }
     let reference = ex.response_text().to_string();
-    let mut messages = ex.messages.clone();
+    let mut messages = ex.messages;
     if messages.last().is_some_and(|m| m.role == Role::Assistant) {
         messages.pop();
     }
-    Ok(Case { id, category, messages, reference, input, tags, keywords, rubric, source: ex.source.clone(), example: ex })
+    Ok(Case { id, category, messages, reference, tags, keywords, fields, source: ex.source })
 }
 
-fn check_unique_ids(cases: &[Case]) -> Result<(), SuiteError> {
+fn check_unique_ids(cases: &[Case]) -> Result<()> {
     let mut seen: HashMap<&str, &SourceRef> = HashMap::new();
     for c in cases {
         if let Some(first) = seen.insert(&c.id, &c.source) {
-            return Err(SuiteError::DuplicateId { id: c.id.clone(), first: first.clone(), second: c.source.clone() });
+            return Err(Error::DuplicateId { id: c.id.clone(), first: first.clone(), second: c.source.clone() });
         }
     }
     Ok(())
@@ -337,8 +276,8 @@ struct TrainingPrompts {
 }
 
 impl TrainingPrompts {
-    fn load(path: &Path, loader: &mut Loader) -> Result<Self, SuiteError> {
-        let data = Dataset::load(path).map_err(|e| SuiteError::Cases { path: path.to_path_buf(), issues: e.to_string() })?;
+    fn load(path: &Path, loader: &mut Loader<'_>) -> Result<Self> {
+        let data = Dataset::load(path).map_err(|e| Error::Records { path: path.to_path_buf(), line: None, message: e.to_string() })?;
         loader.files.insert(path.to_path_buf(), data.sha256.clone());
         Ok(Self { path: path.to_path_buf(), keys: data.examples.iter().map(prompt_key).collect() })
     }
@@ -371,7 +310,7 @@ pub struct NewSuite {
 
 /// Writes a suite file at `dest` (paths made relative to its folder), then loads it, so
 /// leaks and bad files are reported at once. Returns the loaded suite.
-pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite, SuiteError> {
+pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let rel = |p: &Path| relative_to(p, dir);
     let mut sets = vec![SetFile { category: "seen".into(), cases: rel(&spec.train), rubric: None, limit: spec.seen_limit }];
@@ -393,11 +332,11 @@ pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite, SuiteError> {
         include: spec.guard.iter().map(|g| rel(g)).collect(),
         sets,
     };
-    let text = toml::to_string_pretty(&file).map_err(|e| SuiteError::Invalid { path: dest.to_path_buf(), message: e.to_string() })?;
+    let text = toml::to_string_pretty(&file).map_err(|e| Error::Suite { path: dest.to_path_buf(), message: e.to_string() })?;
     // Validate before writing: load from a temporary file next to the destination (so the
     // relative paths hold), then move it into place.
     let tmp = dir.join(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, &text).map_err(|source| SuiteError::Io { path: tmp.clone(), source })?;
+    std::fs::write(&tmp, &text).map_err(|e| Error::io("writing", &tmp, e))?;
     let mut suite = match Suite::load(&tmp) {
         Ok(suite) => suite,
         Err(e) => {
@@ -405,7 +344,7 @@ pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite, SuiteError> {
             return Err(e);
         }
     };
-    std::fs::rename(&tmp, dest).map_err(|source| SuiteError::Io { path: dest.to_path_buf(), source })?;
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io("moving into place", dest, e))?;
     if let Some(hash) = suite.files.remove(&tmp) {
         suite.files.insert(dest.to_path_buf(), hash);
     }

@@ -8,10 +8,20 @@ use std::path::Path;
 
 use common::{minilm_path, root, scratch};
 use serde_json::Value;
-use tunelab_evalsuite::rubric::Rubric;
-use tunelab_evalsuite::run::score::case_score;
+use tunelab_evalsuite::backend::Generated;
+use tunelab_evalsuite::rubric::{CaseScore, Rubric};
+use tunelab_evalsuite::run::score::score_all;
 use tunelab_evalsuite::scorers::embedding::{cosine, Embedder};
-use tunelab_evalsuite::suite::{Suite, SuiteError};
+use tunelab_evalsuite::scorers::ScoreContext;
+use tunelab_evalsuite::suite::{ScoredCase, Suite};
+use tunelab_evalsuite::Error;
+
+/// Scores `outputs` for `cases` through `eval run`'s scoring path, without a model.
+fn score(cases: &[ScoredCase], outputs: &[String]) -> Vec<CaseScore> {
+    let generated: Vec<Generated> =
+        outputs.iter().map(|t| Generated { text: t.clone(), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "stop".into() }).collect();
+    score_all(cases, &generated, &ScoreContext::new("test", None)).unwrap()
+}
 
 #[test]
 fn demo_suite_has_the_four_categories() {
@@ -26,23 +36,20 @@ fn demo_suite_has_the_four_categories() {
     let zh = guard.iter().filter(|c| c.tags.iter().any(|t| t == "zh")).count();
     assert!(zh >= 20 && guard.len() - zh >= 30, "bilingual guard suite: {zh} Chinese of {}", guard.len());
     assert!(guard.iter().all(|c| !c.reference.is_empty() && !c.keywords.is_empty()));
-    assert_eq!(suite.rubrics().len(), 2);
+    assert_eq!(suite.used_rubrics().len(), 2);
     assert!(suite.files.len() >= 7, "{:?}", suite.files.keys());
 }
 
 #[test]
 fn reference_reports_pass_the_security_rubric_and_broken_ones_fail() {
     let suite = Suite::load(&root().join("examples/security-audit/suite.toml")).unwrap();
-    let demo: Vec<_> = suite.cases.iter().filter(|c| c.category != "guard").collect();
-    for case in &demo {
-        let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, &case.reference).unwrap()).collect();
-        let s = case_score(&case.rubric.checks, values);
-        assert!(s.passed && (s.score - 1.0).abs() < 1e-9, "{}: {:?}", case.id, s.checks);
+    let demo: Vec<ScoredCase> = suite.scored_cases().filter(|c| c.case.category != "guard").collect();
+    let references: Vec<String> = demo.iter().map(|c| c.case.reference.clone()).collect();
+    for (c, s) in demo.iter().zip(score(&demo, &references)) {
+        assert!(s.passed && (s.score - 1.0).abs() < 1e-9, "{}: {:?}", c.case.id, s.checks);
     }
-    let case = demo[0];
-    let broken = case.reference.replace("Location:", "Where:");
-    let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, &broken).unwrap()).collect();
-    let s = case_score(&case.rubric.checks, values);
+    let broken = demo[0].case.reference.replace("Location:", "Where:");
+    let s = score(&demo[..1], &[broken]).remove(0);
     assert!(!s.passed);
     let failed: Vec<&str> = s.checks.iter().filter(|c| !c.passed).map(|c| c.check.as_str()).collect();
     assert!(failed.len() == 2, "{failed:?}");
@@ -68,7 +75,7 @@ fn training_overlap_marks_seen_and_rejects_leaks() {
     let cats: Vec<&str> = suite.cases.iter().map(|c| c.category.as_str()).collect();
     assert_eq!(cats, ["seen", "heldout"]);
     let leak = Suite::load(&write(&dir, "leak.toml", &suite_text.replace("\"auto\"", "\"heldout\""))).unwrap_err();
-    assert!(matches!(leak, SuiteError::Leak { count: 1, .. }), "{leak}");
+    assert!(matches!(leak, Error::Leak { count: 1, .. }), "{leak}");
     assert!(leak.to_string().contains("mixed.jsonl:1"), "{leak}");
 }
 

@@ -1,188 +1,16 @@
-//! The OpenAI-compatible HTTP backend (vLLM, llama.cpp's server, Ollama, LLaMA-Factory's API):
-//! `POST {base}/v1/chat/completions` with bounded concurrency, timeouts, and retries with
-//! exponential backoff on 429, 5xx and connection errors. The API key comes from an
-//! environment variable; a model name the server does not serve is reported with the names
-//! it does.
+//! The OpenAI-compatible HTTP backend (vLLM, llama.cpp's server, Ollama, LLaMA-Factory's
+//! API): cases sent through a [`ChatClient`] with bounded concurrency.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context};
-use serde_json::{json, Value};
-use tunelab::{GenerationConfig, Message};
+use tunelab::GenerationConfig;
 
 use super::{Backend, BackendInfo, Generated, OnGenerated};
-use crate::suite::Case;
-
-/// Connection settings for an OpenAI-compatible endpoint.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Base URL, with or without the trailing `/v1`.
-    pub endpoint: String,
-    /// The served model's name.
-    pub model: String,
-    /// Environment variable holding the API key (sent as a Bearer token when set).
-    pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    pub concurrency: usize,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Attempts per request (first try included).
-    pub attempts: u32,
-    /// First backoff delay; doubled after each retry (a `Retry-After` header wins).
-    pub backoff: Duration,
-}
-
-impl HttpConfig {
-    /// Defaults: 4 in flight, 120 s timeout, 5 attempts, 0.5 s first backoff.
-    pub fn new(endpoint: impl Into<String>, model: impl Into<String>) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            model: model.into(),
-            api_key_env: None,
-            concurrency: 4,
-            timeout: Duration::from_secs(120),
-            attempts: 5,
-            backoff: Duration::from_millis(500),
-        }
-    }
-}
-
-/// A chat-completions client.
-pub struct ChatClient {
-    client: reqwest::blocking::Client,
-    base: String,
-    api_key: Option<String>,
-    /// Settings it was built with.
-    pub config: HttpConfig,
-}
-
-/// A chat completion's text and usage.
-#[derive(Debug, Clone)]
-pub struct ChatReply {
-    /// The assistant message.
-    pub text: String,
-    /// `usage.prompt_tokens`.
-    pub prompt_tokens: Option<usize>,
-    /// `usage.completion_tokens`.
-    pub completion_tokens: Option<usize>,
-    /// `finish_reason`.
-    pub finish: String,
-}
-
-impl ChatClient {
-    /// Builds a client; reads the API key variable (an error if it is named but unset).
-    pub fn new(config: HttpConfig) -> anyhow::Result<Self> {
-        let api_key = match &config.api_key_env {
-            Some(var) => Some(std::env::var(var).with_context(|| format!("the API key variable {var} is not set"))?),
-            None => None,
-        };
-        let base = config.endpoint.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("endpoint {:?} must start with http:// or https://", config.endpoint);
-        }
-        let client = reqwest::blocking::Client::builder().timeout(config.timeout).connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { client, base, api_key, config })
-    }
-
-    fn request(&self, builder: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
-        match &self.api_key {
-            Some(key) => builder.bearer_auth(key),
-            None => builder,
-        }
-    }
-
-    /// The model names the endpoint serves (`GET /v1/models`).
-    pub fn models(&self) -> anyhow::Result<Vec<String>> {
-        let url = format!("{}/v1/models", self.base);
-        let body: Value = self.with_retries(&url, || self.request(self.client.get(&url)))?;
-        Ok(body["data"].as_array().map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect()).unwrap_or_default())
-    }
-
-    /// Fails with the served names when the configured model is not among them.
-    pub fn check_model(&self) -> anyhow::Result<()> {
-        let served = self.models().with_context(|| format!("asking {} which models it serves", self.base))?;
-        if !served.is_empty() && !served.contains(&self.config.model) {
-            bail!("{} does not serve a model named {:?}; it serves: {}", self.base, self.config.model, served.join(", "));
-        }
-        Ok(())
-    }
-
-    /// One chat completion.
-    pub fn chat(&self, messages: &[Message], decoding: &GenerationConfig) -> anyhow::Result<ChatReply> {
-        let url = format!("{}/v1/chat/completions", self.base);
-        let msgs: Vec<Value> = messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect();
-        let mut body = json!({
-            "model": self.config.model,
-            "messages": msgs,
-            "max_tokens": decoding.max_new_tokens,
-            "temperature": decoding.temperature,
-            "seed": decoding.seed,
-            "stream": false,
-        });
-        if let Some(p) = decoding.top_p {
-            body["top_p"] = json!(p);
-        }
-        if let Some(k) = decoding.top_k {
-            body["top_k"] = json!(k);
-        }
-        if !decoding.stop_strings.is_empty() {
-            body["stop"] = json!(decoding.stop_strings);
-        }
-        let reply: Value = self.with_retries(&url, || self.request(self.client.post(&url).json(&body)))?;
-        let choice = &reply["choices"][0];
-        let text = choice["message"]["content"].as_str().with_context(|| format!("{url} answered without choices[0].message.content: {}", short_body(&reply.to_string())))?;
-        let usage = |k: &str| reply["usage"][k].as_u64().map(|n| n as usize);
-        Ok(ChatReply {
-            text: text.to_string(),
-            prompt_tokens: usage("prompt_tokens"),
-            completion_tokens: usage("completion_tokens"),
-            finish: choice["finish_reason"].as_str().unwrap_or("").to_string(),
-        })
-    }
-
-    /// Sends a request, retrying on 429, 5xx and connection errors with backoff; other
-    /// statuses fail at once with the server's message.
-    fn with_retries(&self, url: &str, make: impl Fn() -> reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
-        let mut delay = self.config.backoff;
-        let mut last = String::new();
-        for attempt in 1..=self.config.attempts.max(1) {
-            match make().send() {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
-                    let text = resp.text().unwrap_or_default();
-                    if status.is_success() {
-                        return serde_json::from_str(&text).with_context(|| format!("{url} answered {status} with a body that is not JSON: {}", short_body(&text)));
-                    }
-                    if status.as_u16() == 404 && text.to_lowercase().contains("model") {
-                        bail!("{url}: the server does not know the model {:?} ({status}: {})", self.config.model, short_body(&text));
-                    }
-                    if status.as_u16() != 429 && !status.is_server_error() {
-                        bail!("{url} answered {status}: {}", short_body(&text));
-                    }
-                    last = format!("{status}: {}", short_body(&text));
-                    if let Some(secs) = retry_after {
-                        delay = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
-                    }
-                }
-                Err(e) if e.is_timeout() => last = format!("timed out after {:?}", self.config.timeout),
-                Err(e) if e.is_connect() || e.is_request() => last = format!("cannot connect ({e})"),
-                Err(e) => bail!("{url}: {e}"),
-            }
-            if attempt < self.config.attempts {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-        }
-        bail!("{url}: gave up after {} attempts; last: {last}", self.config.attempts)
-    }
-}
-
-fn short_body(text: &str) -> String {
-    crate::scorers::text::truncate(text.trim(), 300)
-}
+use crate::case::Case;
+use crate::chat::{ChatClient, HttpConfig};
+use crate::error::Result;
 
 /// Generation through a [`ChatClient`].
 pub struct HttpBackend {
@@ -192,7 +20,7 @@ pub struct HttpBackend {
 
 impl HttpBackend {
     /// Connects and checks that the endpoint serves the model.
-    pub fn connect(config: HttpConfig) -> anyhow::Result<Self> {
+    pub fn connect(config: HttpConfig) -> Result<Self> {
         let client = ChatClient::new(config)?;
         client.check_model()?;
         let info = BackendInfo {
@@ -212,7 +40,7 @@ impl Backend for HttpBackend {
         &self.info
     }
 
-    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()> {
+    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> Result<()> {
         let next = AtomicUsize::new(0);
         let done = Mutex::new(done);
         std::thread::scope(|s| {
@@ -231,7 +59,7 @@ impl Backend for HttpBackend {
                             latency_s: start.elapsed().as_secs_f64(),
                             finish: r.finish,
                         })
-                        .with_context(|| format!("case {}", case.id));
+                        .map_err(|e| e.for_case(&case.id));
                     (done.lock().expect("not poisoned"))(i, result);
                 });
             }

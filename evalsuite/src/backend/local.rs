@@ -5,15 +5,16 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use candle_core::Tensor;
 use tunelab::data::{encode_example, EncodeOptions};
 use tunelab::train::causal_lm_loss;
 use tunelab::{AdapterSet, GenerationConfig, Generator, Model, Transformer};
 
 use super::{Backend, BackendInfo, Generated, OnGenerated};
+use crate::case::Case;
+use crate::error::{Error, Result};
 use crate::hashing;
-use crate::suite::Case;
+use crate::scorers::ReferenceModel;
 
 /// Cases decoded together (one forward pass per step for all of them).
 pub const DEFAULT_BATCH: usize = 32;
@@ -32,9 +33,9 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     /// Loads the base model (GGUF or HF directory).
-    pub fn load(model_path: &Path) -> anyhow::Result<Self> {
-        let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
-        let sha = hashing::sha256_path(&model.path).with_context(|| format!("hashing {}", model.path.display()))?;
+    pub fn load(model_path: &Path) -> Result<Self> {
+        let model = Model::load(model_path)?;
+        let sha = hashing::sha256_path(&model.path).map_err(|e| Error::reading(&model.path, e))?;
         let info = BackendInfo {
             kind: "local".into(),
             model: model.path.display().to_string(),
@@ -49,14 +50,14 @@ impl LocalBackend {
 
     /// Applies a PEFT adapter directory on the base (replacing any earlier adapter; `None`
     /// returns to the base). The base weights are not reloaded.
-    pub fn set_adapter(&mut self, dir: Option<&Path>) -> anyhow::Result<()> {
+    pub fn set_adapter(&mut self, dir: Option<&Path>) -> Result<()> {
         match dir {
             Some(dir) => {
-                let set = AdapterSet::load(dir, &self.model.transformer).with_context(|| format!("loading adapter {}", dir.display()))?;
+                let set = AdapterSet::load(dir, &self.model.transformer)?;
                 // Folded into the weights: the adapted model at the base model's speed.
-                self.adapted = set.merged(&self.model.transformer).with_context(|| format!("merging adapter {}", dir.display()))?;
+                self.adapted = set.merged(&self.model.transformer)?;
                 self.info.adapter = Some(dir.display().to_string());
-                self.info.adapter_sha256 = Some(hashing::sha256_path(dir).with_context(|| format!("hashing {}", dir.display()))?);
+                self.info.adapter_sha256 = Some(hashing::sha256_path(dir).map_err(|e| Error::reading(dir, e))?);
             }
             None => {
                 self.adapted = self.model.transformer.clone();
@@ -68,15 +69,18 @@ impl LocalBackend {
     }
 
     /// Sets how many prompts are generated together (1 to [`MAX_BATCH`]).
-    pub fn with_batch(mut self, batch: usize) -> anyhow::Result<Self> {
-        anyhow::ensure!((1..=MAX_BATCH).contains(&batch), "the batch must be between 1 and {MAX_BATCH} cases, got {batch}");
+    pub fn with_batch(mut self, batch: usize) -> Result<Self> {
+        if !(1..=MAX_BATCH).contains(&batch) {
+            return Err(Error::Invalid(format!("the batch must be between 1 and {MAX_BATCH} cases, got {batch}")));
+        }
         self.batch = batch;
         Ok(self)
     }
 
     /// The model's chat template applied to a case's turns, ready for generation.
-    fn prompt(&self, case: &Case) -> anyhow::Result<String> {
-        self.model.template.render(&case.messages, true).with_context(|| format!("rendering the chat template for case {}", case.id))
+    fn prompt_ids(&self, case: &Case) -> Result<Vec<u32>> {
+        let text = self.model.template.render(&case.messages, true)?;
+        Ok(self.model.tokenizer.encode_with_bos(&text)?)
     }
 }
 
@@ -85,19 +89,16 @@ impl Backend for LocalBackend {
         &self.info
     }
 
-    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()> {
+    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> Result<()> {
         let generator = Generator::new(&self.adapted, &self.model.tokenizer);
         let (mut prompts, mut case_of) = (Vec::with_capacity(cases.len()), Vec::with_capacity(cases.len()));
         for (i, case) in cases.iter().enumerate() {
-            let ids = self.prompt(case).and_then(|p| {
-                self.model.tokenizer.encode_with_bos(&p).with_context(|| format!("tokenizing the prompt of case {}", case.id))
-            });
-            match ids {
+            match self.prompt_ids(case) {
                 Ok(ids) => {
                     prompts.push(ids);
                     case_of.push(i);
                 }
-                Err(e) => done(i, Err(e)),
+                Err(e) => done(i, Err(e.for_case(&case.id))),
             }
         }
         let report = |g: tunelab::Generation| Generated {
@@ -109,15 +110,13 @@ impl Backend for LocalBackend {
         };
         if self.adapted.supports_sequence_decoding() {
             // Continuous batching: a finished case's slot takes the next case at once.
-            return generator
-                .generate_continuous(&prompts, decoding, self.batch, |_, _| {}, |j, r| {
-                    let case = cases[case_of[j]];
-                    done(case_of[j], r.map(report).with_context(|| format!("generating for case {}", case.id)))
-                })
-                .context("generating");
+            return Ok(generator.generate_continuous(&prompts, decoding, self.batch, |_, _| {}, |j, r| {
+                let case = cases[case_of[j]];
+                done(case_of[j], r.map(report).map_err(|e| Error::from(e).for_case(&case.id)))
+            })?);
         }
         for (chunk, cases_of_chunk) in prompts.chunks(self.batch).zip(case_of.chunks(self.batch)) {
-            let outs = generator.generate_ids(chunk, decoding, |_, _| {}).with_context(|| format!("generating for case {}", cases[cases_of_chunk[0]].id))?;
+            let outs = generator.generate_ids(chunk, decoding, |_, _| {}).map_err(|e| Error::from(e).for_case(&cases[cases_of_chunk[0]].id))?;
             for (&i, g) in cases_of_chunk.iter().zip(outs) {
                 done(i, Ok(report(g)));
             }
@@ -125,18 +124,27 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    fn perplexity(&self, case: &Case) -> Option<anyhow::Result<f64>> {
-        Some((|| {
-            let enc = encode_example(&case.example, &self.model.template, &self.model.tokenizer, &EncodeOptions::default())?;
-            let device = self.adapted.device();
-            let n = enc.input_ids.len();
-            let ids = Tensor::from_vec(enc.input_ids, (1, n), device)?;
-            let labels = Tensor::from_vec(enc.labels, (1, n), device)?;
-            let (loss, count) = causal_lm_loss(&self.adapted, &ids, &labels)?;
-            anyhow::ensure!(count > 0, "case {} has an empty reference answer", case.id);
-            let loss = loss.to_scalar::<f32>()? as f64;
-            anyhow::ensure!(loss.is_finite(), "case {}: the model's loss on the reference is {loss}", case.id);
-            Ok(loss.exp())
-        })())
+    fn reference_model(&self) -> Option<&dyn ReferenceModel> {
+        Some(self)
+    }
+}
+
+impl ReferenceModel for LocalBackend {
+    fn perplexity(&self, case: &Case) -> Result<f64> {
+        let kernel = |e: candle_core::Error| Error::from(tunelab::Error::from(e));
+        let enc = encode_example(&case.example(), &self.model.template, &self.model.tokenizer, &EncodeOptions::default())?;
+        let device = self.adapted.device();
+        let n = enc.input_ids.len();
+        let ids = Tensor::from_vec(enc.input_ids, (1, n), device).map_err(kernel)?;
+        let labels = Tensor::from_vec(enc.labels, (1, n), device).map_err(kernel)?;
+        let (loss, count) = causal_lm_loss(&self.adapted, &ids, &labels)?;
+        if count == 0 {
+            return Err(Error::Invalid(format!("case {} has an empty reference answer", case.id)));
+        }
+        let loss = loss.to_scalar::<f32>().map_err(kernel)? as f64;
+        if !loss.is_finite() {
+            return Err(Error::Invalid(format!("case {}: the model's loss on the reference is {loss}", case.id)));
+        }
+        Ok(loss.exp())
     }
 }

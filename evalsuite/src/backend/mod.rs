@@ -9,7 +9,9 @@ pub mod predictions;
 use serde::{Deserialize, Serialize};
 use tunelab::GenerationConfig;
 
-use crate::suite::Case;
+use crate::case::Case;
+use crate::error::Result;
+use crate::scorers::ReferenceModel;
 
 /// One generated output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +47,7 @@ pub struct BackendInfo {
 }
 
 /// Called as each case's output is ready: (index into the case list, result).
-pub type OnGenerated<'a> = dyn FnMut(usize, anyhow::Result<Generated>) + Send + 'a;
+pub type OnGenerated<'a> = dyn FnMut(usize, Result<Generated>) + Send + 'a;
 
 /// A source of outputs for cases.
 pub trait Backend {
@@ -59,11 +61,11 @@ pub trait Backend {
 
     /// Produces an output for each case, calling `done` as each finishes (in any order).
     /// An error for one case goes to `done`; an `Err` return stops the whole run.
-    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()>;
+    fn generate(&self, cases: &[&Case], decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> Result<()>;
 
-    /// Perplexity of the case's reference answer under this model, where the backend can
-    /// compute it (the local backend).
-    fn perplexity(&self, _case: &Case) -> Option<anyhow::Result<f64>> {
+    /// The evaluated model itself, where the backend holds it (the local backend), for
+    /// scorers that read the model's probabilities (perplexity).
+    fn reference_model(&self) -> Option<&dyn ReferenceModel> {
         None
     }
 }

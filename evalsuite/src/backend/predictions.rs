@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde_json::Value;
 use tunelab::data::normalize_text;
 use tunelab::GenerationConfig;
 
 use super::{Backend, BackendInfo, Generated, OnGenerated};
+use crate::case::Case;
+use crate::error::{Error, Result};
 use crate::hashing;
-use crate::suite::Case;
 
 /// One prediction line.
 #[derive(Debug, Clone)]
@@ -33,30 +33,31 @@ pub struct PredictionsBackend {
 
 impl PredictionsBackend {
     /// Reads the file; malformed lines are errors naming file:line.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| anyhow::anyhow!("{} is not UTF-8 (byte {})", path.display(), e.valid_up_to()))?;
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::reading(path, e))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::Records { path: path.to_path_buf(), line: None, message: format!("not UTF-8 (byte {})", e.valid_up_to()) })?;
         let mut predictions = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let at = || format!("{}:{}", path.display(), i + 1);
-            let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not valid JSON", at()))?;
+            let at = |message: String| Error::record_at(path, i + 1, message);
+            let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not valid JSON ({e})")))?;
             let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
             let output = field("output")
                 .or_else(|| field("predict"))
                 .or_else(|| field("prediction"))
-                .with_context(|| format!("{}: no `output` or `predict` string field", at()))?;
+                .ok_or_else(|| at("no `output` or `predict` string field".into()))?;
             let id = v.get("id").and_then(|x| x.as_str().map(str::to_string).or_else(|| x.as_i64().map(|n| n.to_string())));
             let prompt = field("prompt").or_else(|| field("instruction"));
             if id.is_none() && prompt.is_none() {
-                bail!("{}: needs an `id` or a `prompt` to match it to a case", at());
+                return Err(at("needs an `id` or a `prompt` to match it to a case".into()));
             }
             predictions.push(Prediction { id, prompt, label: field("label"), output });
         }
         if predictions.is_empty() {
-            bail!("{} holds no predictions", path.display());
+            return Err(Error::Records { path: path.to_path_buf(), line: None, message: "holds no predictions".into() });
         }
         let info = BackendInfo {
             kind: "predictions".into(),
@@ -117,15 +118,16 @@ impl Backend for PredictionsBackend {
         false
     }
 
-    fn generate(&self, cases: &[&Case], _decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> anyhow::Result<()> {
-        let found = self.match_cases(cases).map_err(|missing| {
-            anyhow::anyhow!(
-                "{} has no prediction for {} case(s) (matched by id, else by prompt): {}{}",
-                self.path.display(),
+    fn generate(&self, cases: &[&Case], _decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> Result<()> {
+        let found = self.match_cases(cases).map_err(|missing| Error::Records {
+            path: self.path.clone(),
+            line: None,
+            message: format!(
+                "no prediction for {} case(s) (matched by id, else by prompt): {}{}",
                 missing.len(),
                 missing.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
                 if missing.len() > 8 { ", …" } else { "" }
-            )
+            ),
         })?;
         for (i, p) in found.into_iter().enumerate() {
             let pred = &self.predictions[p];

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tunelab_evalsuite::backend::http::{HttpBackend, HttpConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use tunelab_evalsuite::backend::http::HttpBackend;
 use tunelab_evalsuite::backend::local::{LocalBackend, DEFAULT_BATCH};
 use tunelab_evalsuite::backend::predictions::PredictionsBackend;
 use tunelab_evalsuite::backend::Backend;
-use tunelab_evalsuite::run::{self, summary, RunOptions};
+use tunelab_evalsuite::chat::HttpConfig;
+use tunelab_evalsuite::run::{self, summary, RunEvent, RunOptions};
 use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
 
 use super::decoding::DecodingArgs;
@@ -232,10 +234,15 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
         categories: args.categories.clone(),
         limit_per_category: args.limit,
         overwrite: args.overwrite,
-        progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let outcome = run::execute(suite, backend, &opts)?;
+    let mut bar = ProgressBar::hidden();
+    let outcome = run::execute(suite, backend, &opts, &mut |event| match event {
+        RunEvent::CacheLinesSkipped(n) => eprintln!("note: skipped {n} unreadable line(s) in the generation cache (a run interrupted mid-write)"),
+        RunEvent::Generating { pending, cached } => bar = generation_bar(pending as u64, cached),
+        RunEvent::Generated { done, .. } => bar.set_position(done as u64),
+        RunEvent::Scoring { .. } => bar.finish_and_clear(),
+    })?;
     eprintln!(
         "wrote {} — {} cases ({} from cache), {} result rows; generation {:.1}s, scoring {:.1}s",
         outcome.dir.display(),
@@ -247,6 +254,15 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
     );
     println!("{}", summary::render_text(&summary::summarize(&outcome.dir)?));
     Ok(())
+}
+
+/// The progress bar of a run's generation phase.
+fn generation_bar(pending: u64, cached: usize) -> ProgressBar {
+    let bar = ProgressBar::new(pending);
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cases, {per_sec}, ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(if cached > 0 { format!("generating ({cached} cached)") } else { "generating".into() });
+    bar
 }
 
 fn stem(p: &Path) -> String {

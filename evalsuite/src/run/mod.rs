@@ -1,5 +1,6 @@
 //! `eval run`: generate (through the cache) for every case of a suite, score each output
 //! with its rubric, and write the run directory ([`store`]); [`summary`] reads it back.
+//! Progress is reported through [`RunEvent`]s; the caller decides how to show it.
 
 pub mod record;
 pub mod score;
@@ -9,15 +10,15 @@ pub mod summary;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use tunelab::GenerationConfig;
 
 use crate::backend::{Backend, Generated};
 use crate::cache::GenerationCache;
-use crate::suite::{Case, Suite};
-
-pub use score::{CaseScore, CheckResult};
+use crate::case::Case;
+use crate::error::{Error, Result};
+use crate::rubric::{CaseScore, Rubric};
+use crate::scorers::ScoreContext;
+use crate::suite::{ScoredCase, Suite};
 
 /// Settings of one `eval run`.
 #[derive(Debug, Clone)]
@@ -36,17 +37,47 @@ pub struct RunOptions {
     pub limit_per_category: Option<usize>,
     /// Replace an existing run directory of the same name.
     pub overwrite: bool,
-    /// Show a progress bar.
-    pub progress: bool,
     /// The command line, for provenance.
     pub command: String,
 }
+
+/// What a run reports as it goes (for progress bars and logs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// The generation cache had lines it could not read (a run interrupted mid-write); they
+    /// were skipped and those cases are generated again.
+    CacheLinesSkipped(usize),
+    /// Generation starts for `pending` cases; `cached` came from the cache.
+    Generating {
+        /// Cases to generate.
+        pending: usize,
+        /// Cases already cached.
+        cached: usize,
+    },
+    /// One more pending case finished (with an output or an error).
+    Generated {
+        /// Pending cases finished so far.
+        done: usize,
+        /// Cases that were pending.
+        pending: usize,
+    },
+    /// Generation is over; scoring starts.
+    Scoring {
+        /// Cases to score.
+        cases: usize,
+    },
+}
+
+/// Receives a run's [`RunEvent`]s (from the thread the backend reports on).
+pub type OnRunEvent<'a> = dyn FnMut(RunEvent) + Send + 'a;
 
 /// One case's output with its scores.
 #[derive(Debug, Clone)]
 pub struct CaseOutcome<'a> {
     /// The case.
     pub case: &'a Case,
+    /// The rubric that scored it.
+    pub rubric: &'a Rubric,
     /// The output.
     pub generated: Generated,
     /// Whether the output came from the cache.
@@ -73,40 +104,56 @@ pub struct RunOutcome {
 }
 
 /// The cases a run evaluates: category filter, then a per-category limit.
-pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<&'a Case> {
+pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<ScoredCase<'a>> {
     let mut per_category: std::collections::HashMap<&str, usize> = Default::default();
     suite
-        .cases
-        .iter()
-        .filter(|c| opts.categories.is_empty() || opts.categories.contains(&c.category))
+        .scored_cases()
+        .filter(|c| opts.categories.is_empty() || opts.categories.contains(&c.case.category))
         .filter(|c| {
-            let n = per_category.entry(&c.category).or_default();
+            let n = per_category.entry(&c.case.category).or_default();
             *n += 1;
             opts.limit_per_category.is_none_or(|l| *n <= l)
         })
         .collect()
 }
 
-/// Runs a suite against a backend and writes the run directory.
-pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions) -> anyhow::Result<RunOutcome> {
+/// Runs a suite against a backend and writes the run directory, reporting progress to
+/// `on_event`.
+pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions, on_event: &mut OnRunEvent<'_>) -> Result<RunOutcome> {
     let started = now_utc();
-    let cases = select_cases(suite, opts);
-    if cases.is_empty() {
-        bail!("no cases selected from {} (categories: {:?})", suite.path.display(), suite.category_counts());
+    let selected = select_cases(suite, opts);
+    if selected.is_empty() {
+        return Err(Error::Invalid(format!("no cases selected from {} (categories: {:?})", suite.path.display(), suite.category_counts())));
     }
+    let cases: Vec<&Case> = selected.iter().map(|c| c.case).collect();
     let dest = store::prepare_destination(&opts.out, &opts.name, opts.overwrite)?;
+    // Scorers' models and clients are loaded before generating, so a missing embedding model
+    // or API key fails the run now, not after every case is generated.
+    let ctx = ScoreContext::new(backend.info().kind.clone(), backend.reference_model());
+    let mut rubrics: Vec<&Rubric> = Vec::new();
+    for c in &selected {
+        if !rubrics.iter().any(|r| std::ptr::eq(*r, c.rubric)) {
+            rubrics.push(c.rubric);
+        }
+    }
+    for rubric in rubrics {
+        for check in &rubric.checks {
+            check.scorer.prepare(&ctx).map_err(|e| Error::Rubric { path: rubric.path.clone(), message: format!("check `{}`: {e}", check.name) })?;
+        }
+    }
     let t0 = Instant::now();
-    let (outputs, cached) = generate_all(&cases, backend, opts)?;
+    let (outputs, cached) = generate_all(&cases, backend, opts, on_event)?;
     let generation_s = t0.elapsed().as_secs_f64();
+    on_event(RunEvent::Scoring { cases: cases.len() });
     let t1 = Instant::now();
-    let scores = score::score_all(&cases, &outputs, backend)?;
+    let scores = score::score_all(&selected, &outputs, &ctx)?;
     let scoring_s = t1.elapsed().as_secs_f64();
-    let outcomes: Vec<CaseOutcome> = cases
+    let outcomes: Vec<CaseOutcome> = selected
         .iter()
         .zip(outputs)
         .zip(scores)
         .zip(cached)
-        .map(|(((case, generated), score), cached)| CaseOutcome { case, generated, cached, score })
+        .map(|(((c, generated), score), cached)| CaseOutcome { case: c.case, rubric: c.rubric, generated, cached, score })
         .collect();
     let n_cached = outcomes.iter().filter(|o| o.cached).count();
     let meta = store::RunMeta { suite, backend: backend.info(), opts, started, generation_s, scoring_s };
@@ -115,7 +162,7 @@ pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions) -> anyho
 }
 
 /// Outputs for all cases (cache first), and whether each came from the cache.
-fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions) -> anyhow::Result<(Vec<Generated>, Vec<bool>)> {
+fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions, on_event: &mut OnRunEvent<'_>) -> Result<(Vec<Generated>, Vec<bool>)> {
     let mut outputs: Vec<Option<Generated>> = vec![None; cases.len()];
     let mut cached = vec![false; cases.len()];
     let mut cache = match backend.generates() {
@@ -125,7 +172,7 @@ fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions) -> an
     let keys: Vec<String> = cases.iter().map(|c| GenerationCache::key(backend.info(), &opts.decoding, c)).collect();
     if let Some(cache) = &cache {
         if cache.unreadable_lines > 0 {
-            eprintln!("note: skipped {} unreadable line(s) in the generation cache (a run interrupted mid-write)", cache.unreadable_lines);
+            on_event(RunEvent::CacheLinesSkipped(cache.unreadable_lines));
         }
         for (i, key) in keys.iter().enumerate() {
             if let Some(g) = cache.get(key) {
@@ -136,10 +183,11 @@ fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions) -> an
     }
     let pending: Vec<usize> = (0..cases.len()).filter(|&i| outputs[i].is_none()).collect();
     if !pending.is_empty() {
-        let bar = progress_bar(opts.progress, pending.len() as u64, cases.len() - pending.len());
+        on_event(RunEvent::Generating { pending: pending.len(), cached: cases.len() - pending.len() });
         let pending_cases: Vec<&Case> = pending.iter().map(|&i| cases[i]).collect();
         let mut errors: Vec<String> = Vec::new();
         let mut store_error = None;
+        let mut finished = 0;
         backend.generate(&pending_cases, &opts.decoding, &mut |j, result| {
             let i = pending[j];
             match result {
@@ -151,43 +199,26 @@ fn generate_all(cases: &[&Case], backend: &dyn Backend, opts: &RunOptions) -> an
                     }
                     outputs[i] = Some(g);
                 }
-                Err(e) => errors.push(format!("{e:#}")),
+                Err(e) => errors.push(e.to_string()),
             }
-            bar.inc(1);
+            finished += 1;
+            on_event(RunEvent::Generated { done: finished, pending: pending.len() });
         })?;
-        bar.finish_and_clear();
         if let Some(e) = store_error {
-            return Err(e.context("writing the generation cache"));
+            return Err(e);
         }
         if !errors.is_empty() {
             let done = outputs.iter().filter(|o| o.is_some()).count();
-            bail!(
-                "{} of {} case(s) got no output ({} finished and cached; rerun the same command to resume):\n  {}",
-                errors.len(),
-                cases.len(),
-                done,
-                errors.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ")
-            );
+            let first = errors.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ");
+            return Err(Error::Incomplete { failed: errors.len(), total: cases.len(), done, first });
         }
     }
     let outputs = outputs
         .into_iter()
         .enumerate()
-        .map(|(i, o)| o.with_context(|| format!("the backend returned no output for case {}", cases[i].id)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|(i, o)| o.ok_or_else(|| Error::Invalid("the backend returned no output".into()).for_case(&cases[i].id)))
+        .collect::<Result<Vec<_>>>()?;
     Ok((outputs, cached))
-}
-
-fn progress_bar(show: bool, len: u64, cached: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cases, {per_sec}, ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
-    );
-    bar.set_message(if cached > 0 { format!("generating ({cached} cached)") } else { "generating".into() });
-    bar
 }
 
 /// Seconds since the Unix epoch, and the same as an RFC 3339 UTC timestamp.

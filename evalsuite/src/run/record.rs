@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tunelab::GenerationConfig;
 
 use crate::backend::BackendInfo;
+use crate::error::{Error, Result};
 use crate::rubric::RubricInfo;
 
 /// The layout version this build writes (and the newest it reads).
@@ -140,50 +141,13 @@ pub struct Counts {
     pub rows: usize,
 }
 
-/// Why a `run.json` could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is larger than any run record.
-    #[error("{path} is {bytes} bytes, more than a run record can be ({MAX_RECORD_BYTES})")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        bytes: u64,
-    },
-    /// The file is not a run record of a known layout.
-    #[error("{path} is not a tunelab run record: {source}")]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// The parse error (with line and column).
-        source: serde_json::Error,
-    },
-    /// Written by a newer tunelab.
-    #[error("{path} has schema_version {found}; this tunelab reads versions up to {SCHEMA_VERSION} (upgrade tunelab to read it)")]
-    NewerSchema {
-        /// The file.
-        path: PathBuf,
-        /// Its version.
-        found: u32,
-    },
-}
-
 impl RunRecord {
     /// Reads `path` (a run's `run.json`), refusing a layout newer than this build's.
-    pub fn read(path: &Path) -> Result<Self, RecordError> {
-        let io = |source| RecordError::Io { path: path.to_path_buf(), source };
+    pub fn read(path: &Path) -> Result<Self> {
+        let io = |source| Error::reading(path, source);
         let bytes = std::fs::metadata(path).map_err(io)?.len();
         if bytes > MAX_RECORD_BYTES {
-            return Err(RecordError::TooLarge { path: path.to_path_buf(), bytes });
+            return Err(Error::RecordTooLarge { path: path.to_path_buf(), bytes, limit: MAX_RECORD_BYTES });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         // The version first, so a newer layout is named as such rather than as malformed.
@@ -192,10 +156,10 @@ impl RunRecord {
             #[serde(default)]
             schema_version: u32,
         }
-        let malformed = |source| RecordError::Malformed { path: path.to_path_buf(), source };
+        let malformed = |source| Error::RecordMalformed { path: path.to_path_buf(), source };
         let version: Version = serde_json::from_str(&text).map_err(malformed)?;
         if version.schema_version > SCHEMA_VERSION {
-            return Err(RecordError::NewerSchema { path: path.to_path_buf(), found: version.schema_version });
+            return Err(Error::RecordNewer { path: path.to_path_buf(), found: version.schema_version, supported: SCHEMA_VERSION });
         }
         serde_json::from_str(&text).map_err(malformed)
     }

@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use polars::prelude::{Column, CsvWriter, DataFrame, ParquetReader, ParquetWriter, PolarsResult, SerReader, SerWriter};
 
 use super::record::{Counts, Durations, FileRef, Machine, RunRecord, Selection, SuiteRef, SCHEMA_VERSION};
 use super::{CaseOutcome, RunOptions};
 use crate::backend::BackendInfo;
+use crate::error::{Error, Result};
+use crate::rubric::CheckResult;
 use crate::suite::Suite;
 
 /// Rows file name.
@@ -31,15 +32,15 @@ pub struct Destination {
 }
 
 /// Checks the run name and that the run directory is free (or may be replaced).
-pub fn prepare_destination(out: &Path, name: &str, overwrite: bool) -> anyhow::Result<Destination> {
+pub fn prepare_destination(out: &Path, name: &str, overwrite: bool) -> Result<Destination> {
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        bail!("run name {name:?} must be a plain folder name");
+        return Err(Error::Invalid(format!("run name {name:?} must be a plain folder name")));
     }
     let final_dir = out.join(name);
     if final_dir.exists() && !overwrite {
-        bail!("{} already exists; pick another --name or pass --overwrite", final_dir.display());
+        return Err(Error::Invalid(format!("{} already exists; pick another --name or pass --overwrite", final_dir.display())));
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
     let staging = out.join(format!(".{name}.partial-{}", std::process::id()));
     Ok(Destination { staging, final_dir, overwrite })
 }
@@ -62,17 +63,17 @@ pub struct RunMeta<'a> {
 
 /// Builds the results table: one row per case × check.
 pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&CaseOutcome, &super::CheckResult)> = outcomes.iter().flat_map(|o| o.score.checks.iter().map(move |c| (o, c))).collect();
-    let s = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> String| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<String>>();
-    let f = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> f64| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<f64>>();
-    let b = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> bool| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<bool>>();
-    let u = |f: &dyn Fn(&CaseOutcome, &super::CheckResult) -> Option<u64>| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<Option<u64>>>();
+    let rows: Vec<(&CaseOutcome, &CheckResult)> = outcomes.iter().flat_map(|o| o.score.checks.iter().map(move |c| (o, c))).collect();
+    let s = |f: &dyn Fn(&CaseOutcome, &CheckResult) -> String| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<String>>();
+    let f = |f: &dyn Fn(&CaseOutcome, &CheckResult) -> f64| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<f64>>();
+    let b = |f: &dyn Fn(&CaseOutcome, &CheckResult) -> bool| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<bool>>();
+    let u = |f: &dyn Fn(&CaseOutcome, &CheckResult) -> Option<u64>| rows.iter().map(|(o, c)| f(o, c)).collect::<Vec<Option<u64>>>();
     let columns = vec![
         Column::new("run".into(), s(&|_, _| run.to_string())),
         Column::new("category".into(), s(&|o, _| o.case.category.clone())),
         Column::new("case_id".into(), s(&|o, _| o.case.id.clone())),
         Column::new("tags".into(), s(&|o, _| o.case.tags.join(","))),
-        Column::new("rubric".into(), s(&|o, _| o.case.rubric.name.clone())),
+        Column::new("rubric".into(), s(&|o, _| o.rubric.name.clone())),
         Column::new("prompt".into(), s(&|o, _| o.case.prompt_text())),
         Column::new("reference".into(), s(&|o, _| o.case.reference.clone())),
         Column::new("output".into(), s(&|o, _| o.generated.text.clone())),
@@ -96,22 +97,24 @@ pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFr
 }
 
 /// Writes the run directory; returns the number of result rows.
-pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> anyhow::Result<usize> {
+pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Result<usize> {
     let staging = &dest.staging;
     if staging.exists() {
-        std::fs::remove_dir_all(staging).with_context(|| format!("clearing {}", staging.display()))?;
+        std::fs::remove_dir_all(staging).map_err(|e| Error::io("clearing", staging, e))?;
     }
-    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
-    let result = (|| -> anyhow::Result<usize> {
-        let mut df = results_frame(&meta.opts.name, outcomes)?;
-        let file = std::fs::File::create(staging.join(RESULTS_FILE))?;
-        ParquetWriter::new(file).finish(&mut df).context("writing results.parquet")?;
-        let mut csv = std::fs::File::create(staging.join(CSV_FILE))?;
-        CsvWriter::new(&mut csv).include_header(true).finish(&mut df).context("writing results.csv")?;
-        let run_json = record(meta, outcomes).to_json()?;
-        std::fs::write(staging.join(RUN_FILE), run_json)?;
+    std::fs::create_dir_all(staging).map_err(|e| Error::io("creating", staging, e))?;
+    let result = (|| -> Result<usize> {
+        let table = |name: &str| staging.join(name);
+        let writing = |name: &'static str| move |e: std::io::Error| Error::io("writing", staging.join(name), e);
+        let mut df = results_frame(&meta.opts.name, outcomes).map_err(|source| Error::Table { path: table(RESULTS_FILE), source })?;
+        let file = std::fs::File::create(table(RESULTS_FILE)).map_err(writing(RESULTS_FILE))?;
+        ParquetWriter::new(file).finish(&mut df).map_err(|source| Error::Table { path: table(RESULTS_FILE), source })?;
+        let mut csv = std::fs::File::create(table(CSV_FILE)).map_err(writing(CSV_FILE))?;
+        CsvWriter::new(&mut csv).include_header(true).finish(&mut df).map_err(|source| Error::Table { path: table(CSV_FILE), source })?;
+        let run_json = record(meta, outcomes).to_json().map_err(|e| Error::Invalid(format!("cannot write the run record: {e}")))?;
+        std::fs::write(table(RUN_FILE), run_json).map_err(writing(RUN_FILE))?;
         for name in [RESULTS_FILE, CSV_FILE, RUN_FILE] {
-            std::fs::File::open(staging.join(name))?.sync_all()?;
+            std::fs::File::open(table(name)).and_then(|f| f.sync_all()).map_err(writing(name))?;
         }
         Ok(df.height())
     })();
@@ -119,13 +122,13 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> an
         Ok(rows) => rows,
         Err(e) => {
             let _ = std::fs::remove_dir_all(staging);
-            return Err(e.context(format!("writing the run into {}", staging.display())));
+            return Err(e);
         }
     };
     if dest.final_dir.exists() && dest.overwrite {
-        std::fs::remove_dir_all(&dest.final_dir).with_context(|| format!("replacing {}", dest.final_dir.display()))?;
+        std::fs::remove_dir_all(&dest.final_dir).map_err(|e| Error::io("replacing", &dest.final_dir, e))?;
     }
-    std::fs::rename(staging, &dest.final_dir).with_context(|| format!("moving {} to {}", staging.display(), dest.final_dir.display()))?;
+    std::fs::rename(staging, &dest.final_dir).map_err(|e| Error::io("moving the finished run into", &dest.final_dir, e))?;
     Ok(rows)
 }
 
@@ -144,7 +147,7 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
             sha256: suite.hash.clone(),
             files: suite.files.iter().map(|(p, h)| FileRef { path: p.clone(), sha256: h.clone() }).collect(),
         },
-        rubrics: suite.rubrics().iter().map(|r| r.info()).collect(),
+        rubrics: suite.used_rubrics().iter().map(|r| r.info()).collect(),
         backend: meta.backend.clone(),
         decoding: meta.opts.decoding.clone(),
         seed: meta.opts.decoding.seed,
@@ -160,13 +163,13 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
 }
 
 /// Reads a run's results table.
-pub fn read_results(run_dir: &Path) -> anyhow::Result<DataFrame> {
+pub fn read_results(run_dir: &Path) -> Result<DataFrame> {
     let path = run_dir.join(RESULTS_FILE);
-    let file = std::fs::File::open(&path).with_context(|| format!("reading {} (is {} a run directory?)", path.display(), run_dir.display()))?;
-    ParquetReader::new(file).finish().with_context(|| format!("reading {}", path.display()))
+    let file = std::fs::File::open(&path).map_err(|e| Error::io("reading (is this a run directory?)", &path, e))?;
+    ParquetReader::new(file).finish().map_err(|source| Error::Table { path, source })
 }
 
 /// Reads a run's provenance record (`run.json`).
-pub fn read_record(run_dir: &Path) -> anyhow::Result<RunRecord> {
-    Ok(RunRecord::read(&run_dir.join(RUN_FILE))?)
+pub fn read_record(run_dir: &Path) -> Result<RunRecord> {
+    RunRecord::read(&run_dir.join(RUN_FILE))
 }

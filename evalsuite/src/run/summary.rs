@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context;
-use polars::prelude::{col, DataFrame, DataType, IntoLazy};
+use polars::prelude::{col, DataFrame, DataType, IntoLazy, PolarsResult};
 use serde::Serialize;
 
 use super::store;
+use crate::error::{Error, Result};
 use crate::stats::{bootstrap_mean, Estimate, BOOTSTRAP_RESAMPLES};
 
 /// Confidence level of the intervals.
@@ -49,31 +49,34 @@ pub struct Summary {
     pub categories: Vec<CategorySummary>,
 }
 
-fn strings(df: &DataFrame, name: &str) -> anyhow::Result<Vec<String>> {
+fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
     Ok(df.column(name)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
 }
 
-fn floats(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>> {
+fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
     Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Summarizes the run directory `dir`.
-pub fn summarize(dir: &Path) -> anyhow::Result<Summary> {
+pub fn summarize(dir: &Path) -> Result<Summary> {
     let record = store::read_record(dir)?;
     let df = store::read_results(dir)?;
+    let table = |source| Error::Table { path: dir.join(store::RESULTS_FILE), source };
+    summarize_frame(record, df).map_err(table)
+}
+
+fn summarize_frame(record: super::record::RunRecord, df: DataFrame) -> PolarsResult<Summary> {
     let per_case = df
         .clone()
         .lazy()
         .group_by_stable([col("category"), col("case_id")])
         .agg([col("case_score").first(), col("case_passed").first()])
-        .collect()
-        .context("grouping results by case")?;
+        .collect()?;
     let per_check = df
         .lazy()
         .group_by_stable([col("category"), col("check")])
         .agg([col("value").mean().alias("mean_value"), col("passed").cast(DataType::Float64).mean().alias("pass_rate")])
-        .collect()
-        .context("grouping results by check")?;
+        .collect()?;
     let (case_cat, case_score, case_pass) = (strings(&per_case, "category")?, floats(&per_case, "case_score")?, floats(&per_case, "case_passed")?);
     let (check_cat, check_name, check_mean, check_pass) =
         (strings(&per_check, "category")?, strings(&per_check, "check")?, floats(&per_check, "mean_value")?, floats(&per_check, "pass_rate")?);

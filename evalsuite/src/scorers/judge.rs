@@ -2,14 +2,18 @@
 //! score, parsed from the reply; or pairwise judging of output vs reference, asked in both
 //! orders (position bias shows up as disagreement, which is recorded).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rayon::prelude::*;
 use serde::Deserialize;
 use tunelab::{GenerationConfig, Message};
 
-use super::Value;
-use crate::backend::http::{ChatClient, HttpConfig};
-use crate::suite::Case;
+use super::{params, Item, ScoreContext, Scorer, Value};
+use crate::case::Case;
+use crate::chat::{ChatClient, HttpConfig};
+use crate::error::{Error, Result};
+use crate::excerpt::truncate;
 
 /// Judge settings from a rubric check.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,8 +45,13 @@ fn default_timeout() -> u64 {
 }
 
 impl JudgeSpec {
+    /// From a rubric check's parameters.
+    pub fn build(table: toml::Table) -> std::result::Result<Arc<dyn Scorer>, String> {
+        Ok(Arc::new(params::<Self>(table)?.validated()?))
+    }
+
     /// Checks the fields.
-    pub fn validated(self) -> Result<Self, String> {
+    pub fn validated(self) -> std::result::Result<Self, String> {
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             return Err(format!("judge endpoint {:?} must start with http:// or https://", self.endpoint));
         }
@@ -52,12 +61,38 @@ impl JudgeSpec {
         Ok(self)
     }
 
-    /// A client for this judge.
-    pub fn client(&self) -> anyhow::Result<ChatClient> {
+    /// The judge's connection settings.
+    pub fn http_config(&self) -> HttpConfig {
         let mut cfg = HttpConfig::new(&self.endpoint, &self.model);
         cfg.api_key_env = self.api_key_env.clone();
         cfg.timeout = Duration::from_secs(self.timeout_s);
-        ChatClient::new(cfg)
+        cfg
+    }
+}
+
+impl Scorer for JudgeSpec {
+    fn kind(&self) -> &'static str {
+        "judge"
+    }
+
+    fn default_threshold(&self) -> f64 {
+        0.5
+    }
+
+    /// The client is built (its key variable read) before generation starts.
+    fn prepare(&self, ctx: &ScoreContext<'_>) -> Result<()> {
+        ctx.chat_client(&self.http_config()).map(|_| ())
+    }
+
+    /// Requests go out in parallel (one per rayon thread); a failed request is that
+    /// output's failed value, not the run's end.
+    fn score(&self, items: &[Item<'_>], ctx: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        let client = ctx.chat_client(&self.http_config())?;
+        Ok(items
+            .par_iter()
+            .with_max_len(1)
+            .map(|it| judge(&client, self, it.case, it.output).unwrap_or_else(|e| Value::failed(format!("judge failed: {e}"))))
+            .collect())
     }
 }
 
@@ -65,7 +100,7 @@ const DECODING: GenerationConfig =
     GenerationConfig { max_new_tokens: 64, temperature: 0.0, top_k: None, top_p: None, seed: 0, stop_strings: Vec::new() };
 
 /// Scores one output with the judge.
-pub fn judge(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -> anyhow::Result<Value> {
+pub fn judge(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -> Result<Value> {
     if spec.pairwise {
         return pairwise(client, spec, case, output);
     }
@@ -77,12 +112,15 @@ pub fn judge(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -
         reference = case.reference,
     );
     let reply = client.chat(&[Message::user(prompt)], &DECODING)?;
-    let score = parse_score(&reply.text).ok_or_else(|| anyhow::anyhow!("the judge's reply has no 1–10 score: {:?}", super::text::truncate(&reply.text, 200)))?;
+    let score = parse_score(&reply.text).ok_or_else(|| Error::Endpoint {
+        url: client.base.clone(),
+        message: format!("the judge's reply has no 1–10 score: {:?}", truncate(&reply.text, 200)),
+    })?;
     Ok(Value::with(score / 10.0, format!("judge: {score}/10")))
 }
 
-fn pairwise(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -> anyhow::Result<Value> {
-    let ask = |a: &str, b: &str| -> anyhow::Result<Option<char>> {
+fn pairwise(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -> Result<Value> {
+    let ask = |a: &str, b: &str| -> Result<Option<char>> {
         let prompt = format!(
             "Which answer to the task is better? A good answer is {criteria}.\n\n[Task]\n{task}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\nReply with exactly one letter: A or B.",
             criteria = spec.criteria,

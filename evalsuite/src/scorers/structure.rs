@@ -1,12 +1,15 @@
 //! Structure scorers: required sections in order, a cited code line that must exist in the
-//! input, JSON validity and typed JSON fields.
+//! case's input, JSON validity and typed JSON fields. The functions compute values; the
+//! structs are the registered [`Scorer`]s with their rubric parameters.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::text::truncate;
-use super::Value;
+use super::{each, params, Item, ScoreContext, Scorer, Value};
+use crate::error::Result;
+use crate::excerpt::truncate;
 
 /// Where each required section starts: (line index, text after the header on that line).
 fn find_sections<'a>(lines: &[&'a str], sections: &[String], in_order: bool) -> Vec<Option<(usize, &'a str)>> {
@@ -174,6 +177,134 @@ pub fn json_fields(output: &str, fields: &BTreeMap<String, JsonType>) -> Value {
         })
         .collect();
     Value::with((fields.len() - bad.len()) as f64 / fields.len() as f64, bad.join("; "))
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `sections`: required section headers, in order and non-empty (by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sections {
+    /// Section headers, as they appear in the output.
+    pub sections: Vec<String>,
+    /// Whether they must appear in this order.
+    #[serde(default = "yes")]
+    pub in_order: bool,
+    /// Whether each section must have content.
+    #[serde(default = "yes")]
+    pub non_empty: bool,
+}
+
+impl Sections {
+    /// From a rubric check's parameters.
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let s: Self = params(table)?;
+        if s.sections.is_empty() {
+            return Err("`sections` is empty".into());
+        }
+        Ok(Arc::new(s))
+    }
+}
+
+impl Scorer for Sections {
+    fn kind(&self) -> &'static str {
+        "sections"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| sections(it.output, &self.sections, self.in_order, self.non_empty))
+    }
+}
+
+/// `location_line`: the line cited after `prefix` (`line N: text`) exists in the case's
+/// `field` (the record's `input` by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationLine {
+    /// The text that introduces the cited location.
+    #[serde(default = "location_prefix")]
+    pub prefix: String,
+    /// The case field holding the text whose lines are cited.
+    #[serde(default = "input_field")]
+    pub field: String,
+}
+
+fn location_prefix() -> String {
+    "Location:".into()
+}
+
+fn input_field() -> String {
+    "input".into()
+}
+
+impl LocationLine {
+    /// From a rubric check's parameters.
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        Ok(Arc::new(params::<Self>(table)?))
+    }
+}
+
+impl Scorer for LocationLine {
+    fn kind(&self) -> &'static str {
+        "location_line"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| location_line(it.output, it.case.field(&self.field), &self.prefix))
+    }
+}
+
+/// `json_valid`: the output (or its fenced json block) parses as JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonValid {}
+
+impl JsonValid {
+    /// From a rubric check's parameters (none).
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        Ok(Arc::new(params::<Self>(table)?))
+    }
+}
+
+impl Scorer for JsonValid {
+    fn kind(&self) -> &'static str {
+        "json_valid"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| json_valid(it.output))
+    }
+}
+
+/// `json_fields`: the output's JSON object has these fields with these types.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFields {
+    /// Field name → expected JSON type.
+    pub fields: BTreeMap<String, JsonType>,
+}
+
+impl JsonFields {
+    /// From a rubric check's parameters.
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let s: Self = params(table)?;
+        if s.fields.is_empty() {
+            return Err("`fields` is empty".into());
+        }
+        Ok(Arc::new(s))
+    }
+}
+
+impl Scorer for JsonFields {
+    fn kind(&self) -> &'static str {
+        "json_fields"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| json_fields(it.output, &self.fields))
+    }
 }
 
 #[cfg(test)]

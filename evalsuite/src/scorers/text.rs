@@ -1,8 +1,15 @@
-//! Plain-text scorers: exact match with normalization, containment, keywords and length.
+//! Plain-text scorers: exact match with normalization, containment, keywords, regular
+//! expressions and length. The functions compute values; the structs are the registered
+//! [`Scorer`]s with their rubric parameters.
 
+use std::sync::Arc;
+
+use regex::Regex;
 use serde::Deserialize;
 
-use super::Value;
+use super::{each, params, Item, ScoreContext, Scorer, Value};
+use crate::error::Result;
+use crate::excerpt::truncate;
 
 /// Text normalizations applied before exact matching (SQuAD-style when all are on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,11 +141,187 @@ impl LengthBounds {
     }
 }
 
-/// The first `n` characters of `s`, with an ellipsis when cut.
-pub fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+/// `exact`: output equals the reference after normalization.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exact {
+    /// Normalizations applied to both texts before comparing.
+    #[serde(default = "all_normalizations")]
+    pub normalize: Vec<Normalization>,
+}
+
+impl Exact {
+    /// From a rubric check's parameters.
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        Ok(Arc::new(params::<Self>(table)?))
+    }
+}
+
+impl Scorer for Exact {
+    fn kind(&self) -> &'static str {
+        "exact"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| exact(it.output, &it.case.reference, &self.normalize))
+    }
+}
+
+/// `contains`, `contains_all`, `contains_any`: the output contains one text, the fraction
+/// of several, or any of several.
+#[derive(Debug, Clone)]
+pub struct Contains {
+    kind: &'static str,
+    /// The texts (lower-cased unless case-sensitive).
+    texts: Vec<String>,
+    case_sensitive: bool,
+    mode: ContainsMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneText {
+    text: String,
+    #[serde(default)]
+    case_sensitive: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Texts {
+    texts: Vec<String>,
+    #[serde(default)]
+    case_sensitive: bool,
+}
+
+impl Contains {
+    fn new(kind: &'static str, texts: Vec<String>, case_sensitive: bool, mode: ContainsMode) -> Result<Arc<dyn Scorer>, String> {
+        if texts.is_empty() {
+            return Err("`texts` is empty".into());
+        }
+        let texts = if case_sensitive { texts } else { texts.into_iter().map(|t| t.to_lowercase()).collect() };
+        Ok(Arc::new(Self { kind, texts, case_sensitive, mode }))
+    }
+
+    /// `contains` from its parameters (`text`, `case_sensitive`).
+    pub fn build_one(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let p: OneText = params(table)?;
+        Self::new("contains", vec![p.text], p.case_sensitive, ContainsMode::All)
+    }
+
+    /// `contains_all` from its parameters (`texts`, `case_sensitive`).
+    pub fn build_all(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let p: Texts = params(table)?;
+        Self::new("contains_all", p.texts, p.case_sensitive, ContainsMode::All)
+    }
+
+    /// `contains_any` from its parameters (`texts`, `case_sensitive`).
+    pub fn build_any(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let p: Texts = params(table)?;
+        Self::new("contains_any", p.texts, p.case_sensitive, ContainsMode::Any)
+    }
+}
+
+impl Scorer for Contains {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| contains(it.output, &self.texts, self.case_sensitive, self.mode))
+    }
+}
+
+/// `keywords`: the fraction of the case's `keywords` present (`a|b` = either).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keywords {}
+
+impl Keywords {
+    /// From a rubric check's parameters (none).
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        Ok(Arc::new(params::<Self>(table)?))
+    }
+}
+
+impl Scorer for Keywords {
+    fn kind(&self) -> &'static str {
+        "keywords"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| keywords(it.output, &it.case.keywords))
+    }
+}
+
+/// `regex`: the output matches (`expect = true`, the default) or does not match a pattern.
+#[derive(Debug, Clone)]
+pub struct RegexMatch {
+    regex: Regex,
+    expect: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegexParams {
+    pattern: String,
+    #[serde(default = "yes")]
+    expect: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RegexMatch {
+    /// From a rubric check's parameters (`pattern`, `expect`).
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let p: RegexParams = params(table)?;
+        let regex = Regex::new(&p.pattern).map_err(|e| format!("bad regex: {e}"))?;
+        Ok(Arc::new(Self { regex, expect: p.expect }))
+    }
+}
+
+impl Scorer for RegexMatch {
+    fn kind(&self) -> &'static str {
+        "regex"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| Value::of(f64::from(u8::from(self.regex.is_match(it.output) == self.expect))))
+    }
+}
+
+/// `length`: output length within bounds.
+#[derive(Debug, Clone)]
+pub struct Length(LengthBounds);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LengthParams {
+    min_chars: Option<usize>,
+    max_chars: Option<usize>,
+    min_words: Option<usize>,
+    max_words: Option<usize>,
+}
+
+impl Length {
+    /// From a rubric check's parameters (`min_chars`, `max_chars`, `min_words`, `max_words`).
+    pub fn build(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
+        let LengthParams { min_chars, max_chars, min_words, max_words } = params(table)?;
+        let bounds = LengthBounds { min_chars, max_chars, min_words, max_words };
+        bounds.validate()?;
+        Ok(Arc::new(Self(bounds)))
+    }
+}
+
+impl Scorer for Length {
+    fn kind(&self) -> &'static str {
+        "length"
+    }
+
+    fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
+        each(items, |it| self.0.check(it.output))
     }
 }
 

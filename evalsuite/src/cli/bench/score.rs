@@ -1,18 +1,19 @@
 //! `tunelab bench score`: the throughput of every non-model scorer over N recorded pairs,
 //! expanded exactly as `tests/vectors/scorers/bench_scorers.py` does, so the two print
-//! comparable pairs/s. Scoring goes through the same rubric path as `eval run`, on one
-//! thread and then on all cores (rayon).
+//! comparable pairs/s. Scoring goes through `eval run`'s path (`run::score::score_all`), on
+//! one thread and then on all cores (rayon).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use rayon::prelude::*;
 use serde_json::{json, Value};
+use tunelab_evalsuite::backend::Generated;
+use tunelab_evalsuite::case::Case;
 use tunelab_evalsuite::rubric::Rubric;
-use tunelab_evalsuite::run::score::case_score;
-use tunelab_evalsuite::suite::Case;
+use tunelab_evalsuite::run::score::score_all;
+use tunelab_evalsuite::scorers::ScoreContext;
+use tunelab_evalsuite::suite::ScoredCase;
 
 /// The checks the Python reference times, as a rubric.
 const RUBRIC: &str = r#"name = "bench"
@@ -66,24 +67,24 @@ pub fn run(pairs: &Path, n: usize) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(!rows.is_empty(), "{} holds no pairs", pairs.display());
-    let rubric = Arc::new(Rubric::parse(RUBRIC).map_err(|e| anyhow::anyhow!(e))?);
-    let cases: Vec<(Case, String)> = (0..n)
+    let rubric = Rubric::parse(RUBRIC)?;
+    let (cases, outputs): (Vec<Case>, Vec<Generated>) = (0..n)
         .map(|i| {
             let (reference, candidate) = &rows[i % rows.len()];
-            let mut case = Case::new(format!("pair-{i}"), "bench", "", reference.clone(), rubric.clone());
+            let mut case = Case::new(format!("pair-{i}"), "bench", "", reference.clone());
             case.keywords = reference.split_whitespace().next().map(|w| vec![w.to_string()]).unwrap_or_default();
-            (case, format!("{candidate} {i}"))
+            let output = Generated { text: format!("{candidate} {i}"), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "bench".into() };
+            (case, output)
         })
-        .collect();
-    let score = |(case, output): &(Case, String)| {
-        let values = case.rubric.checks.iter().map(|k| k.scorer.score_text(case, output).expect("text scorer")).collect();
-        case_score(&case.rubric.checks, values).score
-    };
+        .unzip();
+    let scored: Vec<ScoredCase> = cases.iter().map(|case| ScoredCase { case, rubric: &rubric }).collect();
+    let ctx = ScoreContext::new("bench", None);
+    let total = || -> anyhow::Result<f64> { Ok(score_all(&scored, &outputs, &ctx)?.iter().map(|s| s.score).sum()) };
     let t = Instant::now();
-    let single: f64 = cases.iter().map(score).sum();
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?.install(total)?;
     let one_thread = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let parallel: f64 = cases.par_iter().map(score).sum();
+    let parallel = total()?;
     let all_threads = t.elapsed().as_secs_f64();
     anyhow::ensure!((single - parallel).abs() < 1e-6 * n as f64, "parallel scoring disagrees");
     for (mode, secs, threads) in [("1 thread", one_thread, 1), ("all cores", all_threads, rayon::current_num_threads())] {
