@@ -84,33 +84,41 @@ def test_input_without_stdin_gets_an_empty_answer_and_a_note(kernel):
     assert any(t == "stream" and "does not accept input" in c["text"] for t, c in msgs)
 
 
-def test_live_display_updates_in_place_while_the_cell_runs(kernel):
+def test_live_display_updates_in_place_while_the_cell_runs(kernel, tmp_path):
+    """The first display reaches the client while the cell still runs: after showing it, the
+    cell waits (up to 60 s) for a file that the client creates only once it has received the
+    display, and says whether it was released or gave up."""
+    release = tmp_path / "display-seen"
     code = (
         "use tunelab::prelude::*;\n"
         "let mut d = LiveDisplay::new();\n"
-        "for i in 0..3 { d.show(&format!(\"<b>step {i}</b>\"), &format!(\"step {i}\")); "
-        "std::thread::sleep(std::time::Duration::from_millis(400)); }"
+        "d.show(\"<b>step 0</b>\", \"step 0\");\n"
+        f"let release = std::path::Path::new(r#\"{release}\"#);\n"
+        "let waited = std::time::Instant::now();\n"
+        "while !release.exists() && waited.elapsed() < std::time::Duration::from_secs(60) { std::thread::sleep(std::time::Duration::from_millis(20)); }\n"
+        "println!(\"released: {}\", release.exists());\n"
+        "for i in 1..3 { d.show(&format!(\"<b>step {i}</b>\"), &format!(\"step {i}\")); }"
     )
-    arrivals = []
     start = time.time()
     msgs = []
 
     def hook(m):
         msgs.append((m["msg_type"], m["content"]))
-        arrivals.append((m["msg_type"], time.time() - start))
+        if m["msg_type"] == "display_data" and not release.exists():
+            print(f"first display after {time.time() - start:.2f} s")
+            release.touch()
 
     reply = kernel.execute_interactive(code, timeout=120, output_hook=hook)
+    print(f"cell took {time.time() - start:.2f} s")
     assert reply["content"]["status"] == "ok"
+    text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+    assert "released: true" in text, text
     shown = [c for t, c in msgs if t == "display_data"]
     updates = [c for t, c in msgs if t == "update_display_data"]
     assert len(shown) == 1 and len(updates) == 2
     display_id = shown[0]["transient"]["display_id"]
     assert all(u["transient"]["display_id"] == display_id for u in updates)
     assert updates[-1]["data"]["text/html"] == "<b>step 2</b>"
-    # The first display arrived while the cell was still running (≥ 0.8 s before its end).
-    first = next(t for k, t in arrivals if k == "display_data")
-    end = max(t for _, t in arrivals)
-    assert end - first > 0.6, arrivals
 
 
 def test_interrupt_stops_a_running_loop(kernel):
@@ -135,11 +143,11 @@ def test_interrupt_stops_a_running_loop(kernel):
 
     t0 = time.time()
     reply = kernel.execute_interactive(code, timeout=120, output_hook=hook)["content"]
-    took = time.time() - t0
+    print(f"interrupted cell took {time.time() - t0:.2f} s")
+    # Stopped by the flag, not killed: the cell ended normally and printed its count.
     assert reply["status"] == "ok", reply
     stopped = [c["text"] for t, c in msgs if t == "stream" and "stopped after" in c["text"]]
     assert stopped and int(stopped[0].split()[2]) > 0, msgs
-    assert took < 15, took
     reply, _ = run(kernel, "1 + 1")
     assert reply["status"] == "ok"
 

@@ -4,12 +4,14 @@
 //! a full pipe).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::{self, DisplayLine};
+use crate::library;
 use crate::user_error;
 
 /// Something a running cell produced.
@@ -51,27 +53,29 @@ pub struct Engine {
 /// Routes SIGINT in the code-running subprocess to tunelab's interrupt flag.
 const INSTALL_HANDLER: &str = "tunelab::notebook::install_interrupt_handler();";
 
-/// The `:dep` line that preloads the library notebooks use (this checkout's `kernel/`).
-/// `TUNELAB_KERNEL_PRELOAD=0` skips it (plain evcxr, for latency comparisons).
-fn preload_commands() -> Vec<String> {
+/// What the engine runs before the first cell: settings, the `:dep` line that preloads the
+/// library in `lib` (see [`crate::library`]) and the interrupt handler. A `lib` that does
+/// not hold the library is reported (on the kernel's log) instead of preloaded.
+/// `TUNELAB_KERNEL_PRELOAD=0` skips it all (plain evcxr, for latency comparisons).
+fn preload_commands(lib: &Path) -> Result<Vec<String>, String> {
     if std::env::var("TUNELAB_KERNEL_PRELOAD").is_ok_and(|v| v == "0") {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let lib = std::fs::canonicalize(lib).map(|p| p.display().to_string()).unwrap_or_else(|_| lib.to_string());
-    vec![
+    let lib = library::check(lib).map_err(|e| format!("tunelab: not preloading the library: {e:#}\n"))?;
+    Ok(vec![
         ":preserve_vars_on_panic 1".into(),
         ":cache 4000".into(),
         ":opt 2".into(),
-        format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{lib}\" }}"),
+        format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{}\" }}", lib.display()),
         INSTALL_HANDLER.into(),
-    ]
+    ])
 }
 
 impl Engine {
-    /// Starts the engine thread; outputs go to `out`, and a cell asking for input (see
-    /// `tunelab::notebook::input`) gets the answer from `input(prompt, is_password)`.
-    pub fn start(out: mpsc::UnboundedSender<Output>, input: InputReader) -> anyhow::Result<Self> {
+    /// Starts the engine thread with the tunelab library in `lib` preloaded; outputs go to
+    /// `out`, and a cell asking for input (see `tunelab::notebook::input`) gets the answer
+    /// from `input(prompt, is_password)`.
+    pub fn start(out: mpsc::UnboundedSender<Output>, input: InputReader, lib: PathBuf) -> anyhow::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let ready = Arc::new(AtomicBool::new(false));
         let child = Arc::new(Mutex::new(None));
@@ -91,9 +95,16 @@ impl Engine {
             forward(outputs.stdout, out.clone(), false, watch.clone());
             forward(outputs.stderr, out.clone(), true, watch.clone());
             let mut callbacks = evcxr::EvalCallbacks { input_reader: &|request| input(request.prompt, request.is_password) };
-            for cmd in preload_commands() {
-                if let Err(e) = ctx.execute(&cmd) {
-                    let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: preloading failed at `{cmd}`: {e}\n") });
+            match preload_commands(&lib) {
+                Ok(commands) => {
+                    for cmd in commands {
+                        if let Err(e) = ctx.execute(&cmd) {
+                            let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: preloading failed at `{cmd}`: {e}\n") });
+                        }
+                    }
+                }
+                Err(text) => {
+                    let _ = out.send(Output::Stream { stderr: true, text });
                 }
             }
             ready2.store(true, Ordering::SeqCst);

@@ -1,9 +1,12 @@
-//! Installing and removing the `tunelab` kernelspec.
+//! Installing and removing the `tunelab` kernelspec. The kernelspec names the library
+//! cells compile against (`--lib DIR` in `argv`, see [`crate::library`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+
+use crate::library;
 
 /// Where the kernelspec goes (like `jupyter kernelspec install`).
 #[derive(Debug, Args)]
@@ -17,6 +20,17 @@ pub struct Location {
     /// Under PREFIX/share/jupyter/kernels.
     #[arg(long)]
     prefix: Option<PathBuf>,
+}
+
+/// Options of `install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    location: Location,
+    /// The tunelab library's directory (a checkout's `kernel/`) that cells compile against;
+    /// default `$TUNELAB_KERNEL_LIB`, else the checkout this binary was built from.
+    #[arg(long, value_name = "DIR")]
+    lib: Option<PathBuf>,
 }
 
 const NAME: &str = "tunelab";
@@ -36,22 +50,28 @@ impl Location {
     }
 }
 
-/// Writes `kernels/tunelab/kernel.json`.
-pub fn install(loc: &Location) -> anyhow::Result<()> {
-    let dir = loc.kernels_dir()?.join(NAME);
+/// Writes `kernels/tunelab/kernel.json`, refusing a library location that does not hold
+/// the library.
+pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
+    let lib = library::for_install(args.lib.as_deref())?;
+    let dir = args.location.kernels_dir()?.join(NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe()?;
-    let spec = serde_json::json!({
-        "argv": [exe, "--control-file", "{connection_file}"],
+    let path = dir.join("kernel.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&kernel_spec(&exe, &lib))?).with_context(|| format!("writing {}", path.display()))?;
+    println!("installed kernelspec {NAME} in {} (library: {})", dir.display(), lib.display());
+    Ok(())
+}
+
+/// The kernelspec of `exe` preloading the library in `lib`.
+fn kernel_spec(exe: &Path, lib: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "argv": [exe, "--control-file", "{connection_file}", "--lib", lib],
         "display_name": "tunelab (Rust)",
         "language": "rust",
         "interrupt_mode": "message",
         "metadata": {"debugger": false},
-    });
-    let path = dir.join("kernel.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&spec)?).with_context(|| format!("writing {}", path.display()))?;
-    println!("installed kernelspec {NAME} in {}", dir.display());
-    Ok(())
+    })
 }
 
 /// Removes the kernelspec directory.
@@ -64,4 +84,28 @@ pub fn uninstall(loc: &Location) -> anyhow::Result<()> {
         println!("no kernelspec at {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_refuses_a_location_without_the_library() {
+        let prefix = std::env::temp_dir().join(format!("tunelab-install-{}", std::process::id()));
+        let not_lib = prefix.join("not-a-checkout");
+        std::fs::create_dir_all(&not_lib).unwrap();
+        let args = InstallArgs { location: Location { user: false, sys_prefix: false, prefix: Some(prefix.clone()) }, lib: Some(not_lib.clone()) };
+        let e = install(&args).unwrap_err().to_string();
+        assert!(e.contains(&not_lib.display().to_string()) && e.contains(library::ENV), "{e}");
+        // Nothing was written.
+        assert!(!prefix.join("share").exists());
+        std::fs::remove_dir_all(&prefix).unwrap();
+    }
+
+    #[test]
+    fn the_kernelspec_names_the_library() {
+        let spec = kernel_spec(Path::new("/bin/k"), Path::new("/src/tunelab/kernel"));
+        assert_eq!(spec["argv"], serde_json::json!(["/bin/k", "--control-file", "{connection_file}", "--lib", "/src/tunelab/kernel"]));
+    }
 }

@@ -8,6 +8,7 @@
 mod bridge;
 mod engine;
 mod install;
+mod library;
 mod server;
 mod user_error;
 
@@ -22,6 +23,10 @@ struct Cli {
     /// Run as a kernel with this Jupyter connection file (what the kernelspec passes).
     #[arg(long)]
     control_file: Option<PathBuf>,
+    /// The tunelab library's directory to preload (what the kernelspec passes);
+    /// `$TUNELAB_KERNEL_LIB` overrides it.
+    #[arg(long, value_name = "DIR")]
+    lib: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write the `tunelab` kernelspec (display name "tunelab (Rust)").
-    Install(install::Location),
+    Install(install::InstallArgs),
     /// Remove the `tunelab` kernelspec.
     Uninstall(install::Location),
 }
@@ -41,9 +46,9 @@ fn main() -> anyhow::Result<()> {
     tune_cell_allocator();
     let cli = Cli::parse();
     match (cli.command, cli.control_file) {
-        (Some(Command::Install(loc)), _) => install::install(&loc),
+        (Some(Command::Install(args)), _) => install::install(&args),
         (Some(Command::Uninstall(loc)), _) => install::uninstall(&loc),
-        (None, Some(file)) => server::run(&file),
+        (None, Some(file)) => server::run(&file, library::at_run_time(cli.lib.as_deref())),
         (None, None) => anyhow::bail!("pass --control-file FILE (Jupyter does), or use `install` / `uninstall`"),
     }
 }

@@ -3,7 +3,7 @@
 //! output into stream and display messages parented to the running cell.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +22,13 @@ use crate::engine::{CellResult, Engine, Output};
 /// and returns at its next step) before the subprocess is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(20);
 
-/// Runs the kernel until a shutdown request.
-pub fn run(connection_file: &Path) -> anyhow::Result<()> {
+/// Runs the kernel until a shutdown request, preloading the tunelab library in `lib`.
+pub fn run(connection_file: &Path, lib: PathBuf) -> anyhow::Result<()> {
     // evcxr builds cells with its own target directory; an inherited one would break it.
     std::env::remove_var("CARGO_TARGET_DIR");
     let text = std::fs::read_to_string(connection_file).with_context(|| format!("reading {}", connection_file.display()))?;
     let info: ConnectionInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", connection_file.display()))?;
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(serve(info))
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(serve(info, lib))
 }
 
 /// A reply or broadcast of `msg_type` with `content`, parented to `parent`.
@@ -84,7 +84,7 @@ impl Shared {
     }
 }
 
-async fn serve(info: ConnectionInfo) -> anyhow::Result<()> {
+async fn serve(info: ConnectionInfo, lib: PathBuf) -> anyhow::Result<()> {
     let session = format!("tunelab-{}", std::process::id());
     let mut iopub = create_kernel_iopub_connection(&info, &session).await?;
     let mut shell = create_kernel_shell_connection(&info, &session).await?;
@@ -114,7 +114,7 @@ async fn serve(info: ConnectionInfo) -> anyhow::Result<()> {
     };
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let engine = Engine::start(out_tx, Box::new(ask_user))?;
+    let engine = Engine::start(out_tx, Box::new(ask_user), lib)?;
     tokio::spawn(pump_outputs(out_rx, shared.clone()));
     tokio::spawn(control_loop_task(control_loop(control, engine.clone(), shared.clone())));
 

@@ -8,13 +8,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::layer::{init_rng, LoraLayer};
+use super::layer::init_rng;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::model::{Linear, Transformer, Weights};
+use crate::model::{Linear, LoraLayer, Transformer, Weights, PROJECTION_NAMES};
 
-/// The projections `all` targets: every linear layer but `lm_head`.
-pub const ALL_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+/// The projections `all` targets: every linear layer but `lm_head` (the model's
+/// [`PROJECTION_NAMES`]).
+pub const ALL_TARGETS: [&str; PROJECTION_NAMES.len()] = PROJECTION_NAMES;
 
 /// File names PEFT uses.
 const WEIGHTS_FILE: &str = "adapter_model.safetensors";

@@ -10,6 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::config::{Architecture, ModelConfig};
+use super::linear::PROJECTIONS;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
@@ -187,18 +188,11 @@ pub fn hf_tensor_name(gguf: &str) -> Option<String> {
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
     let hf = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
+        "attn_norm" => format!("model.layers.{layer}.input_layernorm"),
+        "ffn_norm" => format!("model.layers.{layer}.post_attention_layernorm"),
+        _ => PROJECTIONS.iter().find(|p| p.gguf == module)?.module(layer),
     };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+    Some(format!("{hf}.{kind}"))
 }
 
 /// Inverts llama.cpp's `permute(w, n_head)`, which reorders each head's rows from

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::config::ModelConfig;
+use super::linear::PROJECTIONS;
 
 use crate::error::{Error, Result};
 
@@ -72,8 +73,7 @@ impl Weights {
     /// values scaled by `1/sqrt(fan_in)`, norms near 1, deterministic in `seed`.
     pub fn random(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
         let mut rng = SplitMix64(seed);
-        let (h, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
-        let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let h = cfg.hidden_size;
         let mut shapes: Vec<(String, Vec<usize>)> = vec![
             ("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h]),
             ("model.norm.weight".into(), vec![h]),
@@ -83,23 +83,15 @@ impl Weights {
         }
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            shapes.extend([
-                (format!("{p}.input_layernorm.weight"), vec![h]),
-                (format!("{p}.post_attention_layernorm.weight"), vec![h]),
-                (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
-                (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
-                (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
-                (format!("{p}.self_attn.o_proj.weight"), vec![h, q]),
-                (format!("{p}.mlp.gate_proj.weight"), vec![f, h]),
-                (format!("{p}.mlp.up_proj.weight"), vec![f, h]),
-                (format!("{p}.mlp.down_proj.weight"), vec![h, f]),
-            ]);
-            if cfg.architecture.has_qkv_bias() {
-                shapes.extend([
-                    (format!("{p}.self_attn.q_proj.bias"), vec![q]),
-                    (format!("{p}.self_attn.k_proj.bias"), vec![kv]),
-                    (format!("{p}.self_attn.v_proj.bias"), vec![kv]),
-                ]);
+            shapes.extend([(format!("{p}.input_layernorm.weight"), vec![h]), (format!("{p}.post_attention_layernorm.weight"), vec![h])]);
+            // Every weight, then the biases: the order values were always drawn in, so a
+            // seed keeps giving the same model.
+            for proj in &PROJECTIONS {
+                let (inp, out) = proj.dims(cfg);
+                shapes.push((format!("{}.weight", proj.module(i)), vec![out, inp]));
+            }
+            for proj in PROJECTIONS.iter().filter(|p| p.has_bias(cfg)) {
+                shapes.push((format!("{}.bias", proj.module(i)), vec![proj.output.of(cfg)]));
             }
         }
         let mut tensors = HashMap::new();

@@ -1,11 +1,13 @@
 //! `trainer_log.jsonl`: one JSON line per logged step with LLaMA-Factory's field names,
-//! appended, flushed and fsynced so a crash loses nothing already logged.
+//! appended, flushed and fsynced so a crash loses nothing already logged; and its loss chart.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::events::TrainEvent;
+use crate::display::{LineChart, Series};
 use crate::error::{Error, Result};
 
 /// One line of `trainer_log.jsonl`.
@@ -40,6 +42,31 @@ pub struct LogRecord {
     /// Peak resident memory of the training process so far, MiB (not a LLaMA-Factory field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<u64>,
+}
+
+impl LogRecord {
+    /// The log line of a [`TrainEvent::Step`] (`None` for other events), with its numbers as
+    /// LLaMA-Factory writes them (losses, epoch and norm to 4 decimals, throughput to 1,
+    /// times as `H:MM:SS`) and `peak_rss_mb`; a held-out loss is added where one is measured.
+    pub fn from_step(event: &TrainEvent, peak_rss_mb: Option<u64>) -> Option<Self> {
+        let TrainEvent::Step { step, total_steps, epoch, loss, lr, grad_norm, tokens_per_second, elapsed, eta } = *event else {
+            return None;
+        };
+        Some(Self {
+            current_steps: step,
+            total_steps,
+            loss: Some(round4(loss)),
+            eval_loss: None,
+            lr,
+            epoch: round4(epoch),
+            percentage: round4(100.0 * step as f64 / total_steps as f64),
+            elapsed_time: format_duration(elapsed),
+            remaining_time: format_duration(eta),
+            grad_norm: Some(round4(grad_norm)),
+            throughput: Some((tokens_per_second * 10.0).round() / 10.0),
+            peak_rss_mb,
+        })
+    }
 }
 
 /// Appends records to a training log.
@@ -93,4 +120,20 @@ impl TrainerLog {
 pub fn format_duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Rounds to 4 decimals, as LLaMA-Factory logs losses.
+pub(crate) fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// The loss chart of a training log: training loss per step, held-out loss where measured.
+pub fn loss_chart(history: &[LogRecord]) -> LineChart {
+    let train: Vec<(f64, f64)> = history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps as f64, l))).collect();
+    let eval: Vec<(f64, f64)> = history.iter().filter_map(|r| r.eval_loss.map(|l| (r.current_steps as f64, l))).collect();
+    let mut series = vec![Series { name: "train loss".into(), color: "#1f77b4".into(), points: train }];
+    if !eval.is_empty() {
+        series.push(Series { name: "eval loss".into(), color: "#d62728".into(), points: eval });
+    }
+    LineChart { title: "training loss".into(), x_label: "step".into(), y_label: "loss".into(), series }
 }

@@ -1,9 +1,10 @@
-//! Next-token cross-entropy over labelled positions only.
+//! Next-token cross-entropy over labelled positions only: the training loss (with its
+//! gradients) and the held-out loss.
 
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
-use crate::data::IGNORE_INDEX;
+use crate::data::{Batch, Encoded, IGNORE_INDEX};
 use crate::error::Result;
 use crate::model::grad_ops::cross_entropy_rows;
 use crate::model::Transformer;
@@ -59,6 +60,21 @@ pub fn causal_lm_loss_and_grads(model: &Transformer, ids: &Tensor, labels: &Tens
     let n = targets.len();
     let (loss, grads) = model.loss_and_grads_recomputed(ids, |hidden| head_loss(model, hidden, pos, &targets))?;
     Ok((loss, n, grads))
+}
+
+/// Mean loss over `data` with the inference kernels (no dropout, no gradients), weighted by
+/// labelled tokens.
+pub fn eval_loss(model: &Transformer, data: &[Encoded], batch_size: usize, pad_id: u32) -> Result<f64> {
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in data.chunks(batch_size.max(1)) {
+        let items: Vec<&Encoded> = chunk.iter().collect();
+        let batch = Batch::collate(&items, pad_id, model.device())?;
+        let logits = model.forward(&batch.input_ids)?;
+        let (loss, n) = masked_cross_entropy(&logits, &batch.labels)?;
+        total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * n as f64;
+        count += n;
+    }
+    Ok(total / count.max(1) as f64)
 }
 
 /// Mean cross-entropy of the final hidden states at positions `pos` against `targets`.

@@ -27,6 +27,11 @@ impl AdamW {
         Ok(Self { vars, m, v, t: 0, beta1, beta2, eps, weight_decay })
     }
 
+    /// The variables it updates, in the order [`AdamW::step`] takes their gradients.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
     /// One update with learning rate `lr` from `grads` (one per variable, same order).
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> candle_core::Result<()> {
         self.t += 1;
@@ -77,30 +82,80 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Two steps of torch.optim.AdamW(lr=0.1, weight_decay=0.01) on p = [1.0, -2.0] with
-    /// gradients [0.5, 0.25] then [-1.0, 2.0], computed by hand from PyTorch's update rule.
+    /// One case of `tests/vectors/adamw_reference.py` (torch.optim.AdamW, float64).
+    struct Case {
+        params: &'static [f64],
+        grads: &'static [&'static [f64]],
+        lr: f64,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        /// Restored moments and step count (`exp_avg`, `exp_avg_sq`, `step`), as from a checkpoint.
+        warm: Option<(&'static [f64], &'static [f64], usize)>,
+        /// Parameters after each step, as torch printed them.
+        after: &'static [&'static [f64]],
+    }
+
+    /// Recorded with `tests/vectors/adamw_reference.py` (torch 2.15.0, `foreach=False`).
+    const CASES: [Case; 3] = [
+        Case {
+            params: &[1.0, -2.0, 0.5, 0.0],
+            grads: &[&[0.5, 0.25, -0.125, 0.0], &[-1.0, 2.0, 0.0, 0.001], &[0.3, -0.7, 4.0, -2.0]],
+            lr: 0.1,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            warm: None,
+            after: &[
+                &[0.899000002, -2.097999996, 0.5994999920000006, 0.0],
+                &[0.9347113542385653, -2.1780485712611055, 0.6659063098389146, -0.07441263026631013],
+                &[0.9445437622964504, -2.214884816174715, 0.6030063603677441, -0.010485612834462046],
+            ],
+        },
+        Case {
+            params: &[0.25, -0.75, 3.0],
+            grads: &[&[10.0, -0.01, 0.2], &[-5.0, 0.02, 0.2], &[0.0001, 0.0, -0.2], &[2.0, 2.0, 2.0]],
+            lr: 0.05,
+            betas: (0.8, 0.95),
+            eps: 1e-6,
+            weight_decay: 0.1,
+            warm: None,
+            after: &[
+                &[0.1987500049999995, -0.69625499950005, 2.9350002499987498],
+                &[0.18713329900918105, -0.7136939419356778, 2.8703254987475058],
+                &[0.17841780717287892, -0.7254457278664159, 2.8469575228928874],
+                &[0.16545763585536885, -0.7545656197191006, 2.7993992022557115],
+            ],
+        },
+        Case {
+            params: &[0.4, -1.5, 2.0],
+            grads: &[&[0.1, -0.2, 0.3], &[-0.4, 0.5, 0.0]],
+            lr: 2e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warm: Some((&[0.05, -0.02, 0.1], &[0.001, 0.0004, 0.02], 5)),
+            after: &[&[0.39942823757668466, -1.4994015150238904, 1.999720291237767], &[0.3993392133700722, -1.4995942680395193, 1.9994760204190831]],
+        },
+    ];
+
     #[test]
-    fn follows_pytorch_adamw() {
-        let p = Var::new(&[1.0f64, -2.0], &Device::Cpu).unwrap();
-        let mut opt = AdamW::new(vec![p.clone()], 0.9, 0.999, 1e-8, 0.01).unwrap();
-        opt.step(&[Tensor::new(&[0.5f64, 0.25], &Device::Cpu).unwrap()], 0.1).unwrap();
-        opt.step(&[Tensor::new(&[-1.0f64, 2.0], &Device::Cpu).unwrap()], 0.1).unwrap();
-        let got: Vec<f64> = p.as_tensor().to_vec1().unwrap();
-        // Reference recurrence in plain f64.
-        let (mut x, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
-        for (t, g) in [[0.5, 0.25], [-1.0, 2.0]].iter().enumerate() {
-            let t = t as i32 + 1;
-            for i in 0..2 {
-                x[i] *= 1.0 - 0.1 * 0.01;
-                m[i] = 0.9 * m[i] + 0.1 * g[i];
-                v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
-                let mh = m[i] / (1.0 - 0.9f64.powi(t));
-                let vh = v[i] / (1.0 - 0.999f64.powi(t));
-                x[i] -= 0.1 * mh / (vh.sqrt() + 1e-8);
+    fn matches_torch_adamw() {
+        let dev = &Device::Cpu;
+        for (c, case) in CASES.iter().enumerate() {
+            let p = Var::new(case.params, dev).unwrap();
+            let mut opt = AdamW::new(vec![p.clone()], case.betas.0, case.betas.1, case.eps, case.weight_decay).unwrap();
+            if let Some((m, v, t)) = case.warm {
+                let state = HashMap::from([("m.0".to_string(), Tensor::new(m, dev).unwrap()), ("v.0".to_string(), Tensor::new(v, dev).unwrap())]);
+                opt.load_state(&state, t).unwrap();
             }
-        }
-        for i in 0..2 {
-            assert!((got[i] - x[i]).abs() < 1e-12, "{got:?} vs {x:?}");
+            for (s, (g, want)) in case.grads.iter().zip(case.after).enumerate() {
+                opt.step(&[Tensor::new(*g, dev).unwrap()], case.lr).unwrap();
+                let got: Vec<f64> = p.as_tensor().to_vec1().unwrap();
+                for (x, y) in got.iter().zip(*want) {
+                    assert!((x - y).abs() <= 1e-12 * y.abs().max(1.0), "case {c} step {}: {got:?} vs torch {want:?}", s + 1);
+                }
+            }
         }
     }
 }

@@ -1,5 +1,37 @@
-//! Learning-rate schedule: linear warmup from 0, then cosine decay to 0 (HF's
-//! `get_cosine_schedule_with_warmup`).
+//! The run's plan (steps per epoch, total and warmup steps) and its learning-rate schedule:
+//! linear warmup from 0, then cosine decay to 0 (HF's `get_cosine_schedule_with_warmup`).
+
+use super::config::TrainConfig;
+
+/// How many optimiser steps a run takes and how many of them warm up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Optimiser steps per pass over the data.
+    pub steps_per_epoch: usize,
+    /// Steps planned (epochs × steps per epoch, capped by `max_steps`).
+    pub total_steps: usize,
+    /// Warmup steps (`warmup_ratio` of the total, rounded up).
+    pub warmup: usize,
+}
+
+impl Plan {
+    /// The plan for training on `examples` examples with `cfg`.
+    pub fn new(cfg: &TrainConfig, examples: usize) -> Self {
+        let batches_per_epoch = examples.div_ceil(cfg.batch_size);
+        let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum);
+        let mut total_steps = steps_per_epoch * cfg.epochs.max(1);
+        if cfg.max_steps > 0 {
+            total_steps = if cfg.epochs == 0 { cfg.max_steps } else { total_steps.min(cfg.max_steps) };
+        }
+        let warmup = (total_steps as f64 * cfg.warmup_ratio).ceil() as usize;
+        Self { steps_per_epoch, total_steps, warmup }
+    }
+
+    /// The learning rate of step `step` (0-based), peaking at `peak`.
+    pub fn lr_at(&self, step: usize, peak: f64) -> f64 {
+        lr_at(step, self.total_steps, self.warmup, peak)
+    }
+}
 
 /// Learning rate for optimiser step `step` (0-based) of `total`, peaking at `peak` after
 /// `warmup` steps.

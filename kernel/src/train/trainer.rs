@@ -1,141 +1,31 @@
-//! The training loop. Phases per optimiser step: schedule → forward/backward over the
-//! micro-batches → check for NaN → clip → AdamW step → log → evaluate → checkpoint.
+//! The training run as named steps: [`prepare`] the data → [`Plan`] the steps → start or
+//! resume the [`TrainerState`] → for each optimiser step, [`step`] (micro-batches, loss and
+//! gradients, NaN check, clipping, AdamW) → log, evaluate, checkpoint → write the adapter.
+//! Cancellation is honoured between steps, after saving a checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use candle_core::{Tensor, Var};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::cancel::interrupt_flag;
 use super::checkpoint::{latest_checkpoint, Checkpoint, TrainerState};
 use super::config::TrainConfig;
-use super::log::{format_duration, LogRecord, TrainerLog};
-use super::loss::{causal_lm_loss_and_grads, masked_cross_entropy};
+use super::events::{TrainEvent, TrainOutcome, TrainStatus};
+use super::log::{loss_chart, LogRecord, TrainerLog};
+use super::loss::eval_loss;
 use super::memory::{available_memory_bytes, mib, peak_rss_bytes, rss_bytes, MemoryEstimate};
 use super::optim::AdamW;
-use super::schedule::lr_at;
-use crate::data::{encode_example, Batch, BatchPlan, Dataset, Encoded, ValidationOptions, ValidationReport};
-use crate::display::{LineChart, Series};
+use super::prepare::{prepare, Prepared};
+use super::schedule::Plan;
+use super::step::{step, StepOptions, StepOutcome};
+use crate::data::{Batch, BatchPlan, Dataset, Encoded};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::lora::AdapterSet;
 use crate::model::{Model, Transformer};
-
-/// Something that happened during training, streamed to the caller's callback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum TrainEvent {
-    /// Training is about to start (or resume).
-    Started {
-        /// Steps planned.
-        total_steps: usize,
-        /// Step training starts from (0 unless resumed).
-        start_step: usize,
-        /// Examples used.
-        examples: usize,
-        /// Invalid records dropped (with `skip_invalid`).
-        skipped: usize,
-        /// Trainable parameters.
-        trainable_params: usize,
-    },
-    /// One optimiser step finished.
-    Step {
-        /// Steps done.
-        step: usize,
-        /// Steps planned.
-        total_steps: usize,
-        /// Fractional epoch.
-        epoch: f64,
-        /// Training loss.
-        loss: f64,
-        /// Learning rate used.
-        lr: f64,
-        /// Global gradient norm before clipping.
-        grad_norm: f64,
-        /// Tokens per second in this step.
-        tokens_per_second: f64,
-        /// Seconds since (re)start.
-        elapsed: f64,
-        /// Estimated seconds left.
-        eta: f64,
-    },
-    /// The memory plan, before the first step.
-    Memory {
-        /// Estimated MiB training needs beyond the loaded model.
-        estimate_mib: u64,
-        /// MiB the machine had available (None where unknown).
-        available_mib: Option<u64>,
-        /// Whether activations are recomputed layer by layer.
-        low_memory: bool,
-    },
-    /// An epoch ended (or training ended inside one).
-    EpochEnd {
-        /// The epoch (1-based).
-        epoch: usize,
-        /// Peak resident memory of this process so far, MiB.
-        peak_rss_mib: Option<u64>,
-        /// Resident memory now, MiB.
-        rss_mib: Option<u64>,
-    },
-    /// Held-out loss was computed.
-    Eval {
-        /// After this step.
-        step: usize,
-        /// Mean held-out loss.
-        eval_loss: f64,
-    },
-    /// A checkpoint was written.
-    Checkpoint {
-        /// At this step.
-        step: usize,
-        /// Its directory.
-        dir: PathBuf,
-    },
-}
-
-/// How training ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainStatus {
-    /// Every planned step ran.
-    Completed,
-    /// Cancelled (Ctrl-C, notebook interrupt); a checkpoint holds the state to resume from.
-    Interrupted {
-        /// The checkpoint written on the way out.
-        checkpoint: PathBuf,
-    },
-}
-
-/// The result of a training run.
-#[derive(Debug, Clone)]
-pub struct TrainOutcome {
-    /// Completed or interrupted.
-    pub status: TrainStatus,
-    /// The trained adapter.
-    pub adapter: AdapterSet,
-    /// Steps done.
-    pub steps: usize,
-    /// Every log record of the run (including a resumed run's earlier ones).
-    pub history: Vec<LogRecord>,
-    /// Invalid records dropped.
-    pub skipped: usize,
-    /// The output directory.
-    pub out_dir: PathBuf,
-}
-
-impl TrainOutcome {
-    /// Training losses by step.
-    pub fn losses(&self) -> Vec<(usize, f64)> {
-        self.history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps, l))).collect()
-    }
-
-    /// Held-out losses by step.
-    pub fn eval_losses(&self) -> Vec<(usize, f64)> {
-        self.history.iter().filter_map(|r| r.eval_loss.map(|l| (r.current_steps, l))).collect()
-    }
-}
 
 /// Trains a LoRA adapter on a base model.
 pub struct Trainer<'a> {
@@ -163,10 +53,10 @@ struct SavedConfig<'a> {
 
 impl<'a> Trainer<'a> {
     /// A trainer writing into `out_dir`. It stops gracefully when the process-wide
-    /// [`crate::notebook::interrupt_flag`] is set (a notebook interrupt), unless given its
-    /// own flag with [`Trainer::with_cancel_flag`].
+    /// [`interrupt_flag`] is set (a notebook interrupt), unless given its own flag with
+    /// [`Trainer::with_cancel_flag`].
     pub fn new(model: &'a Model, config: TrainConfig, out_dir: impl Into<PathBuf>) -> Self {
-        Self { model, config, out_dir: out_dir.into(), cancel: crate::notebook::interrupt_flag(), resume: false }
+        Self { model, config, out_dir: out_dir.into(), cancel: interrupt_flag(), resume: false }
     }
 
     /// Uses `flag` for cancellation: when it becomes true the trainer saves a checkpoint at
@@ -194,170 +84,138 @@ impl<'a> Trainer<'a> {
         cfg.validate().map_err(Error::InvalidArgument)?;
         // An interrupt that arrived before this run (e.g. stopping an earlier cell) is spent.
         self.cancel.store(false, Ordering::SeqCst);
-        let (tok, template) = (&self.model.tokenizer, &self.model.template);
         fsutil::create_dir_all(&self.out_dir)?;
+        let data = prepare(cfg, self.model, train, eval)?;
+        let plan = Plan::new(cfg, data.train.len());
+        let mut run = self.start(train, &data, plan, &mut on_event)?;
 
-        // Data: refuse invalid records unless told to skip them — never drop silently.
-        let report = ValidationReport::build(train, eval, None, &ValidationOptions { cutoff_len: cfg.cutoff_len, ..Default::default() })?;
-        let bad_lines = report.error_lines();
-        if !bad_lines.is_empty() && !cfg.skip_invalid {
-            let first = report.issues.iter().find(|i| i.severity == crate::data::Severity::Error).map(|i| i.to_string()).unwrap_or_default();
-            return Err(Error::DatasetInvalid { path: train.path.clone(), errors: report.error_count(), first });
+        'epochs: while run.state.global_step < plan.total_steps {
+            let batches = BatchPlan::new(&data.lengths, cfg.batch_size, cfg.seed, run.state.epoch);
+            let first_step = run.state.batch_in_epoch / cfg.grad_accum;
+            for micro in batches.batches.chunks(cfg.grad_accum).skip(first_step) {
+                // Cancellation is honoured between steps, after saving where we are.
+                if self.cancel.load(Ordering::SeqCst) {
+                    return self.interrupted(run, train, eval, &data, &mut on_event);
+                }
+                let event = self.train_step(&mut run, &data.train, micro)?;
+                on_event(&event);
+                let at_end = self.after_step(&mut run, &event, &data.eval, &mut on_event)?;
+                if at_end {
+                    on_event(&TrainEvent::EpochEnd { epoch: run.state.epoch + 1, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
+                    break 'epochs;
+                }
+            }
+            run.state.epoch += 1;
+            run.state.batch_in_epoch = 0;
+            on_event(&TrainEvent::EpochEnd { epoch: run.state.epoch, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
         }
-        let kept: Vec<_> = train.examples.iter().filter(|e| !bad_lines.contains(&e.source.line)).collect();
-        let skipped = report.records - kept.len();
-        if kept.is_empty() {
-            return Err(Error::InvalidArgument(format!("{}: no usable examples", train.path.display())));
-        }
-        let opts = cfg.encode_options();
-        let encoded: Vec<Encoded> = kept.iter().map(|e| encode_example(e, template, tok, &opts)).collect::<Result<_>>()?;
-        let eval_encoded: Vec<Encoded> = match eval {
-            Some(ev) => ev.examples.iter().map(|e| encode_example(e, template, tok, &opts)).collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
-        let lengths: Vec<usize> = encoded.iter().map(|e| e.input_ids.len()).collect();
-        let longest = lengths.iter().copied().max().unwrap_or(0);
+        self.finish(train, eval, &data, &run.adapter)?;
+        self.outcome(TrainStatus::Completed, run, data.skipped)
+    }
 
-        // Adapter and optimiser.
+    /// Builds the adapter and optimiser, checks memory (before anything is written: a run
+    /// that cannot fit is refused with nothing changed), starts fresh or resumes, opens the
+    /// log and reports [`TrainEvent::Started`].
+    fn start(&self, train: &Dataset, data: &Prepared, plan: Plan, on_event: &mut impl FnMut(&TrainEvent)) -> Result<Run> {
+        let cfg = &self.config;
         let mut lora = cfg.lora.clone();
         lora.base_model_name_or_path = Some(self.model.path.display().to_string());
         let adapter = AdapterSet::new(&self.model.transformer, lora, cfg.seed)?;
         // Tensor ids must come from one copy of candle for backprop (see with_fresh_ids).
-        let base = self.model.transformer.with_fresh_ids()?;
-        let adapted = adapter.apply(&base);
-        let vars = adapter.vars();
-        let mut opt = AdamW::new(vars.clone(), cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay)?;
-        // Before anything is written: a run that cannot fit is refused with nothing changed.
-        self.check_memory(&adapter, cfg.batch_size.min(encoded.len()) * longest, longest, &mut on_event)?;
-
-        // Plan.
-        let batches_per_epoch = encoded.len().div_ceil(cfg.batch_size);
-        let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum);
-        let mut total_steps = steps_per_epoch * cfg.epochs.max(1);
-        if cfg.max_steps > 0 {
-            total_steps = if cfg.epochs == 0 { cfg.max_steps } else { total_steps.min(cfg.max_steps) };
-        }
-        let warmup = (total_steps as f64 * cfg.warmup_ratio).ceil() as usize;
-
-        // Fresh start or resume.
-        let log_path = self.out_dir.join("trainer_log.jsonl");
-        let mut state = TrainerState { global_step: 0, total_steps, epoch: 0, batch_in_epoch: 0, dataset_sha256: train.sha256.clone(), seed: cfg.seed };
-        let resumed_from = if self.resume { latest_checkpoint(&self.out_dir) } else { None };
-        if let Some(ckpt) = &resumed_from {
-            let saved = ckpt.restore(&self.model.transformer, &adapter, &mut opt)?;
-            if saved.dataset_sha256 != train.sha256 {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: the training data changed since the checkpoint {} was written; resume with the same data or start a new output directory",
-                    train.path.display(),
-                    ckpt.dir.display()
-                )));
-            }
-            state = TrainerState { total_steps, ..saved };
-            TrainerLog::truncate_after(&log_path, state.global_step)?;
-        } else {
-            fsutil::write_atomic(&log_path, b"")?;
-        }
-        let mut log = TrainerLog::open(&log_path)?;
+        let adapted = adapter.apply(&self.model.transformer.with_fresh_ids()?);
+        let mut opt = AdamW::new(adapter.vars(), cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay)?;
+        let longest = data.longest();
+        self.check_memory(&adapter, cfg.batch_size.min(data.train.len()) * longest, longest, on_event)?;
+        let (state, resumed_from) = self.initial_state(train, &plan, &adapter, &mut opt)?;
+        let log = TrainerLog::open(&self.log_path())?;
         on_event(&TrainEvent::Started {
-            total_steps,
+            total_steps: plan.total_steps,
             start_step: state.global_step,
-            examples: encoded.len(),
-            skipped,
+            examples: data.train.len(),
+            skipped: data.skipped,
             trainable_params: adapter.num_parameters(),
         });
-
-        let start = Instant::now();
         let start_step = state.global_step;
-        let mut last_checkpoint: Option<PathBuf> = resumed_from.map(|c| c.dir);
-        'epochs: while state.global_step < total_steps {
-            let plan = BatchPlan::new(&lengths, cfg.batch_size, cfg.seed, state.epoch);
-            let steps: Vec<&[Vec<usize>]> = plan.batches.chunks(cfg.grad_accum).collect();
-            let first_step = state.batch_in_epoch / cfg.grad_accum;
-            for micro in steps.into_iter().skip(first_step) {
-                // Cancellation is honoured between steps, after saving where we are.
-                if self.cancel.load(Ordering::SeqCst) {
-                    let ckpt = Checkpoint::save(&self.out_dir, &adapter, &opt, &state)?;
-                    on_event(&TrainEvent::Checkpoint { step: state.global_step, dir: ckpt.dir.clone() });
-                    self.finish(train, eval, &report, skipped, &adapter)?;
-                    return Ok(self.outcome(TrainStatus::Interrupted { checkpoint: ckpt.dir }, adapter, &state, skipped, &log_path)?);
-                }
-                let step_start = Instant::now();
-                let lr = lr_at(state.global_step, total_steps, warmup, cfg.learning_rate);
+        Ok(Run { adapter, adapted, opt, state, plan, log, last_checkpoint: resumed_from.map(|c| c.dir), start: Instant::now(), start_step })
+    }
 
-                // Forward/backward over the micro-batches, summing gradients.
-                let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-                let (mut loss_sum, mut tokens) = (0.0, 0);
-                for batch_idx in micro {
-                    let items: Vec<&Encoded> = batch_idx.iter().map(|&i| &encoded[i]).collect();
-                    let batch = Batch::collate(&items, tok.pad_id(), adapted.device())?;
-                    let (loss, _, g) = causal_lm_loss_and_grads(&adapted, &batch.input_ids, &batch.labels, cfg.low_memory)?;
-                    loss_sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / micro.len() as f64;
-                    tokens += batch.tokens;
-                    accumulate(&mut grads, &vars, &g, 1.0 / micro.len() as f64)?;
-                }
-                let step_no = state.global_step + 1;
-                if !loss_sum.is_finite() {
-                    return Err(self.diverged(step_no, format!("loss is {loss_sum}"), &adapter, &opt, &state, last_checkpoint));
-                }
-                let grads: Vec<Tensor> = grads.into_iter().zip(&vars).map(|(g, v)| g.map_or_else(|| v.zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
-                let norm = global_norm(&grads)?;
-                if !norm.is_finite() {
-                    return Err(self.diverged(step_no, format!("gradient norm is {norm}"), &adapter, &opt, &state, last_checkpoint));
-                }
-                let grads = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
-                    let s = cfg.max_grad_norm / (norm + 1e-6);
-                    grads.iter().map(|g| g * s).collect::<candle_core::Result<Vec<_>>>()?
-                } else {
-                    grads
-                };
-                opt.step(&grads, lr)?;
-                state.global_step = step_no;
-                state.batch_in_epoch += micro.len();
-
-                // Log.
-                let elapsed = start.elapsed().as_secs_f64();
-                let done = (state.global_step - start_step) as f64;
-                let eta = elapsed / done * (total_steps - state.global_step) as f64;
-                let tps = tokens as f64 / step_start.elapsed().as_secs_f64();
-                let epoch = state.global_step as f64 / steps_per_epoch as f64;
-                on_event(&TrainEvent::Step { step: step_no, total_steps, epoch, loss: loss_sum, lr, grad_norm: norm, tokens_per_second: tps, elapsed, eta });
-                let mut record = LogRecord {
-                    current_steps: step_no,
-                    total_steps,
-                    loss: Some(round4(loss_sum)),
-                    eval_loss: None,
-                    lr,
-                    epoch: round4(epoch),
-                    percentage: round4(100.0 * step_no as f64 / total_steps as f64),
-                    elapsed_time: format_duration(elapsed),
-                    remaining_time: format_duration(eta),
-                    grad_norm: Some(round4(norm)),
-                    throughput: Some((tps * 10.0).round() / 10.0),
-                    peak_rss_mb: peak_rss_bytes().map(mib),
-                };
-                let at_end = step_no >= total_steps;
-                if !eval_encoded.is_empty() && ((cfg.eval_steps > 0 && step_no % cfg.eval_steps == 0) || at_end) {
-                    let eval_loss = eval_loss(&adapted, &eval_encoded, cfg.batch_size, tok.pad_id())?;
-                    on_event(&TrainEvent::Eval { step: step_no, eval_loss });
-                    record.eval_loss = Some(round4(eval_loss));
-                }
-                log.append(&record)?;
-                if cfg.save_steps > 0 && step_no % cfg.save_steps == 0 && !at_end {
-                    let ckpt = Checkpoint::save(&self.out_dir, &adapter, &opt, &state)?;
-                    on_event(&TrainEvent::Checkpoint { step: step_no, dir: ckpt.dir.clone() });
-                    last_checkpoint = Some(ckpt.dir);
-                }
-                if at_end {
-                    on_event(&TrainEvent::EpochEnd { epoch: state.epoch + 1, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
-                    break 'epochs;
-                }
-            }
-            state.epoch += 1;
-            state.batch_in_epoch = 0;
-            on_event(&TrainEvent::EpochEnd { epoch: state.epoch, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
+    /// A fresh state (and an empty log), or with `resume` the latest checkpoint's state,
+    /// adapter and optimiser moments (and the log cut back to it). Refuses to resume on
+    /// changed data.
+    fn initial_state(&self, train: &Dataset, plan: &Plan, adapter: &AdapterSet, opt: &mut AdamW) -> Result<(TrainerState, Option<Checkpoint>)> {
+        let cfg = &self.config;
+        let log_path = self.log_path();
+        let fresh =
+            TrainerState { global_step: 0, total_steps: plan.total_steps, epoch: 0, batch_in_epoch: 0, dataset_sha256: train.sha256.clone(), seed: cfg.seed };
+        let Some(ckpt) = self.resume.then(|| latest_checkpoint(&self.out_dir)).flatten() else {
+            fsutil::write_atomic(&log_path, b"")?;
+            return Ok((fresh, None));
+        };
+        let saved = ckpt.restore(&self.model.transformer, adapter, opt)?;
+        if saved.dataset_sha256 != train.sha256 {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the training data changed since the checkpoint {} was written; resume with the same data or start a new output directory",
+                train.path.display(),
+                ckpt.dir.display()
+            )));
         }
-        self.finish(train, eval, &report, skipped, &adapter)?;
-        self.outcome(TrainStatus::Completed, adapter, &state, skipped, &log_path)
+        let state = TrainerState { total_steps: plan.total_steps, ..saved };
+        TrainerLog::truncate_after(&log_path, state.global_step)?;
+        Ok((state, Some(ckpt)))
+    }
+
+    /// One optimiser step over the micro-batches `micro` (indices into `examples`): the
+    /// [`step`] itself, then the state moves on. Returns the step's [`TrainEvent::Step`].
+    fn train_step(&self, run: &mut Run, examples: &[Encoded], micro: &[Vec<usize>]) -> Result<TrainEvent> {
+        let cfg = &self.config;
+        let step_start = Instant::now();
+        let lr = run.plan.lr_at(run.state.global_step, cfg.learning_rate);
+        let pad = self.model.tokenizer.pad_id();
+        let batches = micro
+            .iter()
+            .map(|idx| Batch::collate(&idx.iter().map(|&i| &examples[i]).collect::<Vec<_>>(), pad, run.adapted.device()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let opts = StepOptions { lr, max_grad_norm: cfg.max_grad_norm, low_memory: cfg.low_memory };
+        let done = match step(&run.adapted, &mut run.opt, &batches, opts) {
+            Err(Error::TrainingDiverged { message, .. }) => return Err(self.diverged(run, message)),
+            other => other?,
+        };
+        run.state.global_step += 1;
+        run.state.batch_in_epoch += micro.len();
+        Ok(run.step_event(lr, &done, step_start.elapsed()))
+    }
+
+    /// After a step: its log line (with the held-out loss when one is due), and a
+    /// checkpoint when one is due. Returns whether this was the last planned step.
+    fn after_step(&self, run: &mut Run, event: &TrainEvent, eval: &[Encoded], on_event: &mut impl FnMut(&TrainEvent)) -> Result<bool> {
+        let cfg = &self.config;
+        let step_no = run.state.global_step;
+        let at_end = step_no >= run.plan.total_steps;
+        let mut record = LogRecord::from_step(event, peak_rss_bytes().map(mib)).expect("train_step returns a step event");
+        if !eval.is_empty() && ((cfg.eval_steps > 0 && step_no % cfg.eval_steps == 0) || at_end) {
+            let eval_loss = eval_loss(&run.adapted, eval, cfg.batch_size, self.model.tokenizer.pad_id())?;
+            on_event(&TrainEvent::Eval { step: step_no, eval_loss });
+            record.eval_loss = Some(super::log::round4(eval_loss));
+        }
+        run.log.append(&record)?;
+        if cfg.save_steps > 0 && step_no % cfg.save_steps == 0 && !at_end {
+            let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
+            on_event(&TrainEvent::Checkpoint { step: step_no, dir: ckpt.dir.clone() });
+            run.last_checkpoint = Some(ckpt.dir);
+        }
+        Ok(at_end)
+    }
+
+    /// Saves a checkpoint and the adapter so far, and returns [`TrainStatus::Interrupted`].
+    fn interrupted(&self, run: Run, train: &Dataset, eval: Option<&Dataset>, data: &Prepared, on_event: &mut impl FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+        let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
+        on_event(&TrainEvent::Checkpoint { step: run.state.global_step, dir: ckpt.dir.clone() });
+        self.finish(train, eval, data, &run.adapter)?;
+        self.outcome(TrainStatus::Interrupted { checkpoint: ckpt.dir }, run, data.skipped)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.out_dir.join("trainer_log.jsonl")
     }
 
     /// Estimates the memory a micro-batch of `tokens` positions needs, reports it, and
@@ -381,13 +239,15 @@ impl<'a> Trainer<'a> {
     }
 
     /// Saves the last good state (before the failing step) and builds the divergence error.
-    fn diverged(&self, step: usize, message: String, adapter: &AdapterSet, opt: &AdamW, state: &TrainerState, last: Option<PathBuf>) -> Error {
-        let checkpoint = if state.global_step > 0 { Checkpoint::save(&self.out_dir, adapter, opt, state).ok().map(|c| c.dir).or(last) } else { last };
-        Error::TrainingDiverged { step, message, checkpoint }
+    fn diverged(&self, run: &Run, message: String) -> Error {
+        let state = &run.state;
+        let last = run.last_checkpoint.clone();
+        let checkpoint = if state.global_step > 0 { Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, state).ok().map(|c| c.dir).or(last) } else { last };
+        Error::TrainingDiverged { step: state.global_step + 1, message, checkpoint }
     }
 
     /// Writes the adapter, `train_config.json` and `training_loss.svg` into the output dir.
-    fn finish(&self, train: &Dataset, eval: Option<&Dataset>, report: &ValidationReport, skipped: usize, adapter: &AdapterSet) -> Result<()> {
+    fn finish(&self, train: &Dataset, eval: Option<&Dataset>, data: &Prepared, adapter: &AdapterSet) -> Result<()> {
         adapter.save(&self.out_dir)?;
         let saved = SavedConfig {
             config: &self.config,
@@ -396,69 +256,54 @@ impl<'a> Trainer<'a> {
             train_data_sha256: &train.sha256,
             eval_data: eval.map(|e| e.path.display().to_string()),
             eval_data_sha256: eval.map(|e| e.sha256.as_str()),
-            examples: report.records - skipped,
-            skipped_invalid: skipped,
+            examples: data.report.records - data.skipped,
+            skipped_invalid: data.skipped,
             tunelab_version: env!("CARGO_PKG_VERSION"),
         };
         fsutil::write_json_atomic(&self.out_dir.join("train_config.json"), &saved)?;
-        let history = TrainerLog::read(&self.out_dir.join("trainer_log.jsonl"))?;
+        let history = TrainerLog::read(&self.log_path())?;
         fsutil::write_atomic(&self.out_dir.join("training_loss.svg"), loss_chart(&history).to_svg(640.0, 360.0).as_bytes())
     }
 
-    fn outcome(&self, status: TrainStatus, adapter: AdapterSet, state: &TrainerState, skipped: usize, log_path: &Path) -> Result<TrainOutcome> {
-        Ok(TrainOutcome { status, adapter, steps: state.global_step, history: TrainerLog::read(log_path)?, skipped, out_dir: self.out_dir.clone() })
+    /// The outcome of `run`, with every log record so far.
+    fn outcome(&self, status: TrainStatus, run: Run, skipped: usize) -> Result<TrainOutcome> {
+        let history = TrainerLog::read(&self.log_path())?;
+        Ok(TrainOutcome { status, adapter: run.adapter, steps: run.state.global_step, history, skipped, out_dir: self.out_dir.clone() })
     }
 }
 
-/// The loss chart of a training log: training loss per step, held-out loss where measured.
-pub fn loss_chart(history: &[LogRecord]) -> LineChart {
-    let train: Vec<(f64, f64)> = history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps as f64, l))).collect();
-    let eval: Vec<(f64, f64)> = history.iter().filter_map(|r| r.eval_loss.map(|l| (r.current_steps as f64, l))).collect();
-    let mut series = vec![Series { name: "train loss".into(), color: "#1f77b4".into(), points: train }];
-    if !eval.is_empty() {
-        series.push(Series { name: "eval loss".into(), color: "#d62728".into(), points: eval });
-    }
-    LineChart { title: "training loss".into(), x_label: "step".into(), y_label: "loss".into(), series }
+/// A run in progress: the adapter being trained, its optimiser, where training stands.
+struct Run {
+    adapter: AdapterSet,
+    /// The base model with `adapter` attached (sharing its variables).
+    adapted: Transformer,
+    opt: AdamW,
+    state: TrainerState,
+    plan: Plan,
+    log: TrainerLog,
+    /// The latest checkpoint written or resumed from.
+    last_checkpoint: Option<PathBuf>,
+    /// When this (re)start began, and at which step.
+    start: Instant,
+    start_step: usize,
 }
 
-/// Mean loss over `data` with the inference kernels (no dropout, no gradients), weighted by
-/// labelled tokens.
-pub fn eval_loss(model: &Transformer, data: &[Encoded], batch_size: usize, pad_id: u32) -> Result<f64> {
-    let (mut total, mut count) = (0.0, 0usize);
-    for chunk in data.chunks(batch_size.max(1)) {
-        let items: Vec<&Encoded> = chunk.iter().collect();
-        let batch = Batch::collate(&items, pad_id, model.device())?;
-        let logits = model.forward(&batch.input_ids)?;
-        let (loss, n) = masked_cross_entropy(&logits, &batch.labels)?;
-        total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * n as f64;
-        count += n;
-    }
-    Ok(total / count.max(1) as f64)
-}
-
-/// Adds `weight ×` each variable's gradient in `grads` to its slot in `acc`.
-fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &candle_core::backprop::GradStore, weight: f64) -> candle_core::Result<()> {
-    for (slot, var) in acc.iter_mut().zip(vars) {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let g = if weight == 1.0 { g.clone() } else { (g * weight)? };
-            let g = &g;
-            *slot = Some(match slot.take() {
-                Some(prev) => (prev + g)?,
-                None => g.clone(),
-            });
+impl Run {
+    /// The [`TrainEvent::Step`] of the step just taken at `lr`, which took `took` for `done.tokens`.
+    fn step_event(&self, lr: f64, done: &StepOutcome, took: Duration) -> TrainEvent {
+        let (step, total_steps) = (self.state.global_step, self.plan.total_steps);
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let eta = elapsed / (step - self.start_step) as f64 * (total_steps - step) as f64;
+        TrainEvent::Step {
+            step,
+            total_steps,
+            epoch: step as f64 / self.plan.steps_per_epoch as f64,
+            loss: done.loss,
+            lr,
+            grad_norm: done.grad_norm,
+            tokens_per_second: done.tokens as f64 / took.as_secs_f64(),
+            elapsed,
+            eta,
         }
     }
-    Ok(())
-}
-
-fn global_norm(grads: &[Tensor]) -> candle_core::Result<f64> {
-    let mut sum = 0.0;
-    for g in grads {
-        sum += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    }
-    Ok(sum.sqrt())
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 1e4).round() / 1e4
 }

@@ -1,6 +1,6 @@
-//! `tunelab bench train`: LoRA training steps (forward, backward, AdamW) through the same
-//! loss-and-gradient function the trainer uses, on random tokens at fixed shapes (the
-//! workload of `torch_lora_reference.py`) and on a real dataset's batches.
+//! `tunelab bench train`: LoRA training steps (forward, backward, NaN check, AdamW) through
+//! the trainer's own step function (`tunelab::train::step`), on random tokens at fixed
+//! shapes (the workload of `torch_lora_reference.py`) and on a real dataset's batches.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,7 +14,7 @@ use tunelab::data::{encode_example, Batch, BatchPlan, Encoded};
 use tunelab::lora::LoraConfig;
 use tunelab::model::ModelConfig;
 use tunelab::prelude::*;
-use tunelab::train::{causal_lm_loss_and_grads, AdamW};
+use tunelab::train::{step, AdamW, StepOptions};
 
 use super::reference::{run_worker, References};
 use super::table::{num, ratio, Table};
@@ -167,28 +167,24 @@ pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
     let rank = lora.r;
     let adapter = AdapterSet::new(&model.transformer, lora, 0)?;
     let adapted = adapter.apply(&model.transformer.with_fresh_ids()?);
-    let vars = adapter.vars();
-    let mut opt = AdamW::new(vars.clone(), 0.9, 0.999, 1e-8, 0.0)?;
+    let mut opt = AdamW::new(adapter.vars(), 0.9, 0.999, 1e-8, 0.0)?;
     let batches = match &a.data {
         Some(path) => data_batches(&model, path, a.batch, a.cutoff, a.warmup + a.steps)?,
         None => vec![random_batch(model.config().vocab_size as u32, a.batch, a.seq)?],
     };
-    let mut step = |batch: &Batch| -> anyhow::Result<f64> {
-        let (loss, _, grads) = causal_lm_loss_and_grads(&adapted, &batch.input_ids, &batch.labels, a.low_memory)?;
-        let g: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).cloned().map_or_else(|| v.zeros_like(), Ok)).collect::<candle_core::Result<_>>()?;
-        opt.step(&g, 5e-5)?;
-        Ok(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
-    };
+    // As the torch reference: lr 5e-5, no weight decay, no clipping; one batch per step.
+    let opts = StepOptions { lr: 5e-5, max_grad_norm: 0.0, low_memory: a.low_memory };
+    let mut train_step = |batch: &Batch| -> anyhow::Result<f64> { Ok(step(&adapted, &mut opt, std::slice::from_ref(batch), opts)?.loss) };
     let pick = |i: usize| &batches[i % batches.len()];
     for i in 0..a.warmup {
-        step(pick(i))?;
+        train_step(pick(i))?;
     }
     let (mut seconds, mut positions, mut real, mut flops, mut loss) = (Vec::new(), 0usize, 0usize, 0.0, 0.0);
     for i in a.warmup..a.warmup + a.steps {
         let batch = pick(i);
         let (b, t) = batch.input_ids.dims2()?;
         let start = Instant::now();
-        loss = step(batch)?;
+        loss = train_step(batch)?;
         seconds.push(start.elapsed().as_secs_f64());
         positions += b * t;
         real += batch.tokens;

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::{DecoderLayer, Transformer};
 use crate::error::{Error, Result};
 use crate::model::fused;
+use crate::model::Linear;
 use crate::model::ops::{self, OpMode};
 
 /// One sequence's rotated keys and values for every layer, stored head by head
@@ -160,7 +161,7 @@ impl Transformer {
         let a = &layer.self_attn;
         let hd = self.heads();
         let normed = ops::rms_norm(x, &layer.input_layernorm, self.cfg.rms_norm_eps, rows.mode)?;
-        let project = |p: &super::Linear| -> Result<Vec<f32>> { Ok(p.forward(&normed, rows.mode)?.flatten_all()?.to_vec1::<f32>()?) };
+        let project = |p: &Linear| -> Result<Vec<f32>> { Ok(p.forward(&normed, rows.mode)?.flatten_all()?.to_vec1::<f32>()?) };
         let (q, k, v) = (project(&a.q_proj)?, project(&a.k_proj)?, project(&a.v_proj)?);
         let (qw, kw) = (hd.heads * hd.dim, hd.kv_heads * hd.dim);
         // Keys and values first, one sequence per task; then every row reads its sequence.

@@ -4,113 +4,21 @@
 //! `[batch, seq, vocab]`. Each layer is pre-norm: `h = x + attn(rms(x))`,
 //! `out = h + mlp(rms(h))`, with grouped-query causal attention, HF rotate-half rotary
 //! embeddings and a SwiGLU MLP `down(silu(gate(x)) * up(x))`. Weights are plain tensors
-//! under their HF names; [`Linear`] is the seam where LoRA attaches.
+//! under their HF names; [`Linear`] (in `model/linear.rs`) is the seam where LoRA attaches.
 
 mod decode;
 
 pub use decode::SequenceCache;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor, D};
 
 use super::config::ModelConfig;
 use super::fused;
-use super::matmul::frozen_matmul;
+use super::linear::{Linear, PROJECTIONS};
 use super::ops::{self, OpMode, RotaryTables};
-use crate::lora::LoraLayer;
 use super::weights::Weights;
 use crate::error::Result;
-
-/// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
-/// adapter added on top (the only trainable part), and optionally a quantized copy of `W`
-/// for decoding (see [`Transformer::quantized_for_decoding`]).
-#[derive(Debug, Clone)]
-pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    lora: Option<LoraLayer>,
-    quantized: Option<QMatMul>,
-}
-
-impl Linear {
-    /// A projection from its weight `[out, in]` and optional bias `[out]`.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, lora: None, quantized: None }
-    }
-
-    /// The same projection with a `dtype`-quantized copy of its weight for decoding, or
-    /// unchanged when the weight's rows do not divide into the format's blocks.
-    fn with_quantized(&self, dtype: GgmlDType) -> candle_core::Result<Self> {
-        let (_, k) = self.weight.dims2()?;
-        if k % dtype.block_size() != 0 || !self.weight.device().is_cpu() {
-            return Ok(self.clone());
-        }
-        let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
-        Ok(Self { quantized: Some(QMatMul::QTensor(std::sync::Arc::new(q))), ..self.clone() })
-    }
-
-    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
-    fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        Ok(Self::new(weight, bias))
-    }
-
-    /// The weight matrix `[out, in]`.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The bias `[out]`, if any.
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
-
-    /// `(in, out)` features.
-    pub fn dims(&self) -> (usize, usize) {
-        let (out, inp) = self.weight.dims2().unwrap_or((0, 0));
-        (inp, out)
-    }
-
-    /// The attached LoRA adapter, if any.
-    pub fn lora(&self) -> Option<&LoraLayer> {
-        self.lora.as_ref()
-    }
-
-    /// Attaches (or with `None`, removes) a LoRA adapter.
-    pub fn set_lora(&mut self, lora: Option<LoraLayer>) {
-        self.lora = lora;
-    }
-
-    /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
-    /// [`OpMode::Differentiable`] (training).
-    pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        // Decoding passes read the quantized weights when there are any (prompt passes do
-        // not): the choice follows the kind of pass, never how many rows share it.
-        if let (Some(q), OpMode::Inference, None, DType::F32) = (&self.quantized, mode, &self.lora, x.dtype()) {
-            let y = q.forward(&x.contiguous()?)?;
-            return match &self.bias {
-                Some(b) => y.broadcast_add(b),
-                None => Ok(y),
-            };
-        }
-        let training = mode == OpMode::Differentiable;
-        // One fused op for base + LoRA unless dropout needs the composed path's mask.
-        let fused_lora = self.lora.as_ref().filter(|l| (!training || l.dropout == 0.0) && fused::available(x));
-        let y = match fused_lora {
-            Some(l) => fused::lora_linear(x, &self.weight, l.a.as_tensor(), l.b.as_tensor(), l.scale)?,
-            None => frozen_matmul(x, &self.weight)?,
-        };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        match &self.lora {
-            Some(lora) if fused_lora.is_none() => y + lora.forward(x, training)?,
-            _ => Ok(y),
-        }
-    }
-}
 
 /// Per-layer key/value cache for incremental decoding.
 #[derive(Debug, Clone)]
@@ -191,20 +99,6 @@ struct Step {
 }
 
 impl Attention {
-    fn load(w: &Weights, prefix: &str, cfg: &ModelConfig) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let bias = cfg.architecture.has_qkv_bias();
-        Ok(Self {
-            q_proj: Linear::load(w, &format!("{prefix}.q_proj"), h, cfg.num_attention_heads * hd, bias)?,
-            k_proj: Linear::load(w, &format!("{prefix}.k_proj"), h, cfg.num_key_value_heads * hd, bias)?,
-            v_proj: Linear::load(w, &format!("{prefix}.v_proj"), h, cfg.num_key_value_heads * hd, bias)?,
-            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), cfg.num_attention_heads * hd, h, false)?,
-            num_heads: cfg.num_attention_heads,
-            num_kv_heads: cfg.num_key_value_heads,
-            head_dim: hd,
-        })
-    }
-
     fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -244,15 +138,6 @@ impl Attention {
 }
 
 impl Mlp {
-    fn load(w: &Weights, prefix: &str, cfg: &ModelConfig) -> Result<Self> {
-        let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), h, f, false)?,
-            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), h, f, false)?,
-            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), f, h, false)?,
-        })
-    }
-
     fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
         let gate = self.gate_proj.forward(x, mode)?;
         let up = self.up_proj.forward(x, mode)?;
@@ -265,20 +150,35 @@ impl DecoderLayer {
     fn load(w: &Weights, i: usize, cfg: &ModelConfig) -> Result<Self> {
         let p = format!("model.layers.{i}");
         let h = cfg.hidden_size;
+        let projections: Vec<Linear> = PROJECTIONS.iter().map(|proj| Linear::load_projection(w, proj, i, cfg)).collect::<Result<_>>()?;
+        // The table's order: q, k, v, o, gate, up, down.
+        let [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]: [Linear; PROJECTIONS.len()] =
+            projections.try_into().expect("one projection per table entry");
         Ok(Self {
             input_layernorm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
-            self_attn: Attention::load(w, &format!("{p}.self_attn"), cfg)?,
+            self_attn: Attention { q_proj, k_proj, v_proj, o_proj, num_heads: cfg.num_attention_heads, num_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim() },
             post_attention_layernorm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-            mlp: Mlp::load(w, &format!("{p}.mlp"), cfg)?,
+            mlp: Mlp { gate_proj, up_proj, down_proj },
         })
+    }
+
+    /// The layer's projections in [`PROJECTIONS`] order.
+    fn projections(&self) -> [&Linear; PROJECTIONS.len()] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+    }
+
+    /// Mutable access to the layer's projections in [`PROJECTIONS`] order.
+    fn projections_mut(&mut self) -> [&mut Linear; PROJECTIONS.len()] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj]
     }
 
     /// Ids of the LoRA variables this layer's projections carry.
     fn lora_var_ids(&self) -> Vec<candle_core::TensorId> {
-        let (a, m) = (&self.self_attn, &self.mlp);
-        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+        self.projections()
             .into_iter()
-            .filter_map(|p| p.lora.as_ref())
+            .filter_map(|p| p.lora())
             .flat_map(|l| [l.a.as_tensor().id(), l.b.as_tensor().id()])
             .collect()
     }
@@ -330,26 +230,18 @@ impl Transformer {
     /// Every LoRA-targetable projection with its HF module name
     /// (`model.layers.3.self_attn.q_proj`), in layer order.
     pub fn projections(&self) -> Vec<(String, &Linear)> {
-        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
         for (i, l) in self.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            let m = &l.mlp;
-            for (name, p) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj), ("mlp.gate_proj", &m.gate_proj), ("mlp.up_proj", &m.up_proj), ("mlp.down_proj", &m.down_proj)] {
-                out.push((format!("model.layers.{i}.{name}"), p));
-            }
+            out.extend(PROJECTIONS.iter().zip(l.projections()).map(|(spec, p)| (spec.module(i), p)));
         }
         out
     }
 
     /// Mutable access to the projections, named as in [`Transformer::projections`].
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let a = &mut l.self_attn;
-            let m = &mut l.mlp;
-            for (name, p) in [("self_attn.q_proj", &mut a.q_proj), ("self_attn.k_proj", &mut a.k_proj), ("self_attn.v_proj", &mut a.v_proj), ("self_attn.o_proj", &mut a.o_proj), ("mlp.gate_proj", &mut m.gate_proj), ("mlp.up_proj", &mut m.up_proj), ("mlp.down_proj", &mut m.down_proj)] {
-                out.push((format!("model.layers.{i}.{name}"), p));
-            }
+            out.extend(PROJECTIONS.iter().zip(l.projections_mut()).map(|(spec, p)| (spec.module(i), p)));
         }
         out
     }
@@ -369,24 +261,16 @@ impl Transformer {
     /// graph is built avoids it at no memory cost.
     pub fn with_fresh_ids(&self) -> Result<Self> {
         let fresh = |t: &Tensor| t.broadcast_as(t.shape());
-        let linear = |l: &Linear| -> candle_core::Result<Linear> {
-            Ok(Linear { weight: fresh(&l.weight)?, bias: l.bias.as_ref().map(fresh).transpose()?, lora: l.lora.clone(), quantized: l.quantized.clone() })
-        };
         let mut out = self.clone();
         out.embed_tokens = fresh(&self.embed_tokens)?;
         out.norm = fresh(&self.norm)?;
-        out.lm_head = linear(&self.lm_head)?;
+        out.lm_head = self.lm_head.with_fresh_ids()?;
         out.rotary = self.rotary.with_fresh_ids()?;
         for layer in &mut out.layers {
             layer.input_layernorm = fresh(&layer.input_layernorm)?;
             layer.post_attention_layernorm = fresh(&layer.post_attention_layernorm)?;
-            let a = &mut layer.self_attn;
-            for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
-                *p = linear(p)?;
-            }
-            let m = &mut layer.mlp;
-            for p in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
-                *p = linear(p)?;
+            for p in layer.projections_mut() {
+                *p = p.with_fresh_ids()?;
             }
         }
         Ok(out)
@@ -480,8 +364,8 @@ impl Transformer {
     /// Per-row cross-entropy `[n]` of final hidden rows `[n, hidden]` against `targets`,
     /// through the (frozen) output head; fused so that no `[n, vocab]` logits are kept.
     pub fn head_cross_entropy(&self, rows: &Tensor, targets: &[u32]) -> Result<Tensor> {
-        if fused::available(rows) && self.lm_head.lora.is_none() && self.lm_head.bias.is_none() {
-            return Ok(fused::lm_head_cross_entropy(rows, &self.lm_head.weight, targets)?);
+        if fused::available(rows) && self.lm_head.lora().is_none() && self.lm_head.bias().is_none() {
+            return Ok(fused::lm_head_cross_entropy(rows, self.lm_head.weight(), targets)?);
         }
         let logits = self.logits(rows)?;
         Ok(super::grad_ops::cross_entropy_rows(&logits, targets)?)

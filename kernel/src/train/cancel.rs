@@ -1,6 +1,7 @@
-//! A process-wide interrupt flag. The kernel sends SIGINT to the process running cells; the
-//! handler sets this flag, and the trainer (which watches it by default) saves a checkpoint
-//! and returns at its next step.
+//! Cancellation: the process-wide interrupt flag the trainer watches by default. The kernel
+//! sends SIGINT to the process running cells; the handler sets this flag, and the trainer
+//! saves a checkpoint and returns at its next step. (`notebook` re-exports both functions
+//! under the same names for notebook code.)
 //!
 //! evcxr links this library into every cell's shared object separately, so a plain `static`
 //! would exist once per cell and the handler installed by one cell would set a flag no other

@@ -1,0 +1,251 @@
+//! The seam where LoRA attaches: [`Linear`], a frozen projection that may carry a
+//! [`LoraLayer`] (the low-rank update's weights), and [`PROJECTIONS`], the one table of a
+//! decoder layer's projections — their names, HF block, GGUF name and shapes — that the
+//! loaders, the decoder and LoRA's `target_modules` all read.
+//!
+//! A LoRA update as PEFT defines it: `y = base(x) + scale · B(A(dropout(x)))`, with `A`
+//! `[r, in]`, `B` `[out, r]` and `scale = alpha / r` (or `alpha / √r` with rsLoRA). Only `A`
+//! and `B` are trainable. How they are initialised and saved is `crate::lora`'s business.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor, Var};
+
+use super::config::ModelConfig;
+use super::fused;
+use super::matmul::frozen_matmul;
+use super::ops::OpMode;
+use super::weights::Weights;
+use crate::error::Result;
+
+/// Which of the model's widths one side of a projection has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// The hidden size.
+    Hidden,
+    /// All query heads (`heads × head_dim`).
+    Heads,
+    /// All key/value heads (`kv_heads × head_dim`).
+    KvHeads,
+    /// The MLP's intermediate size.
+    Intermediate,
+}
+
+impl Width {
+    /// The width in features under `cfg`.
+    pub fn of(self, cfg: &ModelConfig) -> usize {
+        match self {
+            Width::Hidden => cfg.hidden_size,
+            Width::Heads => cfg.num_attention_heads * cfg.head_dim(),
+            Width::KvHeads => cfg.num_key_value_heads * cfg.head_dim(),
+            Width::Intermediate => cfg.intermediate_size,
+        }
+    }
+}
+
+/// One linear projection of a decoder layer (LoRA can target each of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    /// Short name, as PEFT's `target_modules` lists it (`q_proj`).
+    pub name: &'static str,
+    /// The HF block that holds it (`self_attn` or `mlp`).
+    pub block: &'static str,
+    /// llama.cpp's name for it in GGUF files (`attn_q`).
+    pub gguf: &'static str,
+    /// Input features.
+    pub input: Width,
+    /// Output features.
+    pub output: Width,
+    /// Whether architectures with q/k/v biases (Qwen2) give it a bias.
+    pub qkv_bias: bool,
+}
+
+impl Projection {
+    /// Its HF module name in decoder layer `layer` (`model.layers.3.self_attn.q_proj`).
+    pub fn module(&self, layer: usize) -> String {
+        format!("model.layers.{layer}.{}.{}", self.block, self.name)
+    }
+
+    /// `(in, out)` features under `cfg`.
+    pub fn dims(&self, cfg: &ModelConfig) -> (usize, usize) {
+        (self.input.of(cfg), self.output.of(cfg))
+    }
+
+    /// Whether it has a bias under `cfg`.
+    pub fn has_bias(&self, cfg: &ModelConfig) -> bool {
+        self.qkv_bias && cfg.architecture.has_qkv_bias()
+    }
+}
+
+/// Every decoder layer's projections, in layer order: the one place their names are spelt.
+pub const PROJECTIONS: [Projection; 7] = [
+    Projection { name: "q_proj", block: "self_attn", gguf: "attn_q", input: Width::Hidden, output: Width::Heads, qkv_bias: true },
+    Projection { name: "k_proj", block: "self_attn", gguf: "attn_k", input: Width::Hidden, output: Width::KvHeads, qkv_bias: true },
+    Projection { name: "v_proj", block: "self_attn", gguf: "attn_v", input: Width::Hidden, output: Width::KvHeads, qkv_bias: true },
+    Projection { name: "o_proj", block: "self_attn", gguf: "attn_output", input: Width::Heads, output: Width::Hidden, qkv_bias: false },
+    Projection { name: "gate_proj", block: "mlp", gguf: "ffn_gate", input: Width::Hidden, output: Width::Intermediate, qkv_bias: false },
+    Projection { name: "up_proj", block: "mlp", gguf: "ffn_up", input: Width::Hidden, output: Width::Intermediate, qkv_bias: false },
+    Projection { name: "down_proj", block: "mlp", gguf: "ffn_down", input: Width::Intermediate, output: Width::Hidden, qkv_bias: false },
+];
+
+/// The short names of [`PROJECTIONS`], in the same order.
+pub const PROJECTION_NAMES: [&str; PROJECTIONS.len()] = {
+    let mut names = [""; PROJECTIONS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = PROJECTIONS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The low-rank update of one projection: its trainable weights and how they apply.
+#[derive(Debug, Clone)]
+pub struct LoraLayer {
+    /// Down projection `[r, in]`.
+    pub a: Var,
+    /// Up projection `[out, r]`.
+    pub b: Var,
+    /// Multiplier of the update (`alpha / r`, or `alpha / √r` with rsLoRA).
+    pub scale: f64,
+    /// Dropout probability on the LoRA path's input during training.
+    pub dropout: f32,
+}
+
+impl LoraLayer {
+    /// A layer from existing `A` `[r, in]` and `B` `[out, r]` tensors.
+    pub fn from_tensors(a: &Tensor, b: &Tensor, scale: f64, dropout: f32) -> candle_core::Result<Self> {
+        Ok(Self { a: Var::from_tensor(a)?, b: Var::from_tensor(b)?, scale, dropout })
+    }
+
+    /// Rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dim(0).unwrap_or(0)
+    }
+
+    /// The update `scale · B(A(dropout(x)))` for `x` `[..., in]`.
+    pub fn forward(&self, x: &Tensor, training: bool) -> candle_core::Result<Tensor> {
+        let x = if training && self.dropout > 0.0 { candle_nn::ops::dropout(x, self.dropout)? } else { x.clone() };
+        let h = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
+        h.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale
+    }
+
+    /// The dense update `scale · B·A` `[out, in]`, for merging into the base weight.
+    pub fn delta_weight(&self) -> candle_core::Result<Tensor> {
+        self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale
+    }
+}
+
+/// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
+/// update added on top (the only trainable part), and optionally a quantized copy of `W`
+/// for decoding (see [`super::Transformer::quantized_for_decoding`]).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LoraLayer>,
+    quantized: Option<QMatMul>,
+}
+
+impl Linear {
+    /// A projection from its weight `[out, in]` and optional bias `[out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, lora: None, quantized: None }
+    }
+
+    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
+    fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Ok(Self::new(weight, bias))
+    }
+
+    /// Loads projection `p` of decoder layer `layer`, shaped and biased as `cfg` says.
+    pub(crate) fn load_projection(w: &Weights, p: &Projection, layer: usize, cfg: &ModelConfig) -> Result<Self> {
+        let (inp, out) = p.dims(cfg);
+        Self::load(w, &p.module(layer), inp, out, p.has_bias(cfg))
+    }
+
+    /// The same projection with a `dtype`-quantized copy of its weight for decoding, or
+    /// unchanged when the weight's rows do not divide into the format's blocks.
+    pub(crate) fn with_quantized(&self, dtype: GgmlDType) -> candle_core::Result<Self> {
+        let (_, k) = self.weight.dims2()?;
+        if k % dtype.block_size() != 0 || !self.weight.device().is_cpu() {
+            return Ok(self.clone());
+        }
+        let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
+        Ok(Self { quantized: Some(QMatMul::QTensor(std::sync::Arc::new(q))), ..self.clone() })
+    }
+
+    /// A copy whose weight and bias share storage with this one but carry tensor ids from
+    /// the calling code's copy of candle (see [`super::Transformer::with_fresh_ids`]).
+    pub(crate) fn with_fresh_ids(&self) -> candle_core::Result<Self> {
+        let fresh = |t: &Tensor| t.broadcast_as(t.shape());
+        Ok(Self { weight: fresh(&self.weight)?, bias: self.bias.as_ref().map(fresh).transpose()?, lora: self.lora.clone(), quantized: self.quantized.clone() })
+    }
+
+    /// The weight matrix `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `(in, out)` features.
+    pub fn dims(&self) -> (usize, usize) {
+        let (out, inp) = self.weight.dims2().unwrap_or((0, 0));
+        (inp, out)
+    }
+
+    /// The attached LoRA update, if any.
+    pub fn lora(&self) -> Option<&LoraLayer> {
+        self.lora.as_ref()
+    }
+
+    /// Attaches (or with `None`, removes) a LoRA update.
+    pub fn set_lora(&mut self, lora: Option<LoraLayer>) {
+        self.lora = lora;
+    }
+
+    /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
+    /// [`OpMode::Differentiable`] (training).
+    pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
+        // Decoding passes read the quantized weights when there are any (prompt passes do
+        // not): the choice follows the kind of pass, never how many rows share it.
+        if let (Some(q), OpMode::Inference, None, DType::F32) = (&self.quantized, mode, &self.lora, x.dtype()) {
+            let y = q.forward(&x.contiguous()?)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        let training = mode == OpMode::Differentiable;
+        // One fused op for base + LoRA unless dropout needs the composed path's mask.
+        let fused_lora = self.lora.as_ref().filter(|l| (!training || l.dropout == 0.0) && fused::available(x));
+        let y = match fused_lora {
+            Some(l) => fused::lora_linear(x, &self.weight, l.a.as_tensor(), l.b.as_tensor(), l.scale)?,
+            None => frozen_matmul(x, &self.weight)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match &self.lora {
+            Some(lora) if fused_lora.is_none() => y + lora.forward(x, training)?,
+            _ => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_names_follow_the_table() {
+        assert_eq!(PROJECTION_NAMES, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]);
+        assert_eq!(PROJECTIONS[6].module(2), "model.layers.2.mlp.down_proj");
+    }
+}
