@@ -36,10 +36,12 @@ impl Check {
             }
     }
 
-    /// This check's result for one value.
+    /// This check's result for one value. A value that could not be computed (NaN) is an
+    /// error: neither passed nor failed, and left out of the case score.
     pub fn result(&self, value: Value) -> CheckResult {
-        let passed = self.passes(value.value);
-        let score = if value.value.is_finite() { self.scorer.contribution(value.value, passed) } else { 0.0 };
+        let errored = value.value.is_nan();
+        let passed = !errored && self.passes(value.value);
+        let score = if errored { f64::NAN } else if value.value.is_finite() { self.scorer.contribution(value.value, passed) } else { 0.0 };
         CheckResult {
             check: self.name.clone(),
             scorer: self.scorer.kind().to_string(),
@@ -47,6 +49,7 @@ impl Check {
             threshold: self.threshold,
             value: value.value,
             passed,
+            errored,
             score,
             detail: value.detail,
         }
@@ -68,7 +71,9 @@ pub struct CheckResult {
     pub value: f64,
     /// Whether the value passes the threshold.
     pub passed: bool,
-    /// Contribution in 0–1.
+    /// Whether the scorer could not compute a value (`detail` says why).
+    pub errored: bool,
+    /// Contribution in 0–1 (NaN when errored).
     pub score: f64,
     /// Why (what was missing, why no value …).
     pub detail: String,
@@ -79,10 +84,12 @@ pub struct CheckResult {
 pub struct CaseScore {
     /// Per-check results, in rubric order.
     pub checks: Vec<CheckResult>,
-    /// Weighted mean of check scores.
+    /// Weighted mean of the scores of the checks that did not error (NaN when all did).
     pub score: f64,
-    /// Whether every check passed.
+    /// Whether every check passed (false when any errored).
     pub passed: bool,
+    /// Checks that errored.
+    pub errors: usize,
 }
 
 /// A loaded rubric.
@@ -166,12 +173,15 @@ impl Rubric {
     }
 
     /// A case's score from its checks' values (one per check, in check order): each
-    /// check's result, their weighted mean, and whether all passed.
+    /// check's result, the weighted mean over the checks that did not error, and whether
+    /// all passed.
     pub fn score_case(&self, values: Vec<Value>) -> CaseScore {
         let checks: Vec<CheckResult> = self.checks.iter().zip(values).map(|(c, v)| c.result(v)).collect();
-        let total: f64 = checks.iter().map(|r| r.weight).sum();
-        let score = checks.iter().map(|r| r.weight * r.score).sum::<f64>() / total;
-        CaseScore { passed: checks.iter().all(|r| r.passed), checks, score }
+        let scored = || checks.iter().filter(|r| !r.errored);
+        let total: f64 = scored().map(|r| r.weight).sum();
+        let score = if total > 0.0 { scored().map(|r| r.weight * r.score).sum::<f64>() / total } else { f64::NAN };
+        let errors = checks.len() - scored().count();
+        CaseScore { passed: errors == 0 && checks.iter().all(|r| r.passed), errors, checks, score }
     }
 
     /// Provenance for `run.json`.
@@ -218,6 +228,10 @@ fn parse_check(item: &toml::Value, registry: &Registry) -> Result<Check, String>
     }
     let scorer = registry.build(&kind, params).map_err(|e| format!("`{name}`: {e}"))?;
     let threshold = threshold.unwrap_or_else(|| scorer.default_threshold());
+    let (low, high) = scorer.threshold_range();
+    if !(threshold >= low && threshold <= high) {
+        return Err(format!("`{name}`: threshold {threshold} is outside {}'s range {low}–{high}", scorer.kind()));
+    }
     Ok(Check { name, weight, threshold, scorer })
 }
 
@@ -247,9 +261,13 @@ max_chars = 10
         let s = r.score_case(vec![Value::of(1.0), Value::of(0.0)]);
         assert!((s.score - 2.0 / 3.0).abs() < 1e-12);
         assert!(!s.passed && s.checks[0].passed && !s.checks[1].passed);
-        // A value that could not be computed fails its check and contributes nothing.
+        // A value that could not be computed is an error: not a pass, not a 0, and left out
+        // of the mean (which is then the other check's alone).
         let s = r.score_case(vec![Value::failed("no model"), Value::of(1.0)]);
-        assert!(!s.checks[0].passed && s.checks[0].score == 0.0 && (s.score - 1.0 / 3.0).abs() < 1e-12);
+        assert!(s.checks[0].errored && !s.checks[0].passed && s.checks[0].score.is_nan());
+        assert!(!s.passed && s.errors == 1 && (s.score - 1.0).abs() < 1e-12, "{s:?}");
+        let s = r.score_case(vec![Value::failed("a"), Value::failed("b")]);
+        assert!(s.score.is_nan() && s.errors == 2 && !s.passed);
     }
 
     #[test]
@@ -260,5 +278,11 @@ max_chars = 10
         assert!(e.contains("nope"), "{e}");
         let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"length\"\nmax_char = 3\n").unwrap_err().to_string();
         assert!(e.contains("max_char"), "{e}");
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"rougeL\"\nthreshold = nan\n").unwrap_err().to_string();
+        assert!(e.contains("threshold NaN is outside rougeL's range"), "{e}");
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"bleu\"\nthreshold = 40\n").unwrap_err().to_string();
+        assert!(e.contains("threshold 40"), "{e}");
+        let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"contains\"\ntext = \"\"\n").unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
     }
 }

@@ -206,6 +206,7 @@ impl<'r> Loader<'r> {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "case".into());
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut leaks = Vec::new();
+        let before = self.cases.len();
         for ex in data.examples.into_iter().take(set.limit.unwrap_or(usize::MAX)) {
             let in_training = training.is_some_and(|t| t.contains(&ex));
             let category = match set.category.as_str() {
@@ -227,6 +228,10 @@ impl<'r> Loader<'r> {
         if !leaks.is_empty() {
             let train = training.map(|t| t.path.clone()).unwrap_or_default();
             return Err(Error::Leak { count: leaks.len(), train, examples: leaks.iter().take(5).cloned().collect::<Vec<_>>().join(", ") });
+        }
+        if self.cases.len() == before {
+            let why = if set.limit == Some(0) { "its limit is 0" } else { "the file holds no records" };
+            return Err(Error::Records { path: path.to_path_buf(), line: None, message: format!("this `{}` set selects no cases ({why})", set.category) });
         }
         Ok(())
     }

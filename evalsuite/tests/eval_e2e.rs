@@ -176,3 +176,16 @@ fn llama_factory_predictions_are_matched_and_scored() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("generated_predictions.jsonl:2"), "{err}");
 }
+
+/// Two adapters whose directories share a name would write one run directory: refused
+/// before anything is generated.
+#[test]
+fn adapters_that_would_share_a_run_name_are_refused() {
+    let dir = scratch("e2e-same-names");
+    let suite = root().join("rubrics/guard/suite.toml");
+    let (a, b) = (dir.join("a/adapter"), dir.join("b/adapter"));
+    let out = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--model", model_path().to_str().unwrap(), "--adapter", a.to_str().unwrap(), "--adapter", b.to_str().unwrap(), "--name", "r", "--out", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("would both be written as run \"r-adapter\""), "{err}");
+    assert!(!dir.join("r-adapter").exists());
+}

@@ -181,3 +181,35 @@ fn embedding_cosines_match_sentence_transformers() {
     assert!(expected.len() >= 50);
     eprintln!("largest cosine difference vs sentence-transformers: {worst:.2e}");
 }
+
+/// Predictions are matched by id, else by the whole prompt: a prediction for a prompt that
+/// merely contains a case's prompt is not taken, repeated ids and equally fitting
+/// predictions are errors naming the lines.
+#[test]
+fn predictions_match_whole_prompts_and_refuse_duplicates() {
+    use tunelab_evalsuite::backend::predictions::PredictionsBackend;
+    use tunelab_evalsuite::backend::Backend;
+    let dir = scratch("predictions-matching");
+    write(&dir, "rubric.toml", RUBRIC);
+    write(&dir, "cases.jsonl", "{\"instruction\": \"cat\", \"output\": \"meow\"}\n{\"instruction\": \"What is 2+2?\", \"output\": \"4\"}\n");
+    let suite = Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap();
+    let cases: Vec<_> = suite.cases.iter().collect();
+    let generate = |preds: &str| -> Result<Vec<String>, String> {
+        let backend = PredictionsBackend::load(&write(&dir, "p.jsonl", preds)).map_err(|e| e.to_string())?;
+        let mut out = vec![String::new(); cases.len()];
+        backend.generate(&cases, &Default::default(), &mut |i, g| out[i] = g.unwrap().text).map_err(|e| e.to_string())?;
+        Ok(out)
+    };
+    let templated = |p: &str, o: &str| format!("{{\"prompt\": \"<|im_start|>user\\n{p}<|im_end|>\\n<|im_start|>assistant\\n\", \"predict\": \"{o}\"}}\n");
+    // Whole templated prompts match; "concatenate two lists" does not stand in for "cat".
+    let ok = generate(&(templated("cat", "purr") + &templated("What is 2+2?", "four"))).unwrap();
+    assert_eq!(ok, ["purr", "four"]);
+    let err = generate(&(templated("concatenate two lists", "x") + &templated("What is 2+2?", "four"))).unwrap_err();
+    assert!(err.contains("no prediction for 1 case(s)") && err.contains("cases-1"), "{err}");
+    // Two predictions for one prompt, neither labelled: ambiguous, with their lines.
+    let err = generate(&(templated("cat", "a") + &templated("cat", "b") + &templated("What is 2+2?", "four"))).unwrap_err();
+    assert!(err.contains("fit several predictions") && err.contains("lines 1, 2"), "{err}");
+    // A repeated id is refused at load, naming both lines.
+    let err = generate("{\"id\": \"x\", \"output\": \"1\"}\n{\"id\": \"x\", \"output\": \"2\"}\n").unwrap_err();
+    assert!(err.contains("p.jsonl:2") && err.contains("repeats line 1"), "{err}");
+}

@@ -176,6 +176,24 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     let parsed: f64 = details[0].strip_prefix("judge: ").and_then(|d| d.strip_suffix("/10")).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no parsed score: {details:?}"));
     assert!((1.0..=10.0).contains(&parsed) && (values[0] - parsed / 10.0).abs() < 1e-12, "{details:?} {values:?}");
     assert!(details[1].starts_with("output first: ") && [0.0, 0.5, 1.0].contains(&values[1]), "{details:?} {values:?}");
+
+    // A judge that refuses every request (a wrong key): the run is written with both checks
+    // marked as errors (not as 0), and the command fails unless errors are allowed.
+    let (suite, preds) = (dir.join("judge-suite.toml"), dir.join("preds.jsonl"));
+    let judged = |name: &str, extra: &[&str]| {
+        let args = [&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", name], extra].concat();
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, "wrong-key").args(&args).output().unwrap()
+    };
+    let refused = judged("judge-refused", &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("2 check(s) could not be computed"), "{err}");
+    let df = read_results(&dir.join("judge-refused")).unwrap();
+    let errors: Vec<bool> = df.column("error").unwrap().bool().unwrap().iter().map(Option::unwrap).collect();
+    let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
+    assert_eq!(errors, [true, true]);
+    assert!(details.iter().all(|d| d.contains("judge failed") && d.contains("401")), "{details:?}");
+    assert!(df.column("case_score").unwrap().f64().unwrap().iter().all(|x| x.is_none_or(f64::is_nan)));
+    assert!(judged("judge-allowed", &["--allow-errors"]).status.success());
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Predictions made elsewhere, scored here: JSONL lines with `id` + `output` (or `predict`),
 //! or LLaMA-Factory's `generated_predictions.jsonl` (`prompt`, `predict`, `label`), matched
-//! to cases by id, else by normalized prompt (LLaMA-Factory's prompt is chat-templated, so a
-//! case matches when its normalized prompt is contained in it; the label breaks ties).
+//! to cases by id, else by prompt: equal after the chat template's markup is taken off
+//! (LLaMA-Factory writes the templated prompt) and both are normalized. Nothing is matched by
+//! a part of a prompt; a repeated id, or a case that several predictions fit equally (the
+//! label breaks ties), is an error naming the lines.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use crate::hashing;
 /// One prediction line.
 #[derive(Debug, Clone)]
 struct Prediction {
+    line: usize,
     id: Option<String>,
     prompt: Option<String>,
     label: Option<String>,
@@ -54,7 +57,12 @@ impl PredictionsBackend {
             if id.is_none() && prompt.is_none() {
                 return Err(at("needs an `id` or a `prompt` to match it to a case".into()));
             }
-            predictions.push(Prediction { id, prompt, label: field("label"), output });
+            if let Some(id) = &id {
+                if let Some(first) = predictions.iter().find(|p: &&Prediction| p.id.as_ref() == Some(id)) {
+                    return Err(at(format!("id {id:?} repeats line {} (each case takes one prediction)", first.line)));
+                }
+            }
+            predictions.push(Prediction { line: i + 1, id, prompt, label: field("label"), output });
         }
         if predictions.is_empty() {
             return Err(Error::Records { path: path.to_path_buf(), line: None, message: "holds no predictions".into() });
@@ -70,43 +78,88 @@ impl PredictionsBackend {
         Ok(Self { path: path.to_path_buf(), predictions, info })
     }
 
-    /// The prediction for each case (index into `predictions`), or the ids with none.
-    fn match_cases(&self, cases: &[&Case]) -> Result<Vec<usize>, Vec<String>> {
+    /// The prediction for each case (index into `predictions`); an error lists the cases
+    /// with none and those several predictions fit.
+    fn match_cases(&self, cases: &[&Case]) -> Result<Vec<usize>> {
         let by_id: HashMap<&str, usize> = self.predictions.iter().enumerate().filter_map(|(i, p)| Some((p.id.as_deref()?, i))).collect();
-        let prompts: Vec<Option<String>> = self.predictions.iter().map(|p| p.prompt.as_deref().map(normalize_text)).collect();
-        let labels: Vec<Option<String>> = self.predictions.iter().map(|p| p.label.as_deref().map(normalize_text)).collect();
+        let mut by_prompt: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in self.predictions.iter().enumerate() {
+            if let Some(prompt) = &p.prompt {
+                by_prompt.entry(normalize_text(&untemplated(prompt))).or_default().push(i);
+            }
+        }
         let mut found = Vec::with_capacity(cases.len());
-        let mut missing = Vec::new();
+        let (mut missing, mut ambiguous) = (Vec::new(), Vec::new());
         for case in cases {
             if let Some(&i) = by_id.get(case.id.as_str()) {
                 found.push(i);
                 continue;
             }
-            let want = normalize_text(&case.prompt_text());
+            let candidates = by_prompt.get(&normalize_text(&case.prompt_text())).map(Vec::as_slice).unwrap_or_default();
             let reference = normalize_text(&case.reference);
-            let candidates: Vec<usize> = prompts
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.as_ref().is_some_and(|p| *p == want || (!want.is_empty() && p.contains(&want))))
-                .map(|(i, _)| i)
-                .collect();
-            let pick = candidates
-                .iter()
-                .copied()
-                .find(|&i| prompts[i].as_deref() == Some(want.as_str()) && labels[i].as_ref().is_none_or(|l| *l == reference))
-                .or_else(|| candidates.iter().copied().find(|&i| labels[i].as_deref() == Some(reference.as_str())))
-                .or_else(|| candidates.first().copied());
-            match pick {
-                Some(i) => found.push(i),
-                None => missing.push(case.id.clone()),
+            let labelled: Vec<usize> =
+                candidates.iter().copied().filter(|&i| self.predictions[i].label.as_deref().is_some_and(|l| normalize_text(l) == reference)).collect();
+            match (candidates, labelled.as_slice()) {
+                ([], _) => missing.push(case.id.clone()),
+                ([only], _) | (_, [only]) => found.push(*only),
+                (all, _) => {
+                    let lines: Vec<String> = all.iter().map(|&i| self.predictions[i].line.to_string()).collect();
+                    ambiguous.push(format!("{} (lines {})", case.id, lines.join(", ")));
+                }
             }
         }
-        if missing.is_empty() {
-            Ok(found)
-        } else {
-            Err(missing)
+        let list = |v: &[String]| format!("{}{}", v.iter().take(8).cloned().collect::<Vec<_>>().join(", "), if v.len() > 8 { ", …" } else { "" });
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!("no prediction for {} case(s) (matched by id, else by whole prompt): {}", missing.len(), list(&missing)));
+        }
+        if !ambiguous.is_empty() {
+            problems.push(format!("{} case(s) fit several predictions equally (give ids or labels): {}", ambiguous.len(), list(&ambiguous)));
+        }
+        match problems.is_empty() {
+            true => Ok(found),
+            false => Err(Error::Records { path: self.path.clone(), line: None, message: problems.join("; ") }),
         }
     }
+}
+
+/// A prompt without chat-template markup: special tokens (`<|im_start|>`, `<s>`, `[INST]` …)
+/// removed and, when the prompt is laid out in role turns, only the non-system turns' text
+/// (what `Case::prompt_text` holds).
+fn untemplated(prompt: &str) -> String {
+    const ROLES: [&str; 5] = ["system", "user", "assistant", "human", "gpt"];
+    const MARKERS: [&str; 6] = ["<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"];
+    let mut text = String::with_capacity(prompt.len());
+    let mut rest = prompt;
+    // `<|…|>` tokens (ChatML, Llama 3, Qwen) become line breaks.
+    while let Some(start) = rest.find("<|") {
+        match rest[start..].find("|>") {
+            Some(len) => {
+                text.push_str(&rest[..start]);
+                text.push('\n');
+                rest = &rest[start + len + 2..];
+            }
+            None => break,
+        }
+    }
+    text.push_str(rest);
+    for m in MARKERS {
+        text = text.replace(m, "\n");
+    }
+    let is_role = |line: &str| ROLES.contains(&line.trim().trim_end_matches(':').to_lowercase().as_str());
+    if !text.lines().any(is_role) {
+        return text;
+    }
+    let mut turns = Vec::new();
+    let mut in_system = false;
+    for line in text.lines() {
+        if is_role(line) {
+            in_system = line.trim().trim_end_matches(':').eq_ignore_ascii_case("system");
+        } else if !in_system {
+            turns.push(line);
+        }
+    }
+    turns.join("\n")
 }
 
 impl Backend for PredictionsBackend {
@@ -119,20 +172,33 @@ impl Backend for PredictionsBackend {
     }
 
     fn generate(&self, cases: &[&Case], _decoding: &GenerationConfig, done: &mut OnGenerated<'_>) -> Result<()> {
-        let found = self.match_cases(cases).map_err(|missing| Error::Records {
-            path: self.path.clone(),
-            line: None,
-            message: format!(
-                "no prediction for {} case(s) (matched by id, else by prompt): {}{}",
-                missing.len(),
-                missing.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
-                if missing.len() > 8 { ", …" } else { "" }
-            ),
-        })?;
+        let found = self.match_cases(cases)?;
         for (i, p) in found.into_iter().enumerate() {
             let pred = &self.predictions[p];
             done(i, Ok(Generated { text: pred.output.clone(), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "predicted".into() }));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untemplated;
+    use tunelab::data::normalize_text;
+
+    #[test]
+    fn chat_templates_are_taken_off_prompts() {
+        let want = "what is 2 2";
+        for templated in [
+            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+            "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "<s>[INST] What is 2+2? [/INST]",
+            "What is 2+2?",
+        ] {
+            assert_eq!(normalize_text(&untemplated(templated)), want, "{templated:?}");
+        }
+        // A prompt that merely contains another is not it.
+        assert_ne!(normalize_text(&untemplated("<|im_start|>user\nconcatenate two lists<|im_end|>")), "cat");
     }
 }

@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Replace an existing run of the same name.
     #[arg(long)]
     overwrite: bool,
+    /// Exit successfully even when some checks could not be computed (by default a run
+    /// with errored checks is written, then reported as a failure).
+    #[arg(long)]
+    allow_errors: bool,
 }
 
 /// Options of `eval summary`.
@@ -205,10 +209,19 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             }
             targets.extend(args.adapters.iter().map(|a| Some(a.as_path())));
             let several = targets.len() > 1;
-            for adapter in targets {
-                backend.set_adapter(adapter)?;
-                run_one(&suite, &backend, &args, run_name(&args, adapter, several))?;
+            let names: Vec<String> = targets.iter().map(|a| run_name(&args, *a, several)).collect();
+            for (i, name) in names.iter().enumerate() {
+                if let Some(j) = names[..i].iter().position(|n| n == name) {
+                    let show = |a: Option<&Path>| a.map_or_else(|| "the base model".to_string(), |a| a.display().to_string());
+                    bail!("{} and {} would both be written as run {name:?}; rename one adapter directory or run them separately", show(targets[j]), show(targets[i]));
+                }
             }
+            let mut errored = 0;
+            for (adapter, name) in targets.into_iter().zip(names) {
+                backend.set_adapter(adapter)?;
+                errored += run_one(&suite, &backend, &args, name)?;
+            }
+            return Ok(errors_allowed(errored, &args));
         }
         (None, Some(endpoint), None) => {
             let mut cfg = HttpConfig::new(endpoint, args.api_model.clone().context("--endpoint needs --api-model")?);
@@ -216,16 +229,29 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             cfg.concurrency = args.concurrency.max(1);
             cfg.timeout = Duration::from_secs(args.timeout);
             cfg.attempts = args.attempts.max(1);
-            run_one(&suite, &HttpBackend::connect(cfg)?, &args, run_name(&args, None, false))?;
+            let errored = run_one(&suite, &HttpBackend::connect(cfg)?, &args, run_name(&args, None, false))?;
+            Ok(errors_allowed(errored, &args))
         }
-        (None, None, Some(file)) => run_one(&suite, &PredictionsBackend::load(file)?, &args, run_name(&args, None, false))?,
+        (None, None, Some(file)) => {
+            let errored = run_one(&suite, &PredictionsBackend::load(file)?, &args, run_name(&args, None, false))?;
+            Ok(errors_allowed(errored, &args))
+        }
         _ => bail!("give exactly one of --model, --endpoint (with --api-model) or --predictions"),
     }
-    Ok(true)
 }
 
-/// Runs the suite against one backend and prints the run's summary.
-fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -> anyhow::Result<()> {
+/// Whether the command succeeded given `errored` checks across its runs (says why not).
+fn errors_allowed(errored: usize, args: &RunArgs) -> bool {
+    if errored > 0 && !args.allow_errors {
+        eprintln!("error: {errored} check(s) could not be computed (rows with error = true say why); the run is written, but its scores leave those checks out. Pass --allow-errors to accept this.");
+        return false;
+    }
+    true
+}
+
+/// Runs the suite against one backend and prints the run's summary; returns how many checks
+/// errored.
+fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -> anyhow::Result<usize> {
     let opts = RunOptions {
         name,
         out: args.out.clone(),
@@ -253,7 +279,7 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
         outcome.scoring_s
     );
     println!("{}", summary::render_text(&summary::summarize(&outcome.dir)?));
-    Ok(())
+    Ok(outcome.errored_checks)
 }
 
 /// The progress bar of a run's generation phase.

@@ -97,6 +97,8 @@ pub struct RunOutcome {
     pub cached: usize,
     /// Rows in results.parquet.
     pub rows: usize,
+    /// Checks whose scorer could not compute a value (their rows say why).
+    pub errored_checks: usize,
     /// Seconds spent generating.
     pub generation_s: f64,
     /// Seconds spent scoring.
@@ -156,9 +158,10 @@ pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions, on_event
         .map(|(((c, generated), score), cached)| CaseOutcome { case: c.case, rubric: c.rubric, generated, cached, score })
         .collect();
     let n_cached = outcomes.iter().filter(|o| o.cached).count();
+    let errored_checks = outcomes.iter().map(|o| o.score.errors).sum();
     let meta = store::RunMeta { suite, backend: backend.info(), opts, started, generation_s, scoring_s };
     let rows = store::write(&dest, &meta, &outcomes)?;
-    Ok(RunOutcome { dir: dest.final_dir, cases: outcomes.len(), cached: n_cached, rows, generation_s, scoring_s })
+    Ok(RunOutcome { dir: dest.final_dir, cases: outcomes.len(), cached: n_cached, rows, errored_checks, generation_s, scoring_s })
 }
 
 /// Outputs for all cases (cache first), and whether each came from the cache.

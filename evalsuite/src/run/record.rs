@@ -139,6 +139,10 @@ pub struct Counts {
     pub cached: usize,
     /// Rows of `results.parquet` (case × check).
     pub rows: usize,
+    /// Checks whose scorer could not compute a value (0 in runs written before it was
+    /// recorded).
+    #[serde(default)]
+    pub errored_checks: usize,
 }
 
 impl RunRecord {

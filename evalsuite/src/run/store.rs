@@ -84,6 +84,7 @@ pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFr
         Column::new("value".into(), f(&|_, c| c.value)),
         Column::new("score".into(), f(&|_, c| c.score)),
         Column::new("passed".into(), b(&|_, c| c.passed)),
+        Column::new("error".into(), b(&|_, c| c.errored)),
         Column::new("detail".into(), s(&|_, c| c.detail.clone())),
         Column::new("case_score".into(), f(&|o, _| o.score.score)),
         Column::new("case_passed".into(), b(&|o, _| o.score.passed)),
@@ -158,6 +159,7 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
             cases: outcomes.len(),
             cached: outcomes.iter().filter(|o| o.cached).count(),
             rows: outcomes.iter().map(|o| o.score.checks.len()).sum::<usize>(),
+            errored_checks: outcomes.iter().map(|o| o.score.errors).sum::<usize>(),
         },
     }
 }

@@ -1,10 +1,11 @@
 //! `eval summary`: per-category case scores and pass rates with 95 % bootstrap intervals,
-//! and per-check means, aggregated with polars from a run's `results.parquet`.
+//! and per-check means, aggregated with polars from a run's `results.parquet`. Checks that
+//! errored (no value) are left out of every mean and counted.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use polars::prelude::{col, DataFrame, DataType, IntoLazy, PolarsResult};
+use polars::prelude::{col, lit, DataFrame, DataType, IntoLazy, PolarsResult};
 use serde::Serialize;
 
 use super::store;
@@ -19,10 +20,12 @@ pub const LEVEL: f64 = 0.95;
 pub struct CheckSummary {
     /// Check name.
     pub check: String,
-    /// Mean raw value.
+    /// Mean raw value over the cases where it did not error.
     pub mean_value: f64,
-    /// Share of cases passing.
+    /// Share of those cases passing.
     pub pass_rate: f64,
+    /// Cases where the check errored.
+    pub errored: usize,
 }
 
 /// One category's figures.
@@ -30,7 +33,11 @@ pub struct CheckSummary {
 pub struct CategorySummary {
     /// Category name.
     pub category: String,
-    /// Mean case score (weighted rubric score) with its interval.
+    /// Cases in the category.
+    pub cases: usize,
+    /// Checks that errored, over all its cases.
+    pub errored_checks: usize,
+    /// Mean case score (weighted rubric score) with its interval, over cases with a score.
     pub score: Estimate,
     /// Share of cases passing every check, with its interval.
     pub pass_rate: Estimate,
@@ -65,7 +72,12 @@ pub fn summarize(dir: &Path) -> Result<Summary> {
     summarize_frame(record, df).map_err(table)
 }
 
-fn summarize_frame(record: super::record::RunRecord, df: DataFrame) -> PolarsResult<Summary> {
+fn summarize_frame(record: super::record::RunRecord, mut df: DataFrame) -> PolarsResult<Summary> {
+    if df.column("error").is_err() {
+        // Runs written before errors were recorded: a check never errored there.
+        df = df.lazy().with_column(lit(false).alias("error")).collect()?;
+    }
+    let ok = || col("error").not();
     let per_case = df
         .clone()
         .lazy()
@@ -75,11 +87,20 @@ fn summarize_frame(record: super::record::RunRecord, df: DataFrame) -> PolarsRes
     let per_check = df
         .lazy()
         .group_by_stable([col("category"), col("check")])
-        .agg([col("value").mean().alias("mean_value"), col("passed").cast(DataType::Float64).mean().alias("pass_rate")])
+        .agg([
+            col("value").filter(ok()).mean().alias("mean_value"),
+            col("passed").filter(ok()).cast(DataType::Float64).mean().alias("pass_rate"),
+            col("error").cast(DataType::Float64).sum().alias("errored"),
+        ])
         .collect()?;
     let (case_cat, case_score, case_pass) = (strings(&per_case, "category")?, floats(&per_case, "case_score")?, floats(&per_case, "case_passed")?);
-    let (check_cat, check_name, check_mean, check_pass) =
-        (strings(&per_check, "category")?, strings(&per_check, "check")?, floats(&per_check, "mean_value")?, floats(&per_check, "pass_rate")?);
+    let (check_cat, check_name, check_mean, check_pass, check_errored) = (
+        strings(&per_check, "category")?,
+        strings(&per_check, "check")?,
+        floats(&per_check, "mean_value")?,
+        floats(&per_check, "pass_rate")?,
+        floats(&per_check, "errored")?,
+    );
     let mut order: Vec<String> = Vec::new();
     for c in &case_cat {
         if !order.contains(c) {
@@ -92,12 +113,15 @@ fn summarize_frame(record: super::record::RunRecord, df: DataFrame) -> PolarsRes
         .map(|(k, category)| {
             let pick = |v: &[f64]| case_cat.iter().zip(v).filter(|(c, _)| **c == category).map(|(_, x)| *x).collect::<Vec<f64>>();
             let seed = 0x5eed + k as u64;
-            let checks = (0..check_cat.len())
+            let checks: Vec<CheckSummary> = (0..check_cat.len())
                 .filter(|&i| check_cat[i] == category)
-                .map(|i| CheckSummary { check: check_name[i].clone(), mean_value: check_mean[i], pass_rate: check_pass[i] })
+                .map(|i| CheckSummary { check: check_name[i].clone(), mean_value: check_mean[i], pass_rate: check_pass[i], errored: check_errored[i] as usize })
                 .collect();
+            let scores: Vec<f64> = pick(&case_score).into_iter().filter(|x| !x.is_nan()).collect();
             CategorySummary {
-                score: bootstrap_mean(&pick(&case_score), LEVEL, BOOTSTRAP_RESAMPLES, seed),
+                cases: case_cat.iter().filter(|c| **c == category).count(),
+                errored_checks: checks.iter().map(|c| c.errored).sum(),
+                score: bootstrap_mean(&scores, LEVEL, BOOTSTRAP_RESAMPLES, seed),
                 pass_rate: bootstrap_mean(&pick(&case_pass), LEVEL, BOOTSTRAP_RESAMPLES, seed + 1000),
                 category,
                 checks,
@@ -114,11 +138,19 @@ pub fn render_text(s: &Summary) -> String {
     let _ = writeln!(out, "{:<10} {:>5}  {:<24} {:<24}", "category", "cases", "score [95% CI]", "pass rate [95% CI]");
     for c in &s.categories {
         let ci = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.low, e.high);
-        let _ = writeln!(out, "{:<10} {:>5}  {:<24} {:<24}", c.category, c.score.n, ci(&c.score), ci(&c.pass_rate));
+        let errored = if c.errored_checks > 0 { format!("  {} check(s) errored", c.errored_checks) } else { String::new() };
+        let _ = writeln!(out, "{:<10} {:>5}  {:<24} {:<24}{errored}", c.category, c.cases, ci(&c.score), ci(&c.pass_rate));
     }
     let _ = writeln!(out, "\nper check (mean value, pass rate):");
     for c in &s.categories {
-        let checks: Vec<String> = c.checks.iter().map(|k| format!("{} {:.3} ({:.0}%)", k.check, k.mean_value, 100.0 * k.pass_rate)).collect();
+        let checks: Vec<String> = c
+            .checks
+            .iter()
+            .map(|k| {
+                let errored = if k.errored > 0 { format!(", {} errored", k.errored) } else { String::new() };
+                format!("{} {:.3} ({:.0}%{errored})", k.check, k.mean_value, 100.0 * k.pass_rate)
+            })
+            .collect();
         let _ = writeln!(out, "  {:<10} {}", c.category, checks.join(" · "));
     }
     out

@@ -90,6 +90,12 @@ pub trait Scorer: Send + Sync + fmt::Debug {
         1.0
     }
 
+    /// The values a threshold may take (a rubric's threshold outside them is refused): by
+    /// default 0–1, the range of every bounded scorer.
+    fn threshold_range(&self) -> (f64, f64) {
+        (0.0, 1.0)
+    }
+
     /// The value's contribution to the case score (0–1): by default the value itself,
     /// clamped; scorers with unbounded values use pass/fail.
     fn contribution(&self, value: f64, _passed: bool) -> f64 {

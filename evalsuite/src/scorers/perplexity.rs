@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{params, Direction, Item, ScoreContext, Scorer, Value};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `perplexity` (no parameters).
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +31,19 @@ impl Scorer for Perplexity {
 
     fn default_threshold(&self) -> f64 {
         20.0
+    }
+
+    fn threshold_range(&self) -> (f64, f64) {
+        (1.0, f64::INFINITY)
+    }
+
+    /// Without the evaluated model (an HTTP or predictions run) there is nothing to score
+    /// with: refused before generating.
+    fn prepare(&self, ctx: &ScoreContext<'_>) -> Result<()> {
+        match ctx.reference_model() {
+            Some(_) => Ok(()),
+            None => Err(Error::Invalid(format!("perplexity needs the evaluated model; the {} backend does not hold it (use --model)", ctx.backend_kind()))),
+        }
     }
 
     /// Perplexity is unbounded: a check contributes 1 when it passes, else 0.

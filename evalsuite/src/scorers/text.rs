@@ -199,6 +199,9 @@ impl Contains {
         if texts.is_empty() {
             return Err("`texts` is empty".into());
         }
+        if texts.iter().any(|t| t.is_empty()) {
+            return Err("an empty text is in every output; give non-empty texts".into());
+        }
         let texts = if case_sensitive { texts } else { texts.into_iter().map(|t| t.to_lowercase()).collect() };
         Ok(Arc::new(Self { kind, texts, case_sensitive, mode }))
     }
