@@ -80,7 +80,9 @@ impl ChatClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Invalid(format!("endpoint {:?} must start with http:// or https://", config.endpoint)));
         }
-        let client = reqwest::blocking::Client::builder().timeout(config.timeout).connect_timeout(Duration::from_secs(10))
+        let client = reqwest::blocking::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Endpoint { url: base.clone(), message: format!("cannot build an HTTP client: {e}") })?;
         Ok(Self { client, base, api_key, config })
@@ -133,9 +135,10 @@ impl ChatClient {
         }
         let reply: Value = self.with_retries(&url, || self.request(self.client.post(&url).json(&body)))?;
         let choice = &reply["choices"][0];
-        let text = choice["message"]["content"]
-            .as_str()
-            .ok_or_else(|| Error::Endpoint { url: url.clone(), message: format!("answered without choices[0].message.content: {}", short_body(&reply.to_string())) })?;
+        let text = choice["message"]["content"].as_str().ok_or_else(|| Error::Endpoint {
+            url: url.clone(),
+            message: format!("answered without choices[0].message.content: {}", short_body(&reply.to_string())),
+        })?;
         let usage = |k: &str| reply["usage"][k].as_u64().map(|n| n as usize);
         Ok(ChatReply {
             text: text.to_string(),

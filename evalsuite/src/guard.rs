@@ -26,12 +26,7 @@ pub fn export(dir: &Path) -> Result<PathBuf> {
         let path = dir.join(name);
         match std::fs::read(&path) {
             Ok(existing) if existing == contents.as_bytes() => continue,
-            Ok(_) => {
-                return Err(Error::Suite {
-                    path,
-                    message: "differs from the shipped guard suite; move it away or point --guard-dir elsewhere".into(),
-                })
-            }
+            Ok(_) => return Err(Error::Suite { path, message: "differs from the shipped guard suite; move it away or point --guard-dir elsewhere".into() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&path, contents).map_err(io(&path))?,
             Err(e) => return Err(io(&path)(e)),
         }

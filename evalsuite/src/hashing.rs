@@ -31,11 +31,8 @@ pub fn sha256_path(path: &Path) -> std::io::Result<String> {
     if !path.is_dir() {
         return sha256_file(path);
     }
-    let mut names: Vec<_> = std::fs::read_dir(path)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(path)?.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.file_name()).collect();
     names.sort();
     let mut hasher = Sha256::new();
     for name in names {

@@ -41,7 +41,13 @@ impl Check {
     pub fn result(&self, value: Value) -> CheckResult {
         let errored = value.value.is_nan();
         let passed = !errored && self.passes(value.value);
-        let score = if errored { f64::NAN } else if value.value.is_finite() { self.scorer.contribution(value.value, passed) } else { 0.0 };
+        let score = if errored {
+            f64::NAN
+        } else if value.value.is_finite() {
+            self.scorer.contribution(value.value, passed)
+        } else {
+            0.0
+        };
         CheckResult {
             check: self.name.clone(),
             scorer: self.scorer.kind().to_string(),
@@ -193,7 +199,6 @@ impl Rubric {
             checks: self.checks.iter().map(|c| (c.name.clone(), c.scorer.kind().to_string(), c.weight)).collect(),
         }
     }
-
 }
 
 fn string_field(table: &toml::Table, key: &str) -> Result<Option<String>, String> {

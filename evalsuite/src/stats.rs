@@ -32,9 +32,7 @@ pub fn bootstrap_mean(values: &[f64], level: f64, resamples: usize, seed: u64) -
         return Estimate { mean, low: mean, high: mean, n };
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut means: Vec<f64> = (0..resamples).map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     let alpha = (1.0 - level) / 2.0;
     Estimate { mean, low: quantile(&means, alpha), high: quantile(&means, 1.0 - alpha), n }

@@ -182,7 +182,11 @@ impl<'r> Loader<'r> {
             return Err(invalid("no [[sets]] and no `include`".into()));
         }
         for (i, set) in file.sets.iter().enumerate() {
-            let rubric_path = set.rubric.as_ref().or(file.rubric.as_ref()).ok_or_else(|| invalid(format!("set #{} ({}) has no rubric and the suite names none", i + 1, set.cases.display())))?;
+            let rubric_path = set
+                .rubric
+                .as_ref()
+                .or(file.rubric.as_ref())
+                .ok_or_else(|| invalid(format!("set #{} ({}) has no rubric and the suite names none", i + 1, set.cases.display())))?;
             let rubric = self.rubric(&dir.join(rubric_path))?;
             let cases_path = dir.join(&set.cases);
             if set.category.trim().is_empty() {

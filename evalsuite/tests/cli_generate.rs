@@ -27,7 +27,23 @@ fn generate_answers_the_photosynthesis_question() {
 fn sampling_is_reproducible_with_a_seed_and_honours_stop_strings() {
     let model = model_path();
     let m = model.to_str().unwrap();
-    let args = ["generate", "--model", m, "--prompt", "Write a short poem about the sea.", "--max-tokens", "24", "--temperature", "0.9", "--top-p", "0.9", "--top-k", "40", "--seed", "7"];
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Write a short poem about the sea.",
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0.9",
+        "--top-p",
+        "0.9",
+        "--top-k",
+        "40",
+        "--seed",
+        "7",
+    ];
     let a = tunelab(&args);
     let b = tunelab(&args);
     assert!(a.status.success() && b.status.success());

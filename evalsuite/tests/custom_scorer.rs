@@ -69,7 +69,10 @@ fn a_registered_toy_scorer_runs_through_eval_run() {
          {\"id\": \"c\", \"instruction\": \"Say\", \"output\": \"x\"}\n",
     );
     write("suite.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n");
-    write("preds.jsonl", "{\"id\": \"a\", \"output\": \"hi there\"}\n{\"id\": \"b\", \"output\": \"one two three four five\"}\n{\"id\": \"c\", \"output\": \"UNCOUNTABLE\"}\n");
+    write(
+        "preds.jsonl",
+        "{\"id\": \"a\", \"output\": \"hi there\"}\n{\"id\": \"b\", \"output\": \"one two three four five\"}\n{\"id\": \"c\", \"output\": \"UNCOUNTABLE\"}\n",
+    );
 
     // Without the registry line the rubric is refused, naming the scorer.
     let err = Suite::load(&dir.join("suite.toml")).unwrap_err().to_string();

@@ -98,9 +98,26 @@ fn an_interrupted_run_resumes_without_regenerating() {
     let model = model_path();
     let suite = root().join("rubrics/guard/suite.toml");
     let args = |name: &str| -> Vec<String> {
-        ["eval", "run", "--suite", suite.to_str().unwrap(), "--model", model.to_str().unwrap(), "--limit", "6", "--batch", "1", "--max-tokens", "32", "--out", dir.to_str().unwrap(), "--name", name]
-            .map(String::from)
-            .to_vec()
+        [
+            "eval",
+            "run",
+            "--suite",
+            suite.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--limit",
+            "6",
+            "--batch",
+            "1",
+            "--max-tokens",
+            "32",
+            "--out",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+        ]
+        .map(String::from)
+        .to_vec()
     };
     let cache = dir.join(".cache/generations.jsonl");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args("first")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -133,7 +150,20 @@ fn perplexity_of_the_reference_under_the_model() {
     )
     .unwrap();
     std::fs::write(dir.join("suite.toml"), "name = \"ppl\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
-    run_ok(&["eval", "run", "--suite", dir.join("suite.toml").to_str().unwrap(), "--model", model_path().to_str().unwrap(), "--max-tokens", "8", "--out", dir.to_str().unwrap(), "--name", "r"]);
+    run_ok(&[
+        "eval",
+        "run",
+        "--suite",
+        dir.join("suite.toml").to_str().unwrap(),
+        "--model",
+        model_path().to_str().unwrap(),
+        "--max-tokens",
+        "8",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "r",
+    ]);
     let df = read_results(&dir.join("r")).unwrap();
     let v: Vec<f64> = df.column("value").unwrap().f64().unwrap().iter().map(Option::unwrap).collect();
     assert!(v.iter().all(|x| x.is_finite() && *x > 1.0), "{v:?}");
@@ -144,7 +174,8 @@ fn perplexity_of_the_reference_under_the_model() {
 fn llama_factory_predictions_are_matched_and_scored() {
     let dir = scratch("e2e-predictions");
     let suite = root().join("rubrics/guard/suite.toml");
-    let cases: Vec<Value> = std::fs::read_to_string(root().join("rubrics/guard/cases.jsonl")).unwrap().lines().take(3).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cases: Vec<Value> =
+        std::fs::read_to_string(root().join("rubrics/guard/cases.jsonl")).unwrap().lines().take(3).map(|l| serde_json::from_str(l).unwrap()).collect();
     // LLaMA-Factory writes the chat-templated prompt, the prediction and the label.
     let lines: Vec<String> = cases
         .iter()
@@ -153,26 +184,58 @@ fn llama_factory_predictions_are_matched_and_scored() {
                 "" => c["instruction"].as_str().unwrap().to_string(),
                 input => format!("{}\n{}", c["instruction"].as_str().unwrap(), input),
             };
-            serde_json::json!({"prompt": format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"), "predict": c["output"], "label": c["output"]}).to_string()
+            serde_json::json!({"prompt": format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"), "predict": c["output"], "label": c["output"]})
+                .to_string()
         })
         .collect();
     let preds = dir.join("generated_predictions.jsonl");
     std::fs::write(&preds, lines.join("\n") + "\n").unwrap();
-    run_ok(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--limit", "3", "--out", dir.to_str().unwrap(), "--name", "p"]);
+    run_ok(&[
+        "eval",
+        "run",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--limit",
+        "3",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "p",
+    ]);
     let df = read_results(&dir.join("p")).unwrap();
     let keyword_values: Vec<f64> = df
-        .column("scorer").unwrap().str().unwrap().iter()
+        .column("scorer")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
         .zip(df.column("value").unwrap().f64().unwrap().iter())
         .filter(|(s, _)| *s == Some("keywords"))
         .map(|(_, v)| v.unwrap())
         .collect();
     assert_eq!(keyword_values, [1.0, 1.0, 1.0], "references scored as predictions must find every keyword");
     // A case without a prediction, and a malformed line, are errors that say where.
-    let missing = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--limit", "4", "--out", dir.to_str().unwrap(), "--name", "q"]);
+    let missing = tunelab(&[
+        "eval",
+        "run",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--limit",
+        "4",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "q",
+    ]);
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(!missing.status.success() && err.contains("no prediction for 1 case(s)") && err.contains("guard-en-004"), "{err}");
     std::fs::write(&preds, format!("{}\n{{\"prompt\": \"x\", \"predict\": \n", lines[0])).unwrap();
-    let bad = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "r"]);
+    let bad =
+        tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "r"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("generated_predictions.jsonl:2"), "{err}");
 }
@@ -184,7 +247,22 @@ fn adapters_that_would_share_a_run_name_are_refused() {
     let dir = scratch("e2e-same-names");
     let suite = root().join("rubrics/guard/suite.toml");
     let (a, b) = (dir.join("a/adapter"), dir.join("b/adapter"));
-    let out = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--model", model_path().to_str().unwrap(), "--adapter", a.to_str().unwrap(), "--adapter", b.to_str().unwrap(), "--name", "r", "--out", dir.to_str().unwrap()]);
+    let out = tunelab(&[
+        "eval",
+        "run",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--model",
+        model_path().to_str().unwrap(),
+        "--adapter",
+        a.to_str().unwrap(),
+        "--adapter",
+        b.to_str().unwrap(),
+        "--name",
+        "r",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("would both be written as run \"r-adapter\""), "{err}");
     assert!(!dir.join("r-adapter").exists());

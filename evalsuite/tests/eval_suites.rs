@@ -84,9 +84,11 @@ fn suite_errors_name_the_file_and_place() {
     let dir = scratch("suite-errors");
     write(&dir, "rubric.toml", RUBRIC);
     write(&dir, "cases.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\", \"output\": \n");
-    let e = Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
+    let e =
+        Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
     assert!(e.to_string().contains("cases.jsonl:2"), "{e}");
-    let e = Suite::load(&write(&dir, "t.toml", "name = \"s\"\nrubric = \"missing.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
+    let e =
+        Suite::load(&write(&dir, "t.toml", "name = \"s\"\nrubric = \"missing.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap_err();
     assert!(e.to_string().contains("missing.toml"), "{e}");
     let e = Suite::load(&write(&dir, "u.toml", "name = \"s\"\nrubrik = \"x\"\n")).unwrap_err();
     assert!(e.to_string().contains("rubrik"), "{e}");
@@ -103,21 +105,28 @@ fn suite_new_builds_a_suite_from_a_split_and_refuses_leaks() {
     let rubric = root().join("rubrics/security-report.toml");
     let args = |heldout: &Path| {
         vec![
-            "eval".to_string(), "suite".into(), "new".into(),
-            "--train".into(), data.join("train.jsonl").display().to_string(),
-            "--heldout".into(), heldout.display().to_string(),
-            "--ood".into(), data.join("ood.jsonl").display().to_string(),
-            "--rubric".into(), rubric.display().to_string(),
-            "--guard".into(), "--seen-limit".into(), "10".into(),
-            "--out".into(), out.display().to_string(),
+            "eval".to_string(),
+            "suite".into(),
+            "new".into(),
+            "--train".into(),
+            data.join("train.jsonl").display().to_string(),
+            "--heldout".into(),
+            heldout.display().to_string(),
+            "--ood".into(),
+            data.join("ood.jsonl").display().to_string(),
+            "--rubric".into(),
+            rubric.display().to_string(),
+            "--guard".into(),
+            "--seen-limit".into(),
+            "10".into(),
+            "--out".into(),
+            out.display().to_string(),
         ]
     };
     // Run from a directory outside the checkout, as an installed binary would be: the guard
     // suite comes from inside the binary and is written beside the new suite.
     let elsewhere = scratch("suite-new-cwd");
-    let run = |a: Vec<String>| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&a).current_dir(&elsewhere).output().expect("run tunelab")
-    };
+    let run = |a: Vec<String>| std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&a).current_dir(&elsewhere).output().expect("run tunelab");
     let ok = run(args(&data.join("heldout.jsonl")));
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let suite = Suite::load(&out).unwrap();
@@ -192,7 +201,8 @@ fn predictions_match_whole_prompts_and_refuse_duplicates() {
     let dir = scratch("predictions-matching");
     write(&dir, "rubric.toml", RUBRIC);
     write(&dir, "cases.jsonl", "{\"instruction\": \"cat\", \"output\": \"meow\"}\n{\"instruction\": \"What is 2+2?\", \"output\": \"4\"}\n");
-    let suite = Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap();
+    let suite =
+        Suite::load(&write(&dir, "s.toml", "name = \"s\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n")).unwrap();
     let cases: Vec<_> = suite.cases.iter().collect();
     let generate = |preds: &str| -> Result<Vec<String>, String> {
         let backend = PredictionsBackend::load(&write(&dir, "p.jsonl", preds)).map_err(|e| e.to_string())?;

@@ -18,9 +18,9 @@ use tunelab_evalsuite::run::store::read_results;
 
 /// The Python that has llama-cpp-python[server] (scripts/test installs it).
 fn python() -> PathBuf {
-    let p = std::env::var_os("TUNELAB_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tunelab/testvenv/bin/python")
-    });
+    let p = std::env::var_os("TUNELAB_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tunelab/testvenv/bin/python"));
     let ok = Command::new(&p).args(["-c", "import llama_cpp.server"]).status().is_ok_and(|s| s.success());
     assert!(ok, "{} cannot import llama_cpp.server: run scripts/test (it installs llama-cpp-python[server]); this test never skips", p.display());
     p
@@ -92,7 +92,11 @@ fn flaky_proxy(target: u16, failures: usize) -> (u16, Arc<AtomicUsize>) {
                     let mut buf = [0u8; 65536];
                     let _ = client.read(&mut buf);
                     let body = "{\"error\": \"busy\"}";
-                    let _ = write!(client, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     return;
                 }
                 let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else { return };
@@ -117,7 +121,11 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let suite = root().join("rubrics/guard/suite.toml");
     let (s, o) = (suite.to_str().unwrap(), dir.to_str().unwrap());
     let run = |endpoint: &str, model: &str, name: &str, extra: &[&str]| {
-        let args = [&["eval", "run", "--suite", s, "--endpoint", endpoint, "--api-model", model, "--limit", "3", "--max-tokens", "32", "--out", o, "--name", name], extra].concat();
+        let args = [
+            &["eval", "run", "--suite", s, "--endpoint", endpoint, "--api-model", model, "--limit", "3", "--max-tokens", "32", "--out", o, "--name", name],
+            extra,
+        ]
+        .concat();
         std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).env(KEY_VAR, API_KEY).output().expect("run tunelab")
     };
     let key = ["--api-key-env", KEY_VAR];
@@ -146,7 +154,8 @@ fn eval_run_against_a_real_llama_cpp_server() {
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     let (proxy, seen) = flaky_proxy(port, 2);
     let fresh_cache = dir.join("flaky-cache.jsonl");
-    let flaky = run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &[&key[..], &["--cache", fresh_cache.to_str().unwrap(), "--concurrency", "1"]].concat());
+    let flaky =
+        run(&format!("http://127.0.0.1:{proxy}"), "smollm2", "flaky", &[&key[..], &["--cache", fresh_cache.to_str().unwrap(), "--concurrency", "1"]].concat());
     assert!(flaky.status.success(), "{}", String::from_utf8_lossy(&flaky.stderr));
     assert!(seen.load(Ordering::SeqCst) >= 3, "connections through the proxy: {}", seen.load(Ordering::SeqCst));
     let cached = std::fs::read_to_string(&fresh_cache).unwrap();
@@ -167,13 +176,32 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     std::fs::write(dir.join("cases.jsonl"), "{\"id\": \"q1\", \"instruction\": \"What is 2 + 2?\", \"output\": \"4\"}\n").unwrap();
     std::fs::write(dir.join("judge-suite.toml"), "name = \"j\"\nrubric = \"judge.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
     std::fs::write(dir.join("preds.jsonl"), "{\"id\": \"q1\", \"output\": \"2 + 2 = 4\"}\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, API_KEY).args(["eval", "run", "--suite", dir.join("judge-suite.toml").to_str().unwrap(), "--predictions", dir.join("preds.jsonl").to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "judged"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .env(KEY_VAR, API_KEY)
+        .args([
+            "eval",
+            "run",
+            "--suite",
+            dir.join("judge-suite.toml").to_str().unwrap(),
+            "--predictions",
+            dir.join("preds.jsonl").to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--name",
+            "judged",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let df = read_results(&dir.join("judged")).unwrap();
     let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
     let values: Vec<f64> = df.column("value").unwrap().f64().unwrap().iter().map(Option::unwrap).collect();
     // The 1–10 judge's reply (greedy) carries a score, parsed into value = score / 10.
-    let parsed: f64 = details[0].strip_prefix("judge: ").and_then(|d| d.strip_suffix("/10")).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no parsed score: {details:?}"));
+    let parsed: f64 = details[0]
+        .strip_prefix("judge: ")
+        .and_then(|d| d.strip_suffix("/10"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no parsed score: {details:?}"));
     assert!((1.0..=10.0).contains(&parsed) && (values[0] - parsed / 10.0).abs() < 1e-12, "{details:?} {values:?}");
     assert!(details[1].starts_with("output first: ") && [0.0, 0.5, 1.0].contains(&values[1]), "{details:?} {values:?}");
 
@@ -181,7 +209,11 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     // marked as errors (not as 0), and the command fails unless errors are allowed.
     let (suite, preds) = (dir.join("judge-suite.toml"), dir.join("preds.jsonl"));
     let judged = |name: &str, extra: &[&str]| {
-        let args = [&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", name], extra].concat();
+        let args = [
+            &["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", name],
+            extra,
+        ]
+        .concat();
         std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, "wrong-key").args(&args).output().unwrap()
     };
     let refused = judged("judge-refused", &[]);
@@ -202,7 +234,20 @@ fn a_dead_endpoint_fails_clearly_after_retries() {
     let suite = root().join("rubrics/guard/suite.toml");
     let run = |endpoint: String| {
         let start = Instant::now();
-        let out = tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--endpoint", &endpoint, "--api-model", "m", "--attempts", "3", "--out", dir.to_str().unwrap()]);
+        let out = tunelab(&[
+            "eval",
+            "run",
+            "--suite",
+            suite.to_str().unwrap(),
+            "--endpoint",
+            &endpoint,
+            "--api-model",
+            "m",
+            "--attempts",
+            "3",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
         eprintln!("{endpoint}: failed after {:.2}s", start.elapsed().as_secs_f64());
         out
     };

@@ -15,20 +15,14 @@ const SHOW_MISMATCHES: usize = 10;
 
 /// `tests/vectors/scorers/` at the repository root.
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("tests/vectors/scorers")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests/vectors/scorers")
 }
 
 /// Parses a JSON Lines file into one `Value` per non-blank line.
 fn read_jsonl(name: &str) -> Vec<Value> {
     let path = vectors_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).expect("valid JSON line"))
-        .collect()
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines().filter(|line| !line.trim().is_empty()).map(|line| serde_json::from_str(line).expect("valid JSON line")).collect()
 }
 
 fn id_of(row: &Value) -> u64 {
@@ -36,9 +30,7 @@ fn id_of(row: &Value) -> u64 {
 }
 
 fn number(value: &Value, what: &str) -> f64 {
-    value
-        .as_f64()
-        .unwrap_or_else(|| panic!("{what} is not a number: {value}"))
+    value.as_f64().unwrap_or_else(|| panic!("{what} is not a number: {value}"))
 }
 
 /// One metric value that differs from the oracle.
@@ -52,12 +44,7 @@ struct Mismatch {
 /// Compares one value and records a mismatch beyond `tol`.
 fn check(out: &mut Vec<Mismatch>, id: u64, metric: String, got: f64, want: f64, tol: f64) {
     if got.is_nan() || want.is_nan() || (got - want).abs() > tol {
-        out.push(Mismatch {
-            id,
-            metric,
-            got,
-            want,
-        });
+        out.push(Mismatch { id, metric, got, want });
     }
 }
 
@@ -67,11 +54,7 @@ fn check_pair(pair: &Value, expected: &Value, out: &mut Vec<Mismatch>) -> usize 
     let reference = pair["reference"].as_str().expect("reference string");
     let candidate = pair["candidate"].as_str().expect("candidate string");
     let scores = rouge(reference, candidate);
-    let variants = [
-        ("rouge1", scores.rouge1),
-        ("rouge2", scores.rouge2),
-        ("rougeL", scores.rouge_l),
-    ];
+    let variants = [("rouge1", scores.rouge1), ("rouge2", scores.rouge2), ("rougeL", scores.rouge_l)];
     for (name, prf) in variants {
         let got = [("p", prf.precision), ("r", prf.recall), ("f", prf.f1)];
         for (field, value) in got {
@@ -81,46 +64,27 @@ fn check_pair(pair: &Value, expected: &Value, out: &mut Vec<Mismatch>) -> usize 
         }
     }
     let want = number(&expected["bleu"], "bleu");
-    check(
-        out,
-        id,
-        "bleu".into(),
-        sentence_bleu(reference, candidate),
-        want,
-        BLEU_TOL,
-    );
+    check(out, id, "bleu".into(), sentence_bleu(reference, candidate), want, BLEU_TOL);
     10
 }
 
 #[test]
 fn rouge_and_bleu_match_python_reference() {
     let pairs = read_jsonl("pairs.jsonl");
-    let expected: HashMap<u64, Value> = read_jsonl("expected.jsonl")
-        .into_iter()
-        .map(|row| (id_of(&row), row))
-        .collect();
+    let expected: HashMap<u64, Value> = read_jsonl("expected.jsonl").into_iter().map(|row| (id_of(&row), row)).collect();
     assert!(!pairs.is_empty(), "no pairs");
-    assert_eq!(
-        pairs.len(),
-        expected.len(),
-        "pairs.jsonl and expected.jsonl differ in length"
-    );
+    assert_eq!(pairs.len(), expected.len(), "pairs.jsonl and expected.jsonl differ in length");
 
     let texts: HashMap<u64, &Value> = pairs.iter().map(|p| (id_of(p), p)).collect();
     let mut mismatches = Vec::new();
     let mut checked = 0;
     for pair in &pairs {
-        let row = expected
-            .get(&id_of(pair))
-            .unwrap_or_else(|| panic!("no expected row for id {}", id_of(pair)));
+        let row = expected.get(&id_of(pair)).unwrap_or_else(|| panic!("no expected row for id {}", id_of(pair)));
         checked += check_pair(pair, row, &mut mismatches);
     }
 
     if !mismatches.is_empty() {
-        let mut report = format!(
-            "{} of {checked} values differ; first ones:\n",
-            mismatches.len()
-        );
+        let mut report = format!("{} of {checked} values differ; first ones:\n", mismatches.len());
         for m in mismatches.iter().take(SHOW_MISMATCHES) {
             let pair = texts[&m.id];
             report += &format!(

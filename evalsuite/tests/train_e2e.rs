@@ -72,7 +72,16 @@ fn training_lowers_the_loss_and_a_resumed_process_continues_the_same_curve() {
     assert!(evals[1] < evals[0] + 0.05, "held-out loss went up: {evals:?}");
 
     // Output directory contents.
-    for f in ["adapter_model.safetensors", "adapter_config.json", "trainer_log.jsonl", "training_loss.svg", "train_config.json", "checkpoint-12/adapter_model.safetensors", "checkpoint-12/optimizer.safetensors", "checkpoint-12/trainer_state.json"] {
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainer_log.jsonl",
+        "training_loss.svg",
+        "train_config.json",
+        "checkpoint-12/adapter_model.safetensors",
+        "checkpoint-12/optimizer.safetensors",
+        "checkpoint-12/trainer_state.json",
+    ] {
         assert!(a.join(f).exists(), "missing {f}");
     }
     let tc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("train_config.json")).unwrap()).unwrap();
@@ -184,7 +193,8 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
     let dir = scratch("ctrlc");
     let d = dir.to_str().unwrap();
     let mut args = vec!["train", "--model", m, "--data", &train, "--out", d, "--batch-size", "1", "--cutoff", "256", "--lr", "5e-4", "--max-steps", "8"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let log_path = dir.join("trainer_log.jsonl");
     let start = std::time::Instant::now();
     while std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count()) < 2 {
@@ -217,7 +227,29 @@ fn a_nan_loss_stops_training_naming_the_step() {
     let train = demo("train.jsonl");
     let dir = scratch("nan");
     let d = dir.to_str().unwrap();
-    let args = ["train", "--model", m, "--data", &train, "--out", d, "--batch-size", "1", "--cutoff", "128", "--lr", "1e30", "--max-grad-norm", "0", "--warmup-ratio", "0", "--max-steps", "20", "--save-steps", "1"];
+    let args = [
+        "train",
+        "--model",
+        m,
+        "--data",
+        &train,
+        "--out",
+        d,
+        "--batch-size",
+        "1",
+        "--cutoff",
+        "128",
+        "--lr",
+        "1e30",
+        "--max-grad-norm",
+        "0",
+        "--warmup-ratio",
+        "0",
+        "--max-steps",
+        "20",
+        "--save-steps",
+        "1",
+    ];
     let out = tunelab(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "exploding run did not fail");

@@ -53,7 +53,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// A dataset has errors and the caller did not ask to skip invalid records.
-    #[error("{path}: {errors} invalid record(s), first: {first}\n(run `tunelab data check {path}` for all of them, or train with --skip-invalid to drop them)")]
+    #[error(
+        "{path}: {errors} invalid record(s), first: {first}\n(run `tunelab data check {path}` for all of them, or train with --skip-invalid to drop them)"
+    )]
     DatasetInvalid {
         /// The dataset file.
         path: PathBuf,

@@ -38,10 +38,10 @@ pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 pub mod prelude {
     pub use crate::chat::{ChatTemplate, Message, Role};
     pub use crate::data::{Dataset, ValidationReport};
-    pub use crate::notebook::{compare, live_training, LiveDisplay};
-    pub use crate::train::{TrainConfig, TrainEvent, TrainOutcome, Trainer};
     pub use crate::generate::{FinishReason, Generation, GenerationConfig, Generator};
     pub use crate::lora::{AdapterSet, LoraConfig};
     pub use crate::model::{Model, ModelConfig, Tokenizer};
+    pub use crate::notebook::{compare, live_training, LiveDisplay};
+    pub use crate::train::{TrainConfig, TrainEvent, TrainOutcome, Trainer};
     pub use crate::{Error, Result};
 }

@@ -122,10 +122,12 @@ fn merged_weights_reproduce_the_adapted_model() {
     let adapter = trained_adapter(&model);
     let merged = Transformer::load(&c, &adapter.merge_into(&weights).unwrap()).unwrap();
     let ids = Tensor::new(&[[2u32, 7, 1, 8, 2, 8]], &Device::Cpu).unwrap();
-    let d = (adapter.apply(&model).forward(&ids).unwrap() - merged.forward(&ids).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d =
+        (adapter.apply(&model).forward(&ids).unwrap() - merged.forward(&ids).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-4, "merged differs by {d}");
     let folded = adapter.merged(&model).unwrap();
     assert!(folded.projections().iter().all(|(_, p)| p.lora().is_none()));
-    let d = (adapter.apply(&model).forward(&ids).unwrap() - folded.forward(&ids).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d =
+        (adapter.apply(&model).forward(&ids).unwrap() - folded.forward(&ids).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-4, "folded transformer differs by {d}");
 }

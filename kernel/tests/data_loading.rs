@@ -52,7 +52,10 @@ fn jsonl_errors_name_line_and_field() {
 
 #[test]
 fn json_array_records_know_their_lines() {
-    let p = write("arr.json", b"[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n\n  {\"instruction\": \"c\"},\n  {\"instruction\": \"d\", \"output\": \"e\"}\n]\n");
+    let p = write(
+        "arr.json",
+        b"[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n\n  {\"instruction\": \"c\"},\n  {\"instruction\": \"d\", \"output\": \"e\"}\n]\n",
+    );
     let ds = Dataset::load(&p).unwrap();
     assert_eq!(ds.examples.iter().map(|e| e.source.line).collect::<Vec<_>>(), vec![2, 5]);
     assert_eq!(ds.issues[0].source.line, 4);

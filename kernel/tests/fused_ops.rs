@@ -47,7 +47,8 @@ fn finite_differences(name: &str, inputs: &[Tensor], which: usize, f: impl Fn(&[
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let out = f(&ts);
     let r = randn(out.dims(), 7);
-    let analytic: Vec<f64> = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap().get(vars[which].as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let analytic: Vec<f64> =
+        (&out * &r).unwrap().sum_all().unwrap().backward().unwrap().get(vars[which].as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let base: Vec<f64> = inputs[which].flatten_all().unwrap().to_vec1().unwrap();
     let loss = |x: Vec<f64>| {
         let mut ts = inputs.to_vec();

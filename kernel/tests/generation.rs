@@ -108,7 +108,11 @@ fn q8_0_decoding_stays_close_to_f32() {
                 next = q8.decode_rows(&[want], &mut [&mut cache]).unwrap().get(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
             }
         }
-        eprintln!("prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens; q8_0's choice equals f32's at {matched} of {} steps along f32's answer", reference.token_ids.len(), reference.token_ids.len());
+        eprintln!(
+            "prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens; q8_0's choice equals f32's at {matched} of {} steps along f32's answer",
+            reference.token_ids.len(),
+            reference.token_ids.len()
+        );
         agree += matched;
         steps += reference.token_ids.len();
     }
@@ -168,20 +172,23 @@ fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
     let model = Model::load(common::smollm_path()).unwrap();
     let gen = Generator::new(&model.transformer, &model.tokenizer);
     let texts = ["What is 2+2?", "Name a color.", "Write a haiku about autumn leaves falling slowly.", "Say yes.", "Count to five."];
-    let mut prompts: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
-        .collect();
+    let mut prompts: Vec<Vec<u32>> = texts.iter().map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap()).collect();
     prompts.insert(2, Vec::new());
     let cfg = GenerationConfig::greedy(20);
     let mut done: Vec<Option<tunelab::Result<Generation>>> = prompts.iter().map(|_| None).collect();
     let mut order = Vec::new();
     let mut streamed = vec![String::new(); prompts.len()];
-    gen.generate_continuous(&prompts, &cfg, 2, |i, piece| streamed[i].push_str(piece), |i, r| {
-        assert!(done[i].is_none(), "prompt {i} reported twice");
-        order.push(i);
-        done[i] = Some(r);
-    })
+    gen.generate_continuous(
+        &prompts,
+        &cfg,
+        2,
+        |i, piece| streamed[i].push_str(piece),
+        |i, r| {
+            assert!(done[i].is_none(), "prompt {i} reported twice");
+            order.push(i);
+            done[i] = Some(r);
+        },
+    )
     .unwrap();
     assert_eq!(order.len(), prompts.len());
     for (i, p) in prompts.iter().enumerate() {

@@ -2,8 +2,8 @@
 //! central finite differences in f64.
 
 use candle_core::{DType, Device, Tensor, Var};
-use tunelab::model::ops::{self, OpMode};
 use tunelab::lora::{AdapterSet, LoraConfig, LoraLayer};
+use tunelab::model::ops::{self, OpMode};
 use tunelab::model::{Architecture, ModelConfig, Transformer, Weights};
 
 const EPS: f64 = 1e-5;
@@ -113,8 +113,15 @@ fn whole_transformer_gradient() {
         for (i, layer) in adapter.layers().values().enumerate() {
             layer.b.set(&(randn(layer.b.dims(), 100 + i as u64) * 0.3).unwrap()).unwrap();
         }
-        for module in ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.k_proj", "model.layers.0.self_attn.v_proj",
-                       "model.layers.1.self_attn.o_proj", "model.layers.0.mlp.gate_proj", "model.layers.1.mlp.up_proj", "model.layers.0.mlp.down_proj"] {
+        for module in [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.1.self_attn.k_proj",
+            "model.layers.0.self_attn.v_proj",
+            "model.layers.1.self_attn.o_proj",
+            "model.layers.0.mlp.gate_proj",
+            "model.layers.1.mlp.up_proj",
+            "model.layers.0.mlp.down_proj",
+        ] {
             for which in ["A", "B"] {
                 let layer = &adapter.layers()[module];
                 let x0 = if which == "A" { layer.a.as_tensor().clone() } else { layer.b.as_tensor().clone() };

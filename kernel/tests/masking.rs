@@ -55,8 +55,10 @@ fn mean_nll(logits: &candle_core::Tensor, ids: &[u32], labels: &[i64]) -> f64 {
 fn only_responses_are_labelled() {
     let model = Model::load(common::smollm_path()).unwrap();
     let ds = dataset(concat!(
-        r#"{"instruction": "Review this code.", "input": "x = eval(input())", "output": "Vulnerability: eval of user input", "system": "You are a security auditor."}"#, "\n",
-        r#"{"instruction": "Second question", "output": "Second answer", "history": [["First question", "First answer"]]}"#, "\n",
+        r#"{"instruction": "Review this code.", "input": "x = eval(input())", "output": "Vulnerability: eval of user input", "system": "You are a security auditor."}"#,
+        "\n",
+        r#"{"instruction": "Second question", "output": "Second answer", "history": [["First question", "First answer"]]}"#,
+        "\n",
     ));
     let (tok, tmpl) = (&model.tokenizer, &model.template);
     let decode = |ids: &[u32]| tok.decode(ids, false).unwrap();
@@ -69,7 +71,12 @@ fn only_responses_are_labelled() {
     assert_eq!(spans[0].end, enc.input_ids.len());
     assert_eq!(decode(&enc.input_ids[spans[0].clone()]), "Vulnerability: eval of user input<|im_end|>\n");
     let prompt_text = decode(&enc.input_ids[..spans[0].start]);
-    assert!(prompt_text.starts_with("<|im_start|>system\nYou are a security auditor.") && prompt_text.contains("x = eval(input())") && prompt_text.ends_with("<|im_start|>assistant\n"), "{prompt_text}");
+    assert!(
+        prompt_text.starts_with("<|im_start|>system\nYou are a security auditor.")
+            && prompt_text.contains("x = eval(input())")
+            && prompt_text.ends_with("<|im_start|>assistant\n"),
+        "{prompt_text}"
+    );
     // The ids are exactly the tokenization of the rendered conversation.
     let full = tmpl.render(&ds.examples[0].messages, false).unwrap();
     assert_eq!(enc.input_ids, tok.encode(&full).unwrap());

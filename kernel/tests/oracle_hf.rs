@@ -32,9 +32,7 @@ fn prompts_logits_and_greedy_tokens_match_hf_transformers() {
         }
 
         let want = ids_of(&case["greedy_ids"]);
-        let out = Generator::new(&model.transformer, &model.tokenizer)
-            .generate(&prompt, &GenerationConfig::greedy(want.len()), |_| {})
-            .unwrap();
+        let out = Generator::new(&model.transformer, &model.tokenizer).generate(&prompt, &GenerationConfig::greedy(want.len()), |_| {}).unwrap();
         let mut got = out.token_ids.clone();
         // HF includes the end-of-turn token it stopped on; tunelab reports it as the finish reason.
         if out.finish_reason == tunelab::FinishReason::Stop {

@@ -110,10 +110,16 @@ impl Backend for LocalBackend {
         };
         if self.adapted.supports_sequence_decoding() {
             // Continuous batching: a finished case's slot takes the next case at once.
-            return Ok(generator.generate_continuous(&prompts, decoding, self.batch, |_, _| {}, |j, r| {
-                let case = cases[case_of[j]];
-                done(case_of[j], r.map(report).map_err(|e| Error::from(e).for_case(&case.id)))
-            })?);
+            return Ok(generator.generate_continuous(
+                &prompts,
+                decoding,
+                self.batch,
+                |_, _| {},
+                |j, r| {
+                    let case = cases[case_of[j]];
+                    done(case_of[j], r.map(report).map_err(|e| Error::from(e).for_case(&case.id)))
+                },
+            )?);
         }
         for (chunk, cases_of_chunk) in prompts.chunks(self.batch).zip(case_of.chunks(self.batch)) {
             let outs = generator.generate_ids(chunk, decoding, |_, _| {}).map_err(|e| Error::from(e).for_case(&cases[cases_of_chunk[0]].id))?;

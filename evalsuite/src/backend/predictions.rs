@@ -38,8 +38,11 @@ impl PredictionsBackend {
     /// Reads the file; malformed lines are errors naming file:line.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::reading(path, e))?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|e| Error::Records { path: path.to_path_buf(), line: None, message: format!("not UTF-8 (byte {})", e.valid_up_to()) })?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| Error::Records {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("not UTF-8 (byte {})", e.valid_up_to()),
+        })?;
         let mut predictions = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {

@@ -95,7 +95,11 @@ fn check(a: CheckArgs) -> anyhow::Result<bool> {
     let opts = a.format.load_options()?;
     let data = Dataset::load_with(&a.file, &opts)?;
     let eval = a.against.as_ref().map(|p| Dataset::load_with(p, &opts)).transpose()?;
-    let model = if a.no_tokens { None } else { Some(Model::load(&a.model).with_context(|| format!("loading {} for token statistics (or pass --no-tokens)", a.model.display()))?) };
+    let model = if a.no_tokens {
+        None
+    } else {
+        Some(Model::load(&a.model).with_context(|| format!("loading {} for token statistics (or pass --no-tokens)", a.model.display()))?)
+    };
     let report = ValidationReport::build(
         &data,
         eval.as_ref(),
@@ -113,7 +117,12 @@ fn check(a: CheckArgs) -> anyhow::Result<bool> {
 fn split(a: SplitArgs) -> anyhow::Result<bool> {
     let data = Dataset::load_with(&a.file, &a.format.load_options()?)?;
     if !data.issues.is_empty() {
-        anyhow::bail!("{} has {} unreadable record(s), first: {}; fix them (see `tunelab data check`) before splitting", a.file.display(), data.issues.len(), data.issues[0]);
+        anyhow::bail!(
+            "{} has {} unreadable record(s), first: {}; fix them (see `tunelab data check`) before splitting",
+            a.file.display(),
+            data.issues.len(),
+            data.issues[0]
+        );
     }
     let (train, held) = data.split(a.seed, a.heldout)?;
     train.save_jsonl(&a.train_out)?;

@@ -213,7 +213,11 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             for (i, name) in names.iter().enumerate() {
                 if let Some(j) = names[..i].iter().position(|n| n == name) {
                     let show = |a: Option<&Path>| a.map_or_else(|| "the base model".to_string(), |a| a.display().to_string());
-                    bail!("{} and {} would both be written as run {name:?}; rename one adapter directory or run them separately", show(targets[j]), show(targets[i]));
+                    bail!(
+                        "{} and {} would both be written as run {name:?}; rename one adapter directory or run them separately",
+                        show(targets[j]),
+                        show(targets[i])
+                    );
                 }
             }
             let mut errored = 0;

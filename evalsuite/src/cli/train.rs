@@ -169,16 +169,22 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             say(&bar, format!("step {step}: eval loss {eval_loss:.4}"));
         }
         TrainEvent::Checkpoint { dir, .. } => say(&bar, format!("checkpoint: {}", dir.display())),
-        TrainEvent::Memory { estimate_mib, available_mib, low_memory } => say(&bar, format!(
-            "memory: about {estimate_mib} MiB for training beyond the model{}{}",
-            available_mib.map(|a| format!(", {a} MiB available")).unwrap_or_default(),
-            if *low_memory { " (low-memory mode: layers recomputed in the backward pass)" } else { "" }
-        )),
-        TrainEvent::EpochEnd { epoch, peak_rss_mib, rss_mib } => say(&bar, format!(
-            "epoch {epoch} done: peak RSS {} MiB, RSS now {} MiB",
-            peak_rss_mib.map_or("?".into(), |m| m.to_string()),
-            rss_mib.map_or("?".into(), |m| m.to_string())
-        )),
+        TrainEvent::Memory { estimate_mib, available_mib, low_memory } => say(
+            &bar,
+            format!(
+                "memory: about {estimate_mib} MiB for training beyond the model{}{}",
+                available_mib.map(|a| format!(", {a} MiB available")).unwrap_or_default(),
+                if *low_memory { " (low-memory mode: layers recomputed in the backward pass)" } else { "" }
+            ),
+        ),
+        TrainEvent::EpochEnd { epoch, peak_rss_mib, rss_mib } => say(
+            &bar,
+            format!(
+                "epoch {epoch} done: peak RSS {} MiB, RSS now {} MiB",
+                peak_rss_mib.map_or("?".into(), |m| m.to_string()),
+                rss_mib.map_or("?".into(), |m| m.to_string())
+            ),
+        ),
     });
     bar.finish();
     let outcome = outcome?;

@@ -49,11 +49,7 @@ const ZH_RANGES: [(u32, u32); 22] = [
 
 /// sacrebleu's sentence BLEU (0–100) of `hypothesis` against the single `reference`.
 pub fn sentence_bleu(reference: &str, hypothesis: &str) -> f64 {
-    let tokenizer = if contains_cjk(reference) || contains_cjk(hypothesis) {
-        BleuTokenizer::Zh
-    } else {
-        BleuTokenizer::Thirteen
-    };
+    let tokenizer = if contains_cjk(reference) || contains_cjk(hypothesis) { BleuTokenizer::Zh } else { BleuTokenizer::Thirteen };
     // `BLEU._preprocess_segment`: rstrip, then tokenize.
     let reference = tokenize(reference.trim_end_matches(is_py_space), tokenizer);
     let hypothesis = tokenize(hypothesis.trim_end_matches(is_py_space), tokenizer);
@@ -77,16 +73,9 @@ pub fn tokenize(text: &str, tokenizer: BleuTokenizer) -> Vec<String> {
 
 /// `Tokenizer13a`'s language-independent part, padded with one space on each side.
 fn prepare_13a(line: &str) -> Vec<char> {
-    let mut line = line
-        .replace("<skipped>", "")
-        .replace("-\n", "")
-        .replace('\n', " ");
+    let mut line = line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
     if line.contains('&') {
-        line = line
-            .replace("&quot;", "\"")
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">");
+        line = line.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
     }
     let mut chars = Vec::with_capacity(line.len() + 2);
     chars.push(' ');
@@ -147,23 +136,11 @@ struct PairRule {
 /// `TokenizerRegexp`'s rules 2–4, applied in this order after the punctuation rule.
 const PAIR_RULES: [PairRule; 3] = [
     // tokenize period and comma unless preceded by a digit
-    PairRule {
-        first: is_not_digit,
-        second: is_period_or_comma,
-        leading_space: false,
-    },
+    PairRule { first: is_not_digit, second: is_period_or_comma, leading_space: false },
     // tokenize period and comma unless followed by a digit
-    PairRule {
-        first: is_period_or_comma,
-        second: is_not_digit,
-        leading_space: true,
-    },
+    PairRule { first: is_period_or_comma, second: is_not_digit, leading_space: true },
     // tokenize dash when preceded by a digit
-    PairRule {
-        first: is_digit,
-        second: is_dash,
-        leading_space: false,
-    },
+    PairRule { first: is_digit, second: is_dash, leading_space: false },
 ];
 
 /// `TokenizerRegexp.__call__`: the four substitutions, then `' '.join(line.split())`.

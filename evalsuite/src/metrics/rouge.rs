@@ -19,16 +19,8 @@ pub struct Prf {
 impl Prf {
     /// Builds the triple with F1 computed exactly as `rouge_score.scoring.fmeasure`.
     fn from_precision_recall(precision: f64, recall: f64) -> Self {
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        Prf {
-            precision,
-            recall,
-            f1,
-        }
+        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+        Prf { precision, recall, f1 }
     }
 }
 
@@ -47,11 +39,7 @@ pub struct RougeScores {
 pub fn rouge(reference: &str, candidate: &str) -> RougeScores {
     let reference = rouge_tokens(reference);
     let candidate = rouge_tokens(candidate);
-    RougeScores {
-        rouge1: rouge_n(&reference, &candidate, 1),
-        rouge2: rouge_n(&reference, &candidate, 2),
-        rouge_l: rouge_l(&reference, &candidate),
-    }
+    RougeScores { rouge1: rouge_n(&reference, &candidate, 1), rouge2: rouge_n(&reference, &candidate, 2), rouge_l: rouge_l(&reference, &candidate) }
 }
 
 /// One ROUGE variant.
@@ -100,11 +88,7 @@ fn lcs_len<T: PartialEq>(a: &[T], b: &[T]) -> usize {
         let mut diagonal = 0;
         for (j, y) in short.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = if x == y {
-                diagonal + 1
-            } else {
-                above.max(row[j])
-            };
+            row[j + 1] = if x == y { diagonal + 1 } else { above.max(row[j]) };
             diagonal = above;
         }
     }

@@ -87,8 +87,5 @@ pub fn ngram_overlap<T: Hash + Eq>(a: &[T], b: &[T], n: usize) -> usize {
         return 0;
     }
     let counts_b = ngram_counts(b, n);
-    ngram_counts(a, n)
-        .iter()
-        .map(|(gram, &count)| count.min(counts_b.get(gram).copied().unwrap_or(0)))
-        .sum()
+    ngram_counts(a, n).iter().map(|(gram, &count)| count.min(counts_b.get(gram).copied().unwrap_or(0))).sum()
 }

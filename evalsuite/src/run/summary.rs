@@ -78,12 +78,8 @@ fn summarize_frame(record: super::record::RunRecord, mut df: DataFrame) -> Polar
         df = df.lazy().with_column(lit(false).alias("error")).collect()?;
     }
     let ok = || col("error").not();
-    let per_case = df
-        .clone()
-        .lazy()
-        .group_by_stable([col("category"), col("case_id")])
-        .agg([col("case_score").first(), col("case_passed").first()])
-        .collect()?;
+    let per_case =
+        df.clone().lazy().group_by_stable([col("category"), col("case_id")]).agg([col("case_score").first(), col("case_passed").first()]).collect()?;
     let per_check = df
         .lazy()
         .group_by_stable([col("category"), col("check")])

@@ -96,8 +96,7 @@ impl Scorer for JudgeSpec {
     }
 }
 
-const DECODING: GenerationConfig =
-    GenerationConfig { max_new_tokens: 64, temperature: 0.0, top_k: None, top_p: None, seed: 0, stop_strings: Vec::new() };
+const DECODING: GenerationConfig = GenerationConfig { max_new_tokens: 64, temperature: 0.0, top_k: None, top_p: None, seed: 0, stop_strings: Vec::new() };
 
 /// Scores one output with the judge.
 pub fn judge(client: &ChatClient, spec: &JudgeSpec, case: &Case, output: &str) -> Result<Value> {

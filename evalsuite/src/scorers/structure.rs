@@ -67,9 +67,7 @@ pub fn location_line(output: &str, input: &str, prefix: &str) -> Value {
     // with a quote, so both readings are tried).
     let matches = |line: &str, t: &str| line.trim() == t || line.trim() == unquote(t);
     match (number, text.filter(|t| !t.is_empty())) {
-        (Some(n), _) if n == 0 || n > input_lines.len() => {
-            Value::with(0.0, format!("cites line {n}, the input has {} lines", input_lines.len()))
-        }
+        (Some(n), _) if n == 0 || n > input_lines.len() => Value::with(0.0, format!("cites line {n}, the input has {} lines", input_lines.len())),
         (Some(n), Some(t)) if matches(input_lines[n - 1], t) => Value::of(1.0),
         (Some(n), Some(t)) => Value::with(0.0, format!("line {n} is {:?}, not {:?}", truncate(input_lines[n - 1].trim(), 60), truncate(t, 60))),
         (Some(_), None) => Value::of(1.0),

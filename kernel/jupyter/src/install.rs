@@ -42,7 +42,10 @@ impl Location {
         }
         if self.sys_prefix {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-            let out = std::process::Command::new(&python).args(["-c", "import sys; print(sys.prefix)"]).output().with_context(|| format!("running {python} to find sys.prefix"))?;
+            let out = std::process::Command::new(&python)
+                .args(["-c", "import sys; print(sys.prefix)"])
+                .output()
+                .with_context(|| format!("running {python} to find sys.prefix"))?;
             anyhow::ensure!(out.status.success(), "{python} failed to print sys.prefix");
             return Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()).join("share/jupyter/kernels"));
         }

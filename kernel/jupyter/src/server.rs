@@ -139,7 +139,10 @@ async fn serve(info: ConnectionInfo, lib: PathBuf) -> anyhow::Result<()> {
                 let code = content["code"].as_str().unwrap_or("").to_string();
                 let pos = char_to_byte(&code, content["cursor_pos"].as_u64().unwrap_or(0) as usize);
                 let (matches, start, end) = engine.complete(code.clone(), pos).await;
-                Some(("complete_reply", json!({"status": "ok", "matches": matches, "cursor_start": byte_to_char(&code, start), "cursor_end": byte_to_char(&code, end), "metadata": {}})))
+                Some((
+                    "complete_reply",
+                    json!({"status": "ok", "matches": matches, "cursor_start": byte_to_char(&code, start), "cursor_end": byte_to_char(&code, end), "metadata": {}}),
+                ))
             }
             "inspect_request" => {
                 let code = content["code"].as_str().unwrap_or("").to_string();
@@ -193,9 +196,13 @@ async fn execute(req: &JupyterMessage, content: &Value, count: u32, engine: &Eng
     shared.publish(message(req, "execute_input", json!({"code": code, "execution_count": count})));
     *shared.current.lock().expect("not poisoned") = Some(req.clone());
     if !engine.ready.load(std::sync::atomic::Ordering::SeqCst) {
-        shared.publish(message(req, "stream", json!({"name": "stderr", "text":
+        shared.publish(message(
+            req,
+            "stream",
+            json!({"name": "stderr", "text":
             "tunelab: preparing the notebook library — compiling tunelab and its dependencies (candle, tokenizers, minijinja). \
-             The first start on a new machine takes about 5–10 minutes on 2 cores; later starts reuse the compiled cache and take seconds.\n"})));
+             The first start on a new machine takes about 5–10 minutes on 2 cores; later starts reuse the compiled cache and take seconds.\n"}),
+        ));
     }
     let result = engine.execute(code).await;
     // Let output already produced by the cell reach IOPub before the result.
@@ -250,7 +257,11 @@ async fn stdin_loop(mut stdin: jupyter_zmq_client::KernelStdinConnection, mut as
         let allowed = parent.as_ref().is_some_and(|p| serde_json::to_value(&p.content).is_ok_and(|c| c["allow_stdin"].as_bool().unwrap_or(false)));
         let Some(parent) = parent.filter(|_| allowed) else {
             if let Some(p) = shared.current.lock().expect("not poisoned").as_ref() {
-                shared.publish(message(p, "stream", json!({"name": "stderr", "text": "tunelab: the cell asked for input, but this front end does not accept input; using an empty answer\n"})));
+                shared.publish(message(
+                    p,
+                    "stream",
+                    json!({"name": "stderr", "text": "tunelab: the cell asked for input, but this front end does not accept input; using an empty answer\n"}),
+                ));
             }
             let _ = ask.answer.send(String::new());
             continue;

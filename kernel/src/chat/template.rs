@@ -126,12 +126,7 @@ impl ChatTemplate {
             "chatml" => CHATML_TEMPLATE,
             "qwen" => QWEN_TEMPLATE,
             "llama3" => LLAMA3_TEMPLATE,
-            other => {
-                return Err(Error::Template {
-                    line: None,
-                    message: format!("unknown template name {other:?} (known: default, chatml, qwen, llama3)"),
-                })
-            }
+            other => return Err(Error::Template { line: None, message: format!("unknown template name {other:?} (known: default, chatml, qwen, llama3)") }),
         };
         Self::new(source, bos_token, eos_token)
     }
@@ -183,10 +178,7 @@ mod tests {
     fn named_templates_render_like_llama_factory() {
         let msgs = [Message::system("Be brief."), Message::user("Hi"), Message::assistant("Hello!"), Message::user("Bye")];
         let d = ChatTemplate::named("default", "<s>", "</s>").unwrap();
-        assert_eq!(
-            d.render(&msgs, true).unwrap(),
-            "System: Be brief.</s>\nHuman: Hi</s>\nAssistant:Hello!</s>\nHuman: Bye</s>\nAssistant:"
-        );
+        assert_eq!(d.render(&msgs, true).unwrap(), "System: Be brief.</s>\nHuman: Hi</s>\nAssistant:Hello!</s>\nHuman: Bye</s>\nAssistant:");
         let q = ChatTemplate::named("qwen", "", "<|im_end|>").unwrap();
         assert_eq!(
             q.render(&[Message::user("Hi")], true).unwrap(),
@@ -212,8 +204,7 @@ mod tests {
 
     #[test]
     fn raise_exception_surfaces_the_message() {
-        let t = ChatTemplate::new("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}", "", "")
-            .unwrap();
+        let t = ChatTemplate::new("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}", "", "").unwrap();
         let err = t.render(&[Message::system("x")], false).unwrap_err().to_string();
         assert!(err.contains("first must be user"), "{err}");
     }

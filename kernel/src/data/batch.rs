@@ -35,12 +35,7 @@ impl Batch {
         }
         let tokens = examples.iter().map(|e| e.input_ids.len()).sum();
         let label_tokens = labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
-        Ok(Self {
-            input_ids: Tensor::from_vec(ids, (b, t), device)?,
-            labels: Tensor::from_vec(labels, (b, t), device)?,
-            tokens,
-            label_tokens,
-        })
+        Ok(Self { input_ids: Tensor::from_vec(ids, (b, t), device)?, labels: Tensor::from_vec(labels, (b, t), device)?, tokens, label_tokens })
     }
 }
 
@@ -84,7 +79,12 @@ mod tests {
         assert_eq!(plan, BatchPlan::new(&lengths, 4, 7, 0), "same seed and epoch, same plan");
         assert_ne!(plan, BatchPlan::new(&lengths, 4, 7, 1), "epochs differ");
         let spread: usize = plan.batches.iter().map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap()).sum();
-        let random_spread: usize = (0..25).map(|k| { let b = &lengths[k * 4..k * 4 + 4]; b.iter().max().unwrap() - b.iter().min().unwrap() }).sum();
+        let random_spread: usize = (0..25)
+            .map(|k| {
+                let b = &lengths[k * 4..k * 4 + 4];
+                b.iter().max().unwrap() - b.iter().min().unwrap()
+            })
+            .sum();
         assert!(spread * 3 < random_spread, "grouping did not reduce padding: {spread} vs {random_spread}");
     }
 

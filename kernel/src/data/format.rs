@@ -171,7 +171,13 @@ impl LoadOptions {
             Some(_) => return Err((Some(c.history.clone()), "expected a list of [user, assistant] pairs".into())),
         }
         // LLaMA-Factory joins instruction and input with a newline.
-        let user = if input.is_empty() { instruction } else if instruction.is_empty() { input } else { format!("{instruction}\n{input}") };
+        let user = if input.is_empty() {
+            instruction
+        } else if instruction.is_empty() {
+            input
+        } else {
+            format!("{instruction}\n{input}")
+        };
         messages.push(Message::user(user));
         messages.push(Message::assistant(output));
         Ok(messages)
@@ -255,7 +261,10 @@ fn check_order(messages: &[Message]) -> Result<(), FieldError> {
     for (i, m) in body.iter().enumerate() {
         let want = if i % 2 == 0 { Role::User } else { Role::Assistant };
         if m.role != want {
-            return Err((None, format!("wrong role order: turn {} is {}, expected {} (system?, then user/assistant alternating)", i + 1, m.role.as_str(), want.as_str())));
+            return Err((
+                None,
+                format!("wrong role order: turn {} is {}, expected {} (system?, then user/assistant alternating)", i + 1, m.role.as_str(), want.as_str()),
+            ));
         }
         if m.content.trim().is_empty() {
             return Err((None, format!("turn {} ({}) is empty", i + 1, m.role.as_str())));

@@ -102,11 +102,7 @@ fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
         let good = &bytes[..e.valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
         let column = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        Error::InvalidArgument(format!(
-            "{}:{line}:{column}: invalid UTF-8 (byte 0x{:02x}); save the file as UTF-8",
-            path.display(),
-            bytes[e.valid_up_to()]
-        ))
+        Error::InvalidArgument(format!("{}:{line}:{column}: invalid UTF-8 (byte 0x{:02x}); save the file as UTF-8", path.display(), bytes[e.valid_up_to()]))
     })
 }
 
@@ -144,9 +140,8 @@ fn read_jsonl(path: &Path, text: &str) -> Vec<Record> {
 }
 
 fn read_json_array(path: &Path, text: &str) -> Result<Vec<Record>> {
-    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
-        Error::InvalidArgument(format!("{}:{}:{}: invalid JSON: {e} (expected an array of records)", path.display(), e.line(), e.column()))
-    })?;
+    let items: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| Error::InvalidArgument(format!("{}:{}:{}: invalid JSON: {e} (expected an array of records)", path.display(), e.line(), e.column())))?;
     let base = text.as_ptr() as usize;
     Ok(items
         .into_iter()
@@ -165,10 +160,7 @@ fn read_json_array(path: &Path, text: &str) -> Result<Vec<Record>> {
 
 fn read_csv(path: &Path, text: &str) -> Result<Vec<Record>> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| Error::InvalidArgument(format!("{}:1: cannot read the CSV header: {e}", path.display())))?
-        .clone();
+    let headers = reader.headers().map_err(|e| Error::InvalidArgument(format!("{}:1: cannot read the CSV header: {e}", path.display())))?.clone();
     let mut out = Vec::new();
     for record in reader.records() {
         match record {

@@ -168,7 +168,9 @@ impl ValidationReport {
             if flagged.contains(&i) {
                 continue;
             }
-            if let Some((j, sim)) = (0..i).filter(|j| !flagged.contains(j)).map(|j| (j, jaccard(&shingles[i], &shingles[j]))).find(|&(_, s)| s >= opts.near_duplicate_jaccard) {
+            if let Some((j, sim)) =
+                (0..i).filter(|j| !flagged.contains(j)).map(|j| (j, jaccard(&shingles[i], &shingles[j]))).find(|&(_, s)| s >= opts.near_duplicate_jaccard)
+            {
                 issues.push(warn(&exs[i], None, format!("near-duplicate of line {} (word-trigram Jaccard {sim:.2})", exs[j].source.line)));
                 near += 1;
                 flagged.insert(i);

@@ -69,7 +69,8 @@ impl LineChart {
             escape_html(&self.y_label)
         ));
         for (k, s) in self.series.iter().enumerate() {
-            let pts: Vec<String> = s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+            let pts: Vec<String> =
+                s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
             let color = escape_html(&s.color);
             if pts.len() == 1 {
                 svg.push_str(&format!("<circle cx=\"{}\" r=\"3\" fill=\"{color}\"/>\n", pts[0].replace(',', "\" cy=\"")));
@@ -77,7 +78,11 @@ impl LineChart {
                 svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n", pts.join(" ")));
             }
             let ly = top + 14.0 + 14.0 * k as f64;
-            svg.push_str(&format!("<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>\n", left + pw - 110.0, left + pw - 92.0));
+            svg.push_str(&format!(
+                "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
+                left + pw - 110.0,
+                left + pw - 92.0
+            ));
             svg.push_str(&format!("<text x=\"{}\" y=\"{}\">{}</text>\n", left + pw - 88.0, ly + 4.0, escape_html(&s.name)));
         }
         svg.push_str("</svg>\n");

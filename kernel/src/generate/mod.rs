@@ -144,14 +144,9 @@ impl<'a> Generator<'a> {
         }
         let mut results: Vec<Option<Result<Generation>>> = prompts.iter().map(|_| None).collect();
         self.generate_continuous(prompts, cfg, prompts.len(), on_text, |i, r| results[i] = Some(r))?;
-        results
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| r.unwrap_or_else(|| Err(Error::InvalidArgument(format!("prompt {i} was never generated")))))
-            .collect()
+        results.into_iter().enumerate().map(|(i, r)| r.unwrap_or_else(|| Err(Error::InvalidArgument(format!("prompt {i} was never generated"))))).collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -38,8 +38,7 @@ impl Generator<'_> {
         }
         let input = Tensor::from_vec(batch, (prompts.len(), longest), device)?;
         let mut cache = self.transformer.new_cache(longest + max_new);
-        let mut samplers: Vec<LogitsProcessor> =
-            prompts.iter().map(|_| LogitsProcessor::from_sampling(cfg.seed, cfg.sampling())).collect();
+        let mut samplers: Vec<LogitsProcessor> = prompts.iter().map(|_| LogitsProcessor::from_sampling(cfg.seed, cfg.sampling())).collect();
         let mut rows: Vec<RowState> = prompts.iter().map(|_| RowState::new(max_new)).collect();
 
         let start = Instant::now();

@@ -96,10 +96,7 @@ impl LoraConfig {
             } else if ALL_TARGETS.contains(&t.as_str()) {
                 out.push(t.clone());
             } else {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown LoRA target {t:?} (known: all, {}; lm_head is never adapted)",
-                    ALL_TARGETS.join(", ")
-                )));
+                return Err(Error::InvalidArgument(format!("unknown LoRA target {t:?} (known: all, {}; lm_head is never adapted)", ALL_TARGETS.join(", "))));
             }
         }
         out.sort_by_key(|t| ALL_TARGETS.iter().position(|a| a == t));
@@ -199,11 +196,8 @@ impl AdapterSet {
     /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (atomically).
     pub fn save(&self, dir: &Path) -> Result<()> {
         fsutil::create_dir_all(dir)?;
-        let tensors: HashMap<String, Tensor> = self
-            .peft_tensors()
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
-            .collect::<candle_core::Result<_>>()?;
+        let tensors: HashMap<String, Tensor> =
+            self.peft_tensors().into_iter().map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?))).collect::<candle_core::Result<_>>()?;
         fsutil::save_safetensors_atomic(&dir.join(WEIGHTS_FILE), &tensors)?;
         fsutil::write_json_atomic(&dir.join(CONFIG_FILE), &self.config)
     }
@@ -213,8 +207,8 @@ impl AdapterSet {
     pub fn load(dir: &Path, model: &Transformer) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let config: LoraConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config at line {}: {e}", e.line())))?;
+        let config: LoraConfig =
+            serde_json::from_str(&text).map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config at line {}: {e}", e.line())))?;
         if config.peft_type != "LORA" {
             return Err(Error::bad_model(&cfg_path, format!("peft_type is {:?}; only LORA adapters are supported", config.peft_type)));
         }
@@ -280,9 +274,7 @@ impl AdapterSet {
         let mut tensors = base.tensors().clone();
         for (module, layer) in &self.layers {
             let key = format!("{module}.weight");
-            let w = tensors
-                .get(&key)
-                .ok_or_else(|| Error::bad_model(base.source(), format!("missing tensor {key} to merge into")))?;
+            let w = tensors.get(&key).ok_or_else(|| Error::bad_model(base.source(), format!("missing tensor {key} to merge into")))?;
             let merged = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
             tensors.insert(key, merged);
         }

@@ -77,16 +77,10 @@ impl ModelConfig {
             return Err("head counts must be positive".into());
         }
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
+            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads));
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return Err(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
+            return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.num_key_value_heads));
         }
         if self.head_dim() % 2 != 0 {
             return Err(format!("head dimension {} is odd; rotary embedding needs it even", self.head_dim()));

@@ -28,18 +28,14 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| Error::bad_model(path, format!("not a readable GGUF file: {e}")))?;
+        let content = Content::read(&mut reader).map_err(|e| Error::bad_model(path, format!("not a readable GGUF file: {e}")))?;
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
             let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
             let end = content.tensor_data_offset + info.offset + bytes;
             if end > file_len {
-                return Err(Error::bad_model(
-                    path,
-                    format!("file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes"),
-                ));
+                return Err(Error::bad_model(path, format!("file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes")));
             }
         }
         Ok(Self { path: path.to_path_buf(), content, reader })
@@ -52,43 +48,29 @@ impl GgufFile {
 
     /// A metadata string, or an error naming the missing key.
     pub fn meta_str(&self, key: &str) -> Result<&str> {
-        self.meta(key)?
-            .to_string()
-            .map(String::as_str)
-            .map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a string")))
+        self.meta(key)?.to_string().map(String::as_str).map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a string")))
     }
 
     fn meta(&self, key: &str) -> Result<&Value> {
-        self.content
-            .metadata
-            .get(key)
-            .ok_or_else(|| Error::bad_model(&self.path, format!("missing metadata key {key}")))
+        self.content.metadata.get(key).ok_or_else(|| Error::bad_model(&self.path, format!("missing metadata key {key}")))
     }
 
     fn meta_usize(&self, key: &str) -> Result<usize> {
         let v = self.meta(key)?;
-        value_as_u64(v)
-            .map(|n| n as usize)
-            .ok_or_else(|| Error::bad_model(&self.path, format!("metadata {key} is not an integer")))
+        value_as_u64(v).map(|n| n as usize).ok_or_else(|| Error::bad_model(&self.path, format!("metadata {key} is not an integer")))
     }
 
     fn meta_f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.content.metadata.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .to_f64()
-                .or_else(|_| v.to_f32().map(f64::from))
-                .map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a float"))),
+            Some(v) => v.to_f64().or_else(|_| v.to_f32().map(f64::from)).map_err(|_| Error::bad_model(&self.path, format!("metadata {key} is not a float"))),
         }
     }
 
     /// The model's architecture, from `general.architecture`.
     pub fn architecture(&self) -> Result<Architecture> {
         let arch = self.meta_str("general.architecture")?;
-        Architecture::parse(arch).ok_or_else(|| Error::UnsupportedArchitecture {
-            path: self.path.clone(),
-            arch: arch.to_string(),
-        })
+        Architecture::parse(arch).ok_or_else(|| Error::UnsupportedArchitecture { path: self.path.clone(), arch: arch.to_string() })
     }
 
     /// Hyper-parameters from the `{arch}.*` metadata keys.
@@ -119,11 +101,7 @@ impl GgufFile {
     }
 
     fn token_count(&self) -> Result<usize> {
-        Ok(self
-            .meta("tokenizer.ggml.tokens")?
-            .to_vec()
-            .map_err(|_| Error::bad_model(&self.path, "metadata tokenizer.ggml.tokens is not an array"))?
-            .len())
+        Ok(self.meta("tokenizer.ggml.tokens")?.to_vec().map_err(|_| Error::bad_model(&self.path, "metadata tokenizer.ggml.tokens is not an array"))?.len())
     }
 
     /// Reads and dequantizes every tensor to f32, renamed to HF names; llama q/k weights
@@ -136,13 +114,9 @@ impl GgufFile {
                 // rope_freqs and similar derived tensors are recomputed, not loaded.
                 continue;
             };
-            let q = self
-                .content
-                .tensor(&mut self.reader, &name, device)
-                .map_err(|e| Error::bad_model(&self.path, format!("cannot read tensor {name}: {e}")))?;
-            let mut t = q
-                .dequantize(device)
-                .map_err(|e| Error::bad_model(&self.path, format!("cannot dequantize tensor {name}: {e}")))?;
+            let q =
+                self.content.tensor(&mut self.reader, &name, device).map_err(|e| Error::bad_model(&self.path, format!("cannot read tensor {name}: {e}")))?;
+            let mut t = q.dequantize(device).map_err(|e| Error::bad_model(&self.path, format!("cannot dequantize tensor {name}: {e}")))?;
             if cfg.architecture == Architecture::Llama {
                 if name.ends_with("attn_q.weight") {
                     t = unpermute_rope_rows(&t, cfg.num_attention_heads)?;
@@ -199,10 +173,7 @@ pub fn hf_tensor_name(gguf: &str) -> Option<String> {
 /// rotate-half order `[h, 2, d/2]` to interleaved order `[h, d/2, 2]`.
 pub fn unpermute_rope_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let (out, inp) = w.dims2()?;
-    w.reshape((n_head, out / n_head / 2, 2, inp))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((out, inp))
+    w.reshape((n_head, out / n_head / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
 }
 
 #[cfg(test)]

@@ -34,14 +34,8 @@ fn read_config(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join("config.json");
     let json = read_json_opt(&path)?.ok_or_else(|| Error::bad_model(dir, "missing config.json"))?;
     let hf: HfConfig = serde_json::from_value(json).map_err(|e| Error::bad_model(&path, e.to_string()))?;
-    let arch_name = hf
-        .architectures
-        .first()
-        .cloned()
-        .or(hf.model_type.clone())
-        .unwrap_or_else(|| "unknown".to_string());
-    let architecture = Architecture::parse(&arch_name)
-        .ok_or_else(|| Error::UnsupportedArchitecture { path: path.clone(), arch: arch_name })?;
+    let arch_name = hf.architectures.first().cloned().or(hf.model_type.clone()).unwrap_or_else(|| "unknown".to_string());
+    let architecture = Architecture::parse(&arch_name).ok_or_else(|| Error::UnsupportedArchitecture { path: path.clone(), arch: arch_name })?;
     let cfg = ModelConfig {
         architecture,
         hidden_size: hf.hidden_size,
@@ -94,10 +88,9 @@ fn chat_template_source(dir: &Path) -> Result<Option<String>> {
     Ok(match cfg.get("chat_template") {
         Some(Json::String(s)) => Some(s.clone()),
         // A list of named templates: take the one called "default".
-        Some(Json::Array(list)) => list
-            .iter()
-            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
-            .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+        Some(Json::Array(list)) => {
+            list.iter().find(|t| t.get("name").and_then(Json::as_str) == Some("default")).and_then(|t| t.get("template")?.as_str().map(str::to_string))
+        }
         _ => None,
     })
 }

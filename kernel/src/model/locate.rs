@@ -38,8 +38,5 @@ pub fn resolve_model_path(path: &Path) -> Result<PathBuf> {
     }
     tried.dedup();
     let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-    Err(Error::ModelNotFound {
-        path: path.to_path_buf(),
-        hint: format!("looked in {}; run scripts/fetch-models to download the models", tried.join(", ")),
-    })
+    Err(Error::ModelNotFound { path: path.to_path_buf(), hint: format!("looked in {}; run scripts/fetch-models to download the models", tried.join(", ")) })
 }

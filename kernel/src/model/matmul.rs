@@ -137,8 +137,20 @@ fn gemm_rm<T: Element>(m: usize, n: usize, k: usize, a: &[T], a_t: bool, b: &[T]
         // SAFETY: the slices hold m×k, k×n and m×n elements with the given leading dimensions.
         unsafe {
             (T::blas_gemm(blas))(
-                ROW_MAJOR, t(a_t), t(b_t), m as i32, n as i32, k as i32, T::ONE,
-                a.as_ptr(), lda as i32, b.as_ptr(), ldb as i32, T::ZERO, c.as_mut_ptr(), n as i32,
+                ROW_MAJOR,
+                t(a_t),
+                t(b_t),
+                m as i32,
+                n as i32,
+                k as i32,
+                T::ONE,
+                a.as_ptr(),
+                lda as i32,
+                b.as_ptr(),
+                ldb as i32,
+                T::ZERO,
+                c.as_mut_ptr(),
+                n as i32,
             );
         }
         return c;
@@ -150,9 +162,24 @@ fn gemm_rm<T: Element>(m: usize, n: usize, k: usize, a: &[T], a_t: bool, b: &[T]
     // SAFETY: pointers and strides describe the slices above; dst is not read (read_dst = false).
     unsafe {
         gemm::gemm(
-            m, n, k, c.as_mut_ptr(), 1, n as isize, false,
-            a.as_ptr(), a_cs, a_rs, b.as_ptr(), b_cs, b_rs,
-            T::ZERO, T::ONE, false, false, false,
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            T::ZERO,
+            T::ONE,
+            false,
+            false,
+            false,
             gemm::Parallelism::Rayon(0),
         );
     }
@@ -185,12 +212,8 @@ fn load_blas() -> Option<Blas> {
     if std::env::var_os("OPENBLAS_CORETYPE").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
         std::env::set_var("OPENBLAS_CORETYPE", "SkylakeX");
     }
-    let candidates: [(&str, &'static str); 4] = [
-        ("libopenblas.so.0", "OpenBLAS"),
-        ("libopenblas.so", "OpenBLAS"),
-        ("libblis.so.4", "BLIS"),
-        ("libblis.so", "BLIS"),
-    ];
+    let candidates: [(&str, &'static str); 4] =
+        [("libopenblas.so.0", "OpenBLAS"), ("libopenblas.so", "OpenBLAS"), ("libblis.so.4", "BLIS"), ("libblis.so", "BLIS")];
     for (file, name) in candidates {
         // SAFETY: loading a well-known system library whose initialisers are benign.
         let Ok(lib) = (unsafe { libloading::Library::new(file) }) else { continue };

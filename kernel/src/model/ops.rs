@@ -73,13 +73,9 @@ pub struct RotaryTables {
 impl RotaryTables {
     /// Tables for positions `0..max_positions` with base frequency `theta`, in `dtype`.
     pub fn new(head_dim: usize, max_positions: usize, theta: f64, dtype: DType, device: &candle_core::Device) -> Result<Self> {
-        let inv_freq: Vec<f32> = (0..head_dim / 2)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
-            .collect();
+        let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32).collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
-        let positions = Tensor::arange(0u32, max_positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_positions, 1))?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
         let freqs = positions.broadcast_mul(&inv_freq)?;
         Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
     }
@@ -109,9 +105,6 @@ impl RotaryTables {
         let (b, t) = positions.dims2()?;
         let flat = positions.flatten_all()?;
         let half = self.cos.dim(1)?;
-        Ok((
-            self.cos.index_select(&flat, 0)?.reshape((b, t, half))?,
-            self.sin.index_select(&flat, 0)?.reshape((b, t, half))?,
-        ))
+        Ok((self.cos.index_select(&flat, 0)?.reshape((b, t, half))?, self.sin.index_select(&flat, 0)?.reshape((b, t, half))?))
     }
 }

@@ -45,8 +45,7 @@ impl Tokenizer {
     /// `config.json` beside it when present.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::bad_model(&path, format!("cannot load tokenizer: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::bad_model(&path, format!("cannot load tokenizer: {e}")))?;
         let tcfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
         let mcfg = read_json_opt(&dir.join("config.json"))?.unwrap_or(Json::Null);
         let token_id = |key: &str| -> Option<u32> {
@@ -82,9 +81,7 @@ impl Tokenizer {
         let strings = |key: &str| -> Result<Vec<String>> {
             let arr = meta.get(key).ok_or_else(|| bad(format!("missing metadata key {key}")))?;
             let arr = arr.to_vec().map_err(|_| bad(format!("metadata {key} is not an array")))?;
-            arr.iter()
-                .map(|v| v.to_string().cloned().map_err(|_| bad(format!("metadata {key} holds a non-string"))))
-                .collect()
+            arr.iter().map(|v| v.to_string().cloned().map_err(|_| bad(format!("metadata {key} holds a non-string")))).collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?;
@@ -94,12 +91,10 @@ impl Tokenizer {
         };
         let special_id = |key: &str| meta.get(key).and_then(value_as_u64).map(|v| v as u32);
         let pre = meta.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
-        let pre_tokenizer = pre_tokenizer_for(pre).ok_or_else(|| {
-            bad(format!("tokenizer.ggml.pre {pre:?} is not supported (supported: smollm, gpt2, default, llama-bpe, llama3, qwen2)"))
-        })?;
+        let pre_tokenizer = pre_tokenizer_for(pre)
+            .ok_or_else(|| bad(format!("tokenizer.ggml.pre {pre:?} is not supported (supported: smollm, gpt2, default, llama-bpe, llama3, qwen2)")))?;
 
-        let vocab: serde_json::Map<String, Json> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
         // Token types (llama.cpp): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
         let added: Vec<Json> = tokens
             .iter()
@@ -124,8 +119,8 @@ impl Tokenizer {
                       "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                       "ignore_merges": false, "vocab": vocab, "merges": merges},
         });
-        let inner = tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes())
-            .map_err(|e| bad(format!("cannot build tokenizer from GGUF metadata: {e}")))?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(spec.to_string().as_bytes()).map_err(|e| bad(format!("cannot build tokenizer from GGUF metadata: {e}")))?;
         let add_bos = meta.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
         let mut tok = Self {
             inner,
@@ -256,9 +251,9 @@ fn first_id(v: Option<&Json>) -> Option<u32> {
 /// Reads a JSON file if it exists; a malformed one is an error naming the file.
 pub(crate) fn read_json_opt(path: &Path) -> Result<Option<Json>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::bad_model(path, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()))),
+        Ok(text) => {
+            serde_json::from_str(&text).map(Some).map_err(|e| Error::bad_model(path, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }

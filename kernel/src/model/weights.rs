@@ -43,14 +43,9 @@ impl Weights {
 
     /// The tensor `name`, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            Error::bad_model(&self.source, format!("missing tensor {name} (expected shape {shape:?})"))
-        })?;
+        let t = self.tensors.get(name).ok_or_else(|| Error::bad_model(&self.source, format!("missing tensor {name} (expected shape {shape:?})")))?;
         if t.dims() != shape {
-            return Err(Error::bad_model(
-                &self.source,
-                format!("tensor {name} has shape {:?}, expected {shape:?}", t.dims()),
-            ));
+            return Err(Error::bad_model(&self.source, format!("tensor {name} has shape {:?}, expected {shape:?}", t.dims())));
         }
         Ok(t.clone())
     }
@@ -74,10 +69,7 @@ impl Weights {
     pub fn random(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
         let mut rng = SplitMix64(seed);
         let h = cfg.hidden_size;
-        let mut shapes: Vec<(String, Vec<usize>)> = vec![
-            ("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h]),
-            ("model.norm.weight".into(), vec![h]),
-        ];
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h]), ("model.norm.weight".into(), vec![h])];
         if !cfg.tie_word_embeddings {
             shapes.push(("lm_head.weight".into(), vec![cfg.vocab_size, h]));
         }
@@ -99,9 +91,7 @@ impl Weights {
             let n: usize = shape.iter().product();
             let is_norm = name.ends_with("layernorm.weight") || name == "model.norm.weight";
             let scale = if shape.len() == 2 { 1.0 / (shape[1] as f64).sqrt() } else { 0.1 };
-            let data: Vec<f64> = (0..n)
-                .map(|_| if is_norm { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() })
-                .collect();
+            let data: Vec<f64> = (0..n).map(|_| if is_norm { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() }).collect();
             let t = Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?;
             tensors.insert(name, t);
         }

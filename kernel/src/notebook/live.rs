@@ -82,7 +82,11 @@ pub fn live_training(every: usize) -> impl FnMut(&TrainEvent) {
                 if step % every != 0 && step != total_steps {
                     return;
                 }
-                (*step, *total_steps, format!("loss {loss:.4} · lr {lr:.2e} · {tokens_per_second:.0} tok/s · epoch {epoch:.2} · eta {}", crate::train::format_duration(*eta)))
+                (
+                    *step,
+                    *total_steps,
+                    format!("loss {loss:.4} · lr {lr:.2e} · {tokens_per_second:.0} tok/s · epoch {epoch:.2} · eta {}", crate::train::format_duration(*eta)),
+                )
             }
             TrainEvent::Eval { step, eval_loss } => {
                 if let Some(r) = history.iter_mut().rev().find(|r| r.current_steps == *step) {

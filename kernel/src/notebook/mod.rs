@@ -10,7 +10,7 @@ mod input;
 mod live;
 mod views;
 
-pub use input::{input, password};
 pub use crate::train::{install_interrupt_handler, interrupt_flag};
+pub use input::{input, password};
 pub use live::{live_training, LiveDisplay};
 pub use views::{compare, Comparison};

@@ -24,9 +24,19 @@ const TD: &str = "<td style=\"border:1px solid #ddd;padding:3px 6px;vertical-ali
 impl Dataset {
     /// Notebook view: the first ten examples as a table.
     pub fn evcxr_display(&self) {
-        let mut html = format!("<div><b>{}</b>: {} examples, {} unreadable records</div>{TABLE}<tr><th>line</th><th>prompt</th><th>response</th></tr>", escape_html(&self.path.display().to_string()), self.len(), self.issues.len());
+        let mut html = format!(
+            "<div><b>{}</b>: {} examples, {} unreadable records</div>{TABLE}<tr><th>line</th><th>prompt</th><th>response</th></tr>",
+            escape_html(&self.path.display().to_string()),
+            self.len(),
+            self.issues.len()
+        );
         for ex in self.examples.iter().take(10) {
-            html.push_str(&format!("<tr>{TD}{}</td>{TD}{}</td>{TD}{}</td></tr>", ex.source.line, escape_html(&clip(&ex.prompt_text(), 300)), escape_html(&clip(ex.response_text(), 300))));
+            html.push_str(&format!(
+                "<tr>{TD}{}</td>{TD}{}</td>{TD}{}</td></tr>",
+                ex.source.line,
+                escape_html(&clip(&ex.prompt_text(), 300)),
+                escape_html(&clip(ex.response_text(), 300))
+            ));
         }
         html.push_str("</table>");
         emit(&html, &format!("{}: {} examples", self.path.display(), self.len()));
@@ -38,12 +48,23 @@ impl ValidationReport {
     pub fn evcxr_display(&self) {
         let mut html = format!(
             "<div><b>{}</b>: {} records, {} valid · {} errors, {} warnings · duplicates {} exact / {} near · eval overlap {} · over cutoff {}</div>",
-            escape_html(&self.file), self.records, self.valid, self.error_count(), self.warning_count(), self.exact_duplicates, self.near_duplicates, self.eval_overlap, self.over_cutoff
+            escape_html(&self.file),
+            self.records,
+            self.valid,
+            self.error_count(),
+            self.warning_count(),
+            self.exact_duplicates,
+            self.near_duplicates,
+            self.eval_overlap,
+            self.over_cutoff
         );
         html.push_str(&format!("{TABLE}<tr><th>tokens</th><th>min</th><th>mean</th><th>p50</th><th>p95</th><th>max</th></tr>"));
         for (name, s) in [("prompt", &self.prompt_tokens), ("response", &self.response_tokens)] {
             if let Some(s) = s {
-                html.push_str(&format!("<tr>{TD}{name}</td>{TD}{}</td>{TD}{:.0}</td>{TD}{}</td>{TD}{}</td>{TD}{}</td></tr>", s.min, s.mean, s.p50, s.p95, s.max));
+                html.push_str(&format!(
+                    "<tr>{TD}{name}</td>{TD}{}</td>{TD}{:.0}</td>{TD}{}</td>{TD}{}</td>{TD}{}</td></tr>",
+                    s.min, s.mean, s.p50, s.p95, s.max
+                ));
             }
         }
         html.push_str("</table>");
@@ -51,7 +72,12 @@ impl ValidationReport {
             html.push_str(&format!("{TABLE}<tr><th>where</th><th>severity</th><th>field</th><th>problem</th></tr>"));
             for i in &self.issues {
                 let sev = if i.severity == Severity::Error { "error" } else { "warning" };
-                html.push_str(&format!("<tr>{TD}{}</td>{TD}{sev}</td>{TD}{}</td>{TD}{}</td></tr>", escape_html(&i.source.to_string()), escape_html(i.field.as_deref().unwrap_or("")), escape_html(&i.message)));
+                html.push_str(&format!(
+                    "<tr>{TD}{}</td>{TD}{sev}</td>{TD}{}</td>{TD}{}</td></tr>",
+                    escape_html(&i.source.to_string()),
+                    escape_html(i.field.as_deref().unwrap_or("")),
+                    escape_html(&i.message)
+                ));
             }
             html.push_str("</table>");
         }
@@ -136,10 +162,6 @@ pub fn compare(
         let gens = crate::generate::Generator::new(model, tokenizer).generate_batch(&rendered, &cfg, |_, _| {})?;
         columns_out.push(gens.into_iter().map(|g| g.text).collect());
     }
-    let rows = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, (label, p))| (label.clone(), p.clone(), columns_out.iter().map(|c| c[i].clone()).collect()))
-        .collect();
+    let rows = prompts.iter().enumerate().map(|(i, (label, p))| (label.clone(), p.clone(), columns_out.iter().map(|c| c[i].clone()).collect())).collect();
     Ok(Comparison { columns: models.iter().map(|(n, _)| n.to_string()).collect(), rows })
 }

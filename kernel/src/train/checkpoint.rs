@@ -79,8 +79,8 @@ impl Checkpoint {
             layer.b.set(s.b.as_tensor())?;
         }
         let opt_path = self.dir.join(OPTIMIZER_FILE);
-        let tensors: HashMap<_, _> = candle_core::safetensors::load(&opt_path, &Device::Cpu)
-            .map_err(|e| Error::bad_model(&opt_path, format!("cannot read optimizer state: {e}")))?;
+        let tensors: HashMap<_, _> =
+            candle_core::safetensors::load(&opt_path, &Device::Cpu).map_err(|e| Error::bad_model(&opt_path, format!("cannot read optimizer state: {e}")))?;
         opt.load_state(&tensors, adam_t).map_err(|m| Error::bad_model(&opt_path, m))?;
         Ok(state)
     }

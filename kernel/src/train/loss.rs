@@ -103,13 +103,18 @@ mod tests {
         assert_eq!(count, 3);
         // Changing logits at positions whose next label is ignored leaves the loss unchanged.
         let mut data: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
-        for v in &mut data[0..5] { *v += 7.0; } // row 0, position 0 predicts label[1] = -100
-        for v in &mut data[(4 + 2) * 5..(4 + 3) * 5] { *v -= 3.0; } // row 1, position 2 predicts -100
+        for v in &mut data[0..5] {
+            *v += 7.0;
+        } // row 0, position 0 predicts label[1] = -100
+        for v in &mut data[(4 + 2) * 5..(4 + 3) * 5] {
+            *v -= 3.0;
+        } // row 1, position 2 predicts -100
         let changed = Tensor::from_vec(data, (2, 4, 5), &Device::Cpu).unwrap();
         let (loss2, _) = masked_cross_entropy(&changed, &labels).unwrap();
         assert_eq!(loss.to_scalar::<f32>().unwrap(), loss2.to_scalar::<f32>().unwrap());
         // And equals candle's cross-entropy over just the labelled positions.
-        let rows = Tensor::stack(&[logits.get(0).unwrap().get(1).unwrap(), logits.get(0).unwrap().get(2).unwrap(), logits.get(1).unwrap().get(0).unwrap()], 0).unwrap();
+        let rows = Tensor::stack(&[logits.get(0).unwrap().get(1).unwrap(), logits.get(0).unwrap().get(2).unwrap(), logits.get(1).unwrap().get(0).unwrap()], 0)
+            .unwrap();
         let want = candle_nn::loss::cross_entropy(&rows, &Tensor::new(&[3u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
         assert!((want.to_scalar::<f32>().unwrap() - loss.to_scalar::<f32>().unwrap()).abs() < 1e-6);
     }

@@ -12,11 +12,7 @@ pub fn repo_root() -> PathBuf {
 pub fn smollm_path() -> PathBuf {
     let dir = std::env::var_os("TUNELAB_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("models"));
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "the real model is missing: {} does not exist. Run scripts/fetch-models first (tests never skip it).",
-        path.display()
-    );
+    assert!(path.exists(), "the real model is missing: {} does not exist. Run scripts/fetch-models first (tests never skip it).", path.display());
     path
 }
 

@@ -12,9 +12,9 @@ use tunelab::prelude::*;
 use tunelab::Transformer;
 
 use super::reference::References;
-use crate::cli::decoding::DecodeWeights;
 use super::table::{num, ratio, Table};
 use super::ReferenceArgs;
+use crate::cli::decoding::DecodeWeights;
 
 /// The prompts of shared/bench/llamacpp_generate_reference.py.
 const PROMPTS: [&str; 4] = [
@@ -129,7 +129,14 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
         None => format!("{} ({:?} decoding)", a.model.display(), a.weights),
     };
     let t = |k| theirs.as_ref().and_then(|v| f(v, k));
-    table.row(vec![label, num(f(&ours, "end_to_end_tokens_per_s"), 1), num(f(&ours, "peak_rss_mb"), 0), num(t("end_to_end_tokens_per_s"), 1), num(t("peak_rss_mb"), 0), ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s"))]);
+    table.row(vec![
+        label,
+        num(f(&ours, "end_to_end_tokens_per_s"), 1),
+        num(f(&ours, "peak_rss_mb"), 0),
+        num(t("end_to_end_tokens_per_s"), 1),
+        num(t("peak_rss_mb"), 0),
+        ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s")),
+    ]);
     table.print();
     Ok(())
 }
@@ -158,10 +165,16 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let (mut tokens, mut failed) = (0usize, None);
     // As `eval run` decodes a suite: continuous batching over `--batch` slots.
-    gen.generate_continuous(&ids, &GenerationConfig::greedy(a.max_tokens), a.batch, |_, _| {}, |i, r| match r {
-        Ok(g) => tokens += g.token_ids.len(),
-        Err(e) => failed = Some(format!("prompt {i}: {e}")),
-    })?;
+    gen.generate_continuous(
+        &ids,
+        &GenerationConfig::greedy(a.max_tokens),
+        a.batch,
+        |_, _| {},
+        |i, r| match r {
+            Ok(g) => tokens += g.token_ids.len(),
+            Err(e) => failed = Some(format!("prompt {i}: {e}")),
+        },
+    )?;
     if let Some(why) = failed {
         anyhow::bail!("{why}");
     }
@@ -180,7 +193,13 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
         &["tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "llama.cpp tok/s (sequential)", "throughput ratio"],
     );
     let t = theirs.as_ref().and_then(|v| f(v, "end_to_end_tokens_per_s"));
-    table.row(vec![num(f(&ours, "tokens_per_s"), 1), num(f(&ours, "seconds"), 1), num(f(&ours, "peak_rss_mb"), 0), num(t, 1), ratio(f(&ours, "tokens_per_s"), t)]);
+    table.row(vec![
+        num(f(&ours, "tokens_per_s"), 1),
+        num(f(&ours, "seconds"), 1),
+        num(f(&ours, "peak_rss_mb"), 0),
+        num(t, 1),
+        ratio(f(&ours, "tokens_per_s"), t),
+    ]);
     table.print();
     Ok(())
 }

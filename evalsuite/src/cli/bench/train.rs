@@ -103,7 +103,16 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
 
     let mut table = Table::new(
         format!("LoRA training step (r=8, all linear projections; {} timed steps; GEMM peak {gemm:.0} GFLOP/s)", a.steps),
-        &["workload", "tunelab tok/s", "tunelab peak RSS MB", "GFLOP/s (% of GEMM peak)", "torch+peft tok/s", "torch peak RSS MB", "speed ratio", "memory ratio"],
+        &[
+            "workload",
+            "tunelab tok/s",
+            "tunelab peak RSS MB",
+            "GFLOP/s (% of GEMM peak)",
+            "torch+peft tok/s",
+            "torch peak RSS MB",
+            "speed ratio",
+            "memory ratio",
+        ],
     );
     for (label, args) in configs {
         eprintln!("bench train: {label}");
@@ -112,7 +121,10 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
         let (b, t) = (ours["batch"].as_u64().unwrap_or(4), ours["seq"].as_f64().unwrap_or(256.0).round() as u64);
         let theirs = match &refs {
             Some(r) => {
-                let v = r.run("torch_lora_reference.py", &[model.clone(), "--batch".into(), b.to_string(), "--seq".into(), t.to_string(), "--steps".into(), a.steps.to_string()])?;
+                let v = r.run(
+                    "torch_lora_reference.py",
+                    &[model.clone(), "--batch".into(), b.to_string(), "--seq".into(), t.to_string(), "--steps".into(), a.steps.to_string()],
+                )?;
                 println!("{v}");
                 Some(v)
             }

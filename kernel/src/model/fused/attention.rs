@@ -170,7 +170,18 @@ fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &
 
 /// Gradients of one group: `dq` per query head `[n_rep][t, d]`, and `dk`, `dv` `[t, d]`.
 #[allow(clippy::too_many_arguments)]
-fn backward_group<T: Float>(q: &[T], k: &[T], v: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<T>, Vec<T>) {
+fn backward_group<T: Float>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    dout: &[T],
+    lse: &[f64],
+    dm: Dims,
+    g: usize,
+    cos: &[f64],
+    sin: &[f64],
+) -> (Vec<Vec<T>>, Vec<T>, Vec<T>) {
     let Dims { t, heads, d, .. } = dm;
     let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(k, v, dm, g, cos, sin);
     let (mut dk, mut dv) = (vec![T::zero(); t * d], vec![T::zero(); t * d]);
@@ -274,7 +285,9 @@ impl CustomOp3 for CausalAttention {
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         fn run<T: Float>(op: &CausalAttention, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
             let (dq, dk, dv) = with_slice::<T, _>(q, |q| {
-                with_slice::<T, _>(k, |k| with_slice::<T, _>(v, |v| with_slice::<T, _>(o, |o| with_slice::<T, _>(dout, |dout| Ok(op.backward(q, k, v, o, dout))))))
+                with_slice::<T, _>(k, |k| {
+                    with_slice::<T, _>(v, |v| with_slice::<T, _>(o, |o| with_slice::<T, _>(dout, |dout| Ok(op.backward(q, k, v, o, dout)))))
+                })
             })?;
             Ok((tensor(dq, q.dims())?, tensor(dk, k.dims())?, tensor(dv, v.dims())?))
         }

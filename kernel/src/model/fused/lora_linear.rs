@@ -90,7 +90,17 @@ impl CustomOp3 for LoraLinear {
         let (m, k) = x.dims2()?;
         let (r, _) = a.dims2()?;
         let (out, _) = b.dims2()?;
-        fn run<T: Float>(op: &LoraLinear, x: &Tensor, a: &Tensor, b: &Tensor, dy: &Tensor, m: usize, k: usize, out: usize, r: usize) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        fn run<T: Float>(
+            op: &LoraLinear,
+            x: &Tensor,
+            a: &Tensor,
+            b: &Tensor,
+            dy: &Tensor,
+            m: usize,
+            k: usize,
+            out: usize,
+            r: usize,
+        ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
             let (dx, da, db) = with_slice::<T, _>(x, |x| {
                 with_slice::<T, _>(&op.w, |w| {
                     with_slice::<T, _>(a, |a| with_slice::<T, _>(b, |b| with_slice::<T, _>(dy, |dy| Ok(backward(x, w, a, b, dy, m, k, out, r, op.scale)))))

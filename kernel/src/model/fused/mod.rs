@@ -98,8 +98,14 @@ pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], ta: Trans, b
         return;
     }
     // (row stride, column stride) of the logical op(A) [m, k] and op(B) [k, n].
-    let (a_rs, a_cs) = match ta { Trans::No => (k, 1), Trans::Yes => (1, m) };
-    let (b_rs, b_cs) = match tb { Trans::No => (n, 1), Trans::Yes => (1, k) };
+    let (a_rs, a_cs) = match ta {
+        Trans::No => (k, 1),
+        Trans::Yes => (1, m),
+    };
+    let (b_rs, b_cs) = match tb {
+        Trans::No => (n, 1),
+        Trans::Yes => (1, k),
+    };
     let parts = match threads {
         Threads::All if m * n * k >= 1 << 18 => rayon::current_num_threads().max(1),
         _ => 1,
@@ -117,15 +123,28 @@ pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], ta: Trans, b
         // above (checked sizes); blocks write disjoint rows or columns of C.
         unsafe {
             let (ap, bp, cp) = (ap.get(), bp.get(), cp.get());
-            let (mm, nn, a0, b0, c0) = if by_rows {
-                (hi - lo, n, ap.add(lo * a_rs), bp, cp.add(lo * n))
-            } else {
-                (m, hi - lo, ap, bp.add(lo * b_cs), cp.add(lo))
-            };
+            let (mm, nn, a0, b0, c0) =
+                if by_rows { (hi - lo, n, ap.add(lo * a_rs), bp, cp.add(lo * n)) } else { (m, hi - lo, ap, bp.add(lo * b_cs), cp.add(lo)) };
             gemm::gemm(
-                mm, nn, k, c0, 1, n as isize, accumulate,
-                a0, a_cs as isize, a_rs as isize, b0, b_cs as isize, b_rs as isize,
-                T::one(), alpha, false, false, false, gemm::Parallelism::None,
+                mm,
+                nn,
+                k,
+                c0,
+                1,
+                n as isize,
+                accumulate,
+                a0,
+                a_cs as isize,
+                a_rs as isize,
+                b0,
+                b_cs as isize,
+                b_rs as isize,
+                T::one(),
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
     };

@@ -36,16 +36,15 @@ fn forward<T: Float>(g: &[T], u: &[T]) -> Vec<T> {
 /// `(dg, du)`: `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dy·silu(g)`.
 fn backward<T: Float>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let (mut dg, mut du) = (vec![T::zero(); g.len()], vec![T::zero(); g.len()]);
-    dg.par_chunks_mut(CHUNK)
-        .zip(du.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)))
-        .for_each(|((dg, du), ((g, u), dy))| {
+    dg.par_chunks_mut(CHUNK).zip(du.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK))).for_each(
+        |((dg, du), ((g, u), dy))| {
             for i in 0..g.len() {
                 let s = sigmoid(g[i]);
                 du[i] = dy[i] * g[i] * s;
                 dg[i] = dy[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
             }
-        });
+        },
+    );
     (dg, du)
 }
 

@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use super::{DecoderLayer, Transformer};
 use crate::error::{Error, Result};
 use crate::model::fused;
-use crate::model::Linear;
 use crate::model::ops::{self, OpMode};
+use crate::model::Linear;
 
 /// One sequence's rotated keys and values for every layer, stored head by head
 /// (`[kv_heads, capacity, head_dim]` per layer) with room for a fixed number of positions.
@@ -115,7 +115,9 @@ impl Transformer {
             if next[s] >= c.capacity || c.layers.len() != self.layers.len() {
                 return Err(Error::InvalidArgument(format!(
                     "sequence {s}'s cache is full or belongs to another model ({} of {} positions, {} layers)",
-                    next[s], c.capacity, c.layers.len()
+                    next[s],
+                    c.capacity,
+                    c.layers.len()
                 )));
             }
             positions.push(next[s]);

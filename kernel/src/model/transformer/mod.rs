@@ -29,9 +29,7 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `cfg`, pre-sized for `capacity` positions (it grows if needed).
     pub fn new(cfg: &ModelConfig, capacity: usize) -> Self {
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|_| candle_nn::kv_cache::KvCache::new(2, capacity.max(1)))
-            .collect();
+        let layers = (0..cfg.num_hidden_layers).map(|_| candle_nn::kv_cache::KvCache::new(2, capacity.max(1))).collect();
         Self { layers }
     }
 
@@ -156,7 +154,15 @@ impl DecoderLayer {
             projections.try_into().expect("one projection per table entry");
         Ok(Self {
             input_layernorm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
-            self_attn: Attention { q_proj, k_proj, v_proj, o_proj, num_heads: cfg.num_attention_heads, num_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim() },
+            self_attn: Attention {
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                num_heads: cfg.num_attention_heads,
+                num_kv_heads: cfg.num_key_value_heads,
+                head_dim: cfg.head_dim(),
+            },
             post_attention_layernorm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
             mlp: Mlp { gate_proj, up_proj, down_proj },
         })
@@ -176,11 +182,7 @@ impl DecoderLayer {
 
     /// Ids of the LoRA variables this layer's projections carry.
     fn lora_var_ids(&self) -> Vec<candle_core::TensorId> {
-        self.projections()
-            .into_iter()
-            .filter_map(|p| p.lora())
-            .flat_map(|l| [l.a.as_tensor().id(), l.b.as_tensor().id()])
-            .collect()
+        self.projections().into_iter().filter_map(|p| p.lora()).flat_map(|l| [l.a.as_tensor().id(), l.b.as_tensor().id()]).collect()
     }
 
     fn forward(&self, x: &Tensor, step: &Step, cache: Option<&mut candle_nn::kv_cache::KvCache>) -> candle_core::Result<Tensor> {
@@ -208,9 +210,7 @@ impl Transformer {
     pub fn load(cfg: &ModelConfig, w: &Weights) -> Result<Self> {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let embed_tokens = w.get("model.embed_tokens.weight", &[v, h])?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(w, i, cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_hidden_layers).map(|i| DecoderLayer::load(w, i, cfg)).collect::<Result<Vec<_>>>()?;
         let norm = w.get("model.norm.weight", &[h])?;
         let lm_head = match w.get_opt("lm_head.weight", &[v, h])? {
             Some(head) if !cfg.tie_word_embeddings => Linear::new(head, None),
@@ -322,7 +322,11 @@ impl Transformer {
     /// layer's instead of all layers', for about a third more compute. `head_loss` maps the
     /// final hidden states `[batch, seq, hidden]` to the scalar loss. Returns the loss and a
     /// gradient store holding the gradient of every variable the layers use.
-    pub fn loss_and_grads_recomputed(&self, ids: &Tensor, head_loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+    pub fn loss_and_grads_recomputed(
+        &self,
+        ids: &Tensor,
+        head_loss: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
         let (b, t) = ids.dims2()?;
         let step = self.step(b, t, 0, &Padding::default(), OpMode::Differentiable, false)?;
         let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?.detach();
@@ -392,17 +396,10 @@ impl Transformer {
         let (b, t) = ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |c| c.len());
         if offset + t > self.rotary.len() {
-            return Err(crate::Error::InvalidArgument(format!(
-                "sequence of {} tokens exceeds the model's context of {}",
-                offset + t,
-                self.rotary.len()
-            )));
+            return Err(crate::Error::InvalidArgument(format!("sequence of {} tokens exceeds the model's context of {}", offset + t, self.rotary.len())));
         }
         if !padding.left.is_empty() && padding.left.len() != b {
-            return Err(crate::Error::InvalidArgument(format!(
-                "padding has {} rows but the batch has {b}",
-                padding.left.len()
-            )));
+            return Err(crate::Error::InvalidArgument(format!("padding has {} rows but the batch has {b}", padding.left.len())));
         }
         let step = self.step(b, t, offset, padding, mode, cache.is_some())?;
         let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
@@ -433,11 +430,7 @@ impl Transformer {
             (cos, sin, mask)
         } else {
             // Row b's real tokens start at pad[b]; its positions count from there.
-            let positions: Vec<u32> = padding
-                .left
-                .iter()
-                .flat_map(|&p| (offset..s).map(move |i| i.saturating_sub(p) as u32))
-                .collect();
+            let positions: Vec<u32> = padding.left.iter().flat_map(|&p| (offset..s).map(move |i| i.saturating_sub(p) as u32)).collect();
             let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
             let (cos, sin) = self.rotary.gather(&positions)?;
             (cos, sin, Some(causal_mask(t, s, offset, &padding.left, self.embed_tokens.dtype(), &self.device)?))
