@@ -198,7 +198,7 @@ fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
             continue;
         }
         let got = got.unwrap();
-        let alone = gen.generate_ids(&[p.clone()], &cfg, |_, _| {}).unwrap().remove(0);
+        let alone = gen.generate_ids(std::slice::from_ref(p), &cfg, |_, _| {}).unwrap().remove(0);
         assert_eq!(got.token_ids, alone.token_ids, "prompt {i}: continuous batching changed the greedy answer");
         assert_eq!(streamed[i], got.text);
     }

@@ -94,7 +94,7 @@ fn only_responses_are_labelled() {
     // --train-on-prompt labels everything, on the same ids.
     let all = encode_example(&ds.examples[1], tmpl, tok, &EncodeOptions { train_on_prompt: true, ..Default::default() }).unwrap();
     assert_eq!(all.input_ids, enc.input_ids);
-    assert_eq!(labelled_spans(&all), [0..all.input_ids.len()]);
+    assert_eq!(labelled_spans(&all), vec![0..all.input_ids.len()]);
 
     // Prompt tokens contribute nothing to the loss: it is the mean negative log-likelihood of
     // the response tokens alone (computed here in f64 from the logits; the loss sums in f32),

@@ -225,7 +225,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
                 backend.set_adapter(adapter)?;
                 errored += run_one(&suite, &backend, &args, name)?;
             }
-            return Ok(errors_allowed(errored, &args));
+            Ok(errors_allowed(errored, &args))
         }
         (None, Some(endpoint), None) => {
             let mut cfg = HttpConfig::new(endpoint, args.api_model.clone().context("--endpoint needs --api-model")?);

@@ -195,7 +195,7 @@ struct Texts {
 }
 
 impl Contains {
-    fn new(kind: &'static str, texts: Vec<String>, case_sensitive: bool, mode: ContainsMode) -> Result<Arc<dyn Scorer>, String> {
+    fn checked(kind: &'static str, texts: Vec<String>, case_sensitive: bool, mode: ContainsMode) -> Result<Arc<dyn Scorer>, String> {
         if texts.is_empty() {
             return Err("`texts` is empty".into());
         }
@@ -209,19 +209,19 @@ impl Contains {
     /// `contains` from its parameters (`text`, `case_sensitive`).
     pub fn build_one(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
         let p: OneText = params(table)?;
-        Self::new("contains", vec![p.text], p.case_sensitive, ContainsMode::All)
+        Self::checked("contains", vec![p.text], p.case_sensitive, ContainsMode::All)
     }
 
     /// `contains_all` from its parameters (`texts`, `case_sensitive`).
     pub fn build_all(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
         let p: Texts = params(table)?;
-        Self::new("contains_all", p.texts, p.case_sensitive, ContainsMode::All)
+        Self::checked("contains_all", p.texts, p.case_sensitive, ContainsMode::All)
     }
 
     /// `contains_any` from its parameters (`texts`, `case_sensitive`).
     pub fn build_any(table: toml::Table) -> Result<Arc<dyn Scorer>, String> {
         let p: Texts = params(table)?;
-        Self::new("contains_any", p.texts, p.case_sensitive, ContainsMode::Any)
+        Self::checked("contains_any", p.texts, p.case_sensitive, ContainsMode::Any)
     }
 }
 

@@ -192,13 +192,13 @@ impl<'a> Trainer<'a> {
         let step_no = run.state.global_step;
         let at_end = step_no >= run.plan.total_steps;
         let mut record = LogRecord::from_step(event, peak_rss_bytes().map(mib)).expect("train_step returns a step event");
-        if !eval.is_empty() && ((cfg.eval_steps > 0 && step_no % cfg.eval_steps == 0) || at_end) {
+        if !eval.is_empty() && ((cfg.eval_steps > 0 && step_no.is_multiple_of(cfg.eval_steps)) || at_end) {
             let eval_loss = eval_loss(&run.adapted, eval, cfg.batch_size, self.model.tokenizer.pad_id())?;
             on_event(&TrainEvent::Eval { step: step_no, eval_loss });
             record.eval_loss = Some(super::log::round4(eval_loss));
         }
         run.log.append(&record)?;
-        if cfg.save_steps > 0 && step_no % cfg.save_steps == 0 && !at_end {
+        if cfg.save_steps > 0 && step_no.is_multiple_of(cfg.save_steps) && !at_end {
             let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
             on_event(&TrainEvent::Checkpoint { step: step_no, dir: ckpt.dir.clone() });
             run.last_checkpoint = Some(ckpt.dir);

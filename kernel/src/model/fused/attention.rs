@@ -26,7 +26,7 @@ const BLOCK: usize = 64;
 /// rotate-half rotary embedding with tables `cos`, `sin` `[t, d/2]` to `q` and `k` first.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let (b, t, qw) = q.dims3()?;
-    if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || qw % heads != 0 {
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || qw % heads != 0 {
         candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {qw}");
     }
     let d = qw / heads;
@@ -151,11 +151,11 @@ fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &
                 let mut sum = T::zero();
                 for x in &mut row[..visible] {
                     *x = (*x - max).exp();
-                    sum = sum + *x;
+                    sum += *x;
                 }
                 let inv = sum.recip();
                 for x in &mut row[..visible] {
-                    *x = *x * inv;
+                    *x *= inv;
                 }
                 row[visible..].fill(T::zero());
                 lse[i0 + ri] = num_traits::ToPrimitive::to_f64(&max).unwrap_or(0.0) + num_traits::ToPrimitive::to_f64(&sum).unwrap_or(1.0).ln();

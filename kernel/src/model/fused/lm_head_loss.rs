@@ -50,14 +50,14 @@ fn forward<T: Float>(x: &[T], w: &[T], targets: &[u32], h: usize, vocab: usize) 
             let mut sum = T::zero();
             for x in row.iter_mut() {
                 *x = (*x - max).exp();
-                sum = sum + *x;
+                sum += *x;
             }
             *l = sum.ln() - shifted_target;
             let inv = sum.recip();
             for x in row.iter_mut() {
-                *x = *x * inv;
+                *x *= inv;
             }
-            row[t as usize] = row[t as usize] - T::one();
+            row[t as usize] -= T::one();
         });
         gemm(rows, h, vocab, logits, Trans::No, w, Trans::No, &mut grad[c0 * h..(c0 + rows) * h], false, T::one(), Threads::All);
     }

@@ -34,6 +34,7 @@ struct LoraLinear {
 }
 
 /// Forward on slices: `y[m, out]`.
+#[allow(clippy::too_many_arguments)] // the product's operands and their four dimensions
 fn forward<T: Float>(x: &[T], w: &[T], a: &[T], b: &[T], m: usize, k: usize, out: usize, r: usize, scale: f64) -> Vec<T> {
     let mut y = vec![T::zero(); m * out];
     gemm(m, out, k, x, Trans::No, w, Trans::Yes, &mut y, false, T::one(), Threads::All);
@@ -90,6 +91,7 @@ impl CustomOp3 for LoraLinear {
         let (m, k) = x.dims2()?;
         let (r, _) = a.dims2()?;
         let (out, _) = b.dims2()?;
+        #[allow(clippy::too_many_arguments)] // the backward's tensors and their four dimensions
         fn run<T: Float>(
             op: &LoraLinear,
             x: &Tensor,
