@@ -158,8 +158,17 @@ impl ChatClient {
             match make().send() {
                 Ok(resp) => {
                     let status = resp.status();
-                    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
-                    let text = resp.text().unwrap_or_default();
+                    let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+                    let text = match resp.text() {
+                        Ok(text) => text,
+                        // A body cut off (timeout, dropped connection) is retried like a
+                        // failed request, not read as an empty answer.
+                        Err(e) => {
+                            last = format!("{status}, but the body was cut off ({e})");
+                            self.wait_before_retry(attempt, &mut delay);
+                            continue;
+                        }
+                    };
                     if status.is_success() {
                         return serde_json::from_str(&text).map_err(|_| fail(format!("answered {status} with a body that is not JSON: {}", short_body(&text))));
                     }
@@ -170,23 +179,55 @@ impl ChatClient {
                         return Err(fail(format!("answered {status}: {}", short_body(&text))));
                     }
                     last = format!("{status}: {}", short_body(&text));
-                    if let Some(secs) = retry_after {
-                        delay = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
+                    if let Some(wait) = retry_after {
+                        delay = wait;
                     }
                 }
                 Err(e) if e.is_timeout() => last = format!("timed out after {:?}", self.config.timeout),
                 Err(e) if e.is_connect() || e.is_request() => last = format!("cannot connect ({e})"),
                 Err(e) => return Err(fail(e.to_string())),
             }
-            if attempt < self.config.attempts {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
+            self.wait_before_retry(attempt, &mut delay);
         }
         Err(fail(format!("gave up after {} attempts; last: {last}", self.config.attempts)))
     }
+
+    /// Sleeps `delay` unless `attempt` was the last, then doubles it (up to [`MAX_BACKOFF`]).
+    fn wait_before_retry(&self, attempt: u32, delay: &mut Duration) {
+        if attempt < self.config.attempts {
+            std::thread::sleep(*delay);
+            *delay = (*delay * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// The longest wait between two attempts, whatever the backoff or the server asks.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A `Retry-After` header's wait in seconds, within 0–[`MAX_BACKOFF`]; `None` when absent or
+/// not a finite number (HTTP dates are not honoured: the backoff applies).
+fn retry_after(header: Option<&str>) -> Option<Duration> {
+    let secs = header?.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
+    Some(Duration::from_secs_f64(secs.clamp(0.0, MAX_BACKOFF.as_secs_f64())))
 }
 
 fn short_body(text: &str) -> String {
     truncate(text.trim(), 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_bounded_and_never_panics() {
+        assert_eq!(retry_after(Some("5")), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after(Some("-3")), Some(Duration::ZERO));
+        assert_eq!(retry_after(Some("1e309")), None);
+        assert_eq!(retry_after(Some("1e12")), Some(MAX_BACKOFF));
+        assert_eq!(retry_after(Some("NaN")), None);
+        assert_eq!(retry_after(Some("inf")), None);
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(None), None);
+    }
 }

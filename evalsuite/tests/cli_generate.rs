@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::model_path;
@@ -67,4 +68,32 @@ fn bad_arguments_and_missing_models_fail_with_a_message() {
     let out = tunelab(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--temperature", "-1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("temperature"));
+}
+
+/// `data split` with one path for both parts (or over its input) is refused before anything
+/// is written.
+#[test]
+fn data_split_refuses_one_path_for_two_files() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("split-same-path");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("all.jsonl");
+    let records: String = (0..10).map(|i| format!("{{\"instruction\": \"question {i}\", \"output\": \"answer {i}\"}}\n")).collect();
+    std::fs::write(&data, &records).unwrap();
+    let split = |train: &Path, held: &Path| {
+        tunelab(&["data", "split", data.to_str().unwrap(), "--heldout", "3", "--train-out", train.to_str().unwrap(), "--heldout-out", held.to_str().unwrap()])
+    };
+    let same = dir.join("out.jsonl");
+    let out = split(&same, &dir.join(".").join("out.jsonl"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--train-out and --heldout-out name the same file"), "{err}");
+    assert!(!same.exists());
+    let out = split(&data, &dir.join("held.jsonl"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("the dataset and --train-out"));
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), records, "the input is untouched");
+    // Distinct paths split 7 + 3.
+    let (train, held) = (dir.join("train.jsonl"), dir.join("held.jsonl"));
+    assert!(split(&train, &held).status.success());
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!((lines(&train), lines(&held)), (7, 3));
 }

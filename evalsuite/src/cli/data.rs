@@ -1,6 +1,6 @@
 //! `tunelab data check` and `tunelab data split`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -115,6 +115,15 @@ fn check(a: CheckArgs) -> anyhow::Result<bool> {
 }
 
 fn split(a: SplitArgs) -> anyhow::Result<bool> {
+    for (x, y, what) in [
+        (&a.train_out, &a.heldout_out, "--train-out and --heldout-out"),
+        (&a.file, &a.train_out, "the dataset and --train-out"),
+        (&a.file, &a.heldout_out, "the dataset and --heldout-out"),
+    ] {
+        if same_file(x, y) {
+            anyhow::bail!("{what} name the same file ({}); give each part its own path", y.display());
+        }
+    }
     let data = Dataset::load_with(&a.file, &a.format.load_options()?)?;
     if !data.issues.is_empty() {
         anyhow::bail!(
@@ -129,4 +138,14 @@ fn split(a: SplitArgs) -> anyhow::Result<bool> {
     held.save_jsonl(&a.heldout_out)?;
     println!("{} → {} train ({}), {} held-out ({})", a.file.display(), train.len(), a.train_out.display(), held.len(), a.heldout_out.display());
     Ok(true)
+}
+
+/// Whether two paths name one file: equal once made absolute, or the same existing file
+/// (through links or `..`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).ok();
+    if absolute(a).is_some_and(|x| Some(x) == absolute(b)) {
+        return true;
+    }
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
