@@ -89,6 +89,7 @@ fn a_registered_toy_scorer_runs_through_eval_run() {
         categories: Vec::new(),
         limit_per_category: None,
         overwrite: true,
+        judges: Default::default(),
         command: "test".into(),
     };
     let mut events = Vec::new();

@@ -168,30 +168,37 @@ fn eval_run_against_a_real_llama_cpp_server() {
 /// predictions: each row records the judge's parsed score and its verdicts.
 fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     let rubric = format!(
-        "name = \"judged\"\n[[checks]]\nname = \"score\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\napi_key_env = \"{KEY_VAR}\"\n\
-         [[checks]]\nname = \"versus-reference\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\napi_key_env = \"{KEY_VAR}\"\npairwise = true\n",
+        "name = \"judged\"\n[[checks]]\nname = \"score\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\n\
+         [[checks]]\nname = \"versus-reference\"\nscorer = \"judge\"\nendpoint = \"{url}\"\nmodel = \"smollm2\"\npairwise = true\n",
         url = server.url
     );
-    std::fs::write(dir.join("judge.toml"), rubric).unwrap();
+    std::fs::write(dir.join("judge.toml"), &rubric).unwrap();
     std::fs::write(dir.join("cases.jsonl"), "{\"id\": \"q1\", \"instruction\": \"What is 2 + 2?\", \"output\": \"4\"}\n").unwrap();
     std::fs::write(dir.join("judge-suite.toml"), "name = \"j\"\nrubric = \"judge.toml\"\n[[sets]]\ncategory = \"guard\"\ncases = \"cases.jsonl\"\n").unwrap();
     std::fs::write(dir.join("preds.jsonl"), "{\"id\": \"q1\", \"output\": \"2 + 2 = 4\"}\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
-        .env(KEY_VAR, API_KEY)
-        .args([
-            "eval",
-            "run",
-            "--suite",
-            dir.join("judge-suite.toml").to_str().unwrap(),
-            "--predictions",
-            dir.join("preds.jsonl").to_str().unwrap(),
-            "--out",
-            dir.to_str().unwrap(),
-            "--name",
-            "judged",
-        ])
-        .output()
-        .unwrap();
+    let (suite, preds) = (dir.join("judge-suite.toml"), dir.join("preds.jsonl"));
+    let allow = ["--allow-judge-endpoint", server.url.as_str(), "--judge-api-key-env", KEY_VAR];
+    let judged = |name: &str, key: &str, extra: &[&str]| {
+        let args = [
+            &["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", name],
+            extra,
+        ]
+        .concat();
+        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, key).args(&args).output().unwrap()
+    };
+    // A rubric's judge endpoint is not called unless the user allows it: refused before
+    // anything is scored, naming the endpoint.
+    let refused = judged("judge-not-allowed", API_KEY, &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains(&format!("would send outputs to {}", server.url)), "{err}");
+    assert!(!dir.join("judge-not-allowed").exists());
+    // A rubric may not name the key variable (it would choose which secret is sent where).
+    std::fs::write(dir.join("judge.toml"), rubric.replace("model = \"smollm2\"\n", &format!("model = \"smollm2\"\napi_key_env = \"{KEY_VAR}\"\n"))).unwrap();
+    let err = String::from_utf8_lossy(&judged("judge-key-in-rubric", API_KEY, &allow).stderr).into_owned();
+    assert!(err.contains("`api_key_env` is not read from rubrics"), "{err}");
+    std::fs::write(dir.join("judge.toml"), &rubric).unwrap();
+
+    let out = judged("judged", API_KEY, &allow);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let df = read_results(&dir.join("judged")).unwrap();
     let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
@@ -207,16 +214,7 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
 
     // A judge that refuses every request (a wrong key): the run is written with both checks
     // marked as errors (not as 0), and the command fails unless errors are allowed.
-    let (suite, preds) = (dir.join("judge-suite.toml"), dir.join("preds.jsonl"));
-    let judged = |name: &str, extra: &[&str]| {
-        let args = [
-            &["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", name],
-            extra,
-        ]
-        .concat();
-        std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).env(KEY_VAR, "wrong-key").args(&args).output().unwrap()
-    };
-    let refused = judged("judge-refused", &[]);
+    let refused = judged("judge-refused", "wrong-key", &allow);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("2 check(s) could not be computed"), "{err}");
     let df = read_results(&dir.join("judge-refused")).unwrap();
@@ -225,7 +223,7 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     assert_eq!(errors, [true, true]);
     assert!(details.iter().all(|d| d.contains("judge failed") && d.contains("401")), "{details:?}");
     assert!(df.column("case_score").unwrap().f64().unwrap().iter().all(|x| x.is_none_or(f64::is_nan)));
-    assert!(judged("judge-allowed", &["--allow-errors"]).status.success());
+    assert!(judged("judge-allowed", "wrong-key", &[&allow[..], &["--allow-errors"]].concat()).status.success());
 }
 
 #[test]

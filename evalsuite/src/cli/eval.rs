@@ -13,6 +13,7 @@ use tunelab_evalsuite::backend::predictions::PredictionsBackend;
 use tunelab_evalsuite::backend::Backend;
 use tunelab_evalsuite::chat::HttpConfig;
 use tunelab_evalsuite::run::{self, summary, RunEvent, RunOptions};
+use tunelab_evalsuite::scorers::JudgePolicy;
 use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
 
 use super::decoding::DecodingArgs;
@@ -90,6 +91,13 @@ pub struct RunArgs {
     /// Replace an existing run of the same name.
     #[arg(long)]
     overwrite: bool,
+    /// An endpoint rubric judges may send outputs to (repeatable); a judge check naming any
+    /// other endpoint is refused before generation.
+    #[arg(long = "allow-judge-endpoint", value_name = "URL")]
+    allow_judge_endpoints: Vec<String>,
+    /// Environment variable whose value judges send as their API key (rubrics cannot name one).
+    #[arg(long, value_name = "VAR")]
+    judge_api_key_env: Option<String>,
     /// Exit successfully even when some checks could not be computed (by default a run
     /// with errored checks is written, then reported as a failure).
     #[arg(long)]
@@ -264,8 +272,13 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
         categories: args.categories.clone(),
         limit_per_category: args.limit,
         overwrite: args.overwrite,
+        judges: JudgePolicy { allowed_endpoints: args.allow_judge_endpoints.clone(), api_key_env: args.judge_api_key_env.clone() },
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    if !opts.judges.allowed_endpoints.is_empty() {
+        let key = opts.judges.api_key_env.as_deref().map_or_else(|| "no key".to_string(), |v| format!("the key in ${v}"));
+        eprintln!("judges may send outputs to {} with {key}", opts.judges.allowed_endpoints.join(", "));
+    }
     let mut bar = ProgressBar::hidden();
     let outcome = run::execute(suite, backend, &opts, &mut |event| match event {
         RunEvent::CacheLinesSkipped(n) => eprintln!("note: skipped {n} unreadable line(s) in the generation cache (a run interrupted mid-write)"),

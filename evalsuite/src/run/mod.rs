@@ -17,7 +17,7 @@ use crate::cache::GenerationCache;
 use crate::case::Case;
 use crate::error::{Error, Result};
 use crate::rubric::{CaseScore, Rubric};
-use crate::scorers::ScoreContext;
+use crate::scorers::{JudgePolicy, ScoreContext};
 use crate::suite::{ScoredCase, Suite};
 
 /// Settings of one `eval run`.
@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub limit_per_category: Option<usize>,
     /// Replace an existing run directory of the same name.
     pub overwrite: bool,
+    /// Where LLM judges may send outputs, and the key variable they send.
+    pub judges: JudgePolicy,
     /// The command line, for provenance.
     pub command: String,
 }
@@ -131,7 +133,7 @@ pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions, on_event
     let dest = store::prepare_destination(&opts.out, &opts.name, opts.overwrite)?;
     // Scorers' models and clients are loaded before generating, so a missing embedding model
     // or API key fails the run now, not after every case is generated.
-    let ctx = ScoreContext::new(backend.info().kind.clone(), backend.reference_model());
+    let ctx = ScoreContext::new(backend.info().kind.clone(), backend.reference_model()).with_judges(opts.judges.clone());
     let mut rubrics: Vec<&Rubric> = Vec::new();
     for c in &selected {
         if !rubrics.iter().any(|r| std::ptr::eq(*r, c.rubric)) {

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use tunelab::{GenerationConfig, Message};
 
-use super::{params, Item, ScoreContext, Scorer, Value};
+use super::{params, Item, JudgePolicy, ScoreContext, Scorer, Value};
 use crate::case::Case;
 use crate::chat::{ChatClient, HttpConfig};
 use crate::error::{Error, Result};
@@ -23,8 +23,6 @@ pub struct JudgeSpec {
     pub endpoint: String,
     /// Served model name.
     pub model: String,
-    /// Environment variable holding the API key.
-    pub api_key_env: Option<String>,
     /// What a good answer does (put into the prompt).
     #[serde(default = "default_criteria")]
     pub criteria: String,
@@ -47,6 +45,11 @@ fn default_timeout() -> u64 {
 impl JudgeSpec {
     /// From a rubric check's parameters.
     pub fn build(table: toml::Table) -> std::result::Result<Arc<dyn Scorer>, String> {
+        if table.contains_key("api_key_env") {
+            return Err(
+                "`api_key_env` is not read from rubrics (a rubric must not choose which secret is sent where); pass --judge-api-key-env VAR to eval run".into(),
+            );
+        }
         Ok(Arc::new(params::<Self>(table)?.validated()?))
     }
 
@@ -61,12 +64,19 @@ impl JudgeSpec {
         Ok(self)
     }
 
-    /// The judge's connection settings.
-    pub fn http_config(&self) -> HttpConfig {
+    /// The judge's connection settings under the user's `policy` (the key variable is the
+    /// user's, never the rubric's); an error when the user has not allowed the endpoint.
+    pub fn http_config(&self, policy: &JudgePolicy) -> Result<HttpConfig> {
+        if !policy.allows(&self.endpoint) {
+            return Err(Error::Invalid(format!(
+                "the rubric's judge would send outputs to {}; allow it with --allow-judge-endpoint {} (and name its key with --judge-api-key-env VAR)",
+                self.endpoint, self.endpoint
+            )));
+        }
         let mut cfg = HttpConfig::new(&self.endpoint, &self.model);
-        cfg.api_key_env = self.api_key_env.clone();
+        cfg.api_key_env = policy.api_key_env.clone();
         cfg.timeout = Duration::from_secs(self.timeout_s);
-        cfg
+        Ok(cfg)
     }
 }
 
@@ -81,13 +91,13 @@ impl Scorer for JudgeSpec {
 
     /// The client is built (its key variable read) before generation starts.
     fn prepare(&self, ctx: &ScoreContext<'_>) -> Result<()> {
-        ctx.chat_client(&self.http_config()).map(|_| ())
+        ctx.chat_client(&self.http_config(ctx.judges())?).map(|_| ())
     }
 
     /// Requests go out in parallel (one per rayon thread); a failed request is that
     /// output's failed value, not the run's end.
     fn score(&self, items: &[Item<'_>], ctx: &ScoreContext<'_>) -> Result<Vec<Value>> {
-        let client = ctx.chat_client(&self.http_config())?;
+        let client = ctx.chat_client(&self.http_config(ctx.judges())?)?;
         Ok(items
             .par_iter()
             .with_max_len(1)

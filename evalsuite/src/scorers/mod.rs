@@ -129,10 +129,30 @@ pub trait ReferenceModel: Sync {
     fn perplexity(&self, case: &Case) -> Result<f64>;
 }
 
+/// What the user (not a rubric) allows LLM judges: where outputs may be sent and which
+/// environment variable holds the key sent with them. A rubric, possibly written by someone
+/// else, names an endpoint; it is called only when listed here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JudgePolicy {
+    /// Endpoints judges may call (base URLs, compared without a trailing `/` or `/v1`).
+    pub allowed_endpoints: Vec<String>,
+    /// The variable whose value is sent as the judges' API key (none: no key is sent).
+    pub api_key_env: Option<String>,
+}
+
+impl JudgePolicy {
+    /// Whether `endpoint` is one the user allowed.
+    pub fn allows(&self, endpoint: &str) -> bool {
+        let base = |e: &str| e.trim_end_matches('/').trim_end_matches("/v1").to_string();
+        self.allowed_endpoints.iter().any(|a| base(a) == base(endpoint))
+    }
+}
+
 /// What model scorers need, loaded once per run and shared by every check.
 pub struct ScoreContext<'a> {
     model: Option<&'a dyn ReferenceModel>,
     backend_kind: String,
+    judges: JudgePolicy,
     embedders: Mutex<HashMap<PathBuf, Arc<Embedder>>>,
     chat_clients: Mutex<HashMap<String, Arc<ChatClient>>>,
 }
@@ -141,7 +161,18 @@ impl<'a> ScoreContext<'a> {
     /// A context for outputs from the backend of kind `backend_kind`, with the evaluated
     /// model where the backend holds one.
     pub fn new(backend_kind: impl Into<String>, model: Option<&'a dyn ReferenceModel>) -> Self {
-        Self { model, backend_kind: backend_kind.into(), embedders: Mutex::default(), chat_clients: Mutex::default() }
+        Self { model, backend_kind: backend_kind.into(), judges: JudgePolicy::default(), embedders: Mutex::default(), chat_clients: Mutex::default() }
+    }
+
+    /// This context with the user's judge policy (by default no judge endpoint is allowed).
+    pub fn with_judges(mut self, policy: JudgePolicy) -> Self {
+        self.judges = policy;
+        self
+    }
+
+    /// What the user allows LLM judges.
+    pub fn judges(&self) -> &JudgePolicy {
+        &self.judges
     }
 
     /// The evaluated model, if the backend holds it.
