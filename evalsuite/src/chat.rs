@@ -49,7 +49,9 @@ impl HttpConfig {
 /// A chat-completions client.
 pub struct ChatClient {
     client: reqwest::blocking::Client,
-    /// Base URL without `/v1`.
+    /// Base URL without `/v1`, as requests use it (with any `user:password@`).
+    request_base: String,
+    /// Base URL without `/v1` and without credentials: what messages and records show.
     pub base: String,
     api_key: Option<String>,
     /// Settings it was built with.
@@ -85,7 +87,7 @@ impl ChatClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Endpoint { url: base.clone(), message: format!("cannot build an HTTP client: {e}") })?;
-        Ok(Self { client, base, api_key, config })
+        Ok(Self { client, base: without_credentials(&base), request_base: base, api_key, config })
     }
 
     fn request(&self, builder: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
@@ -97,8 +99,7 @@ impl ChatClient {
 
     /// The model names the endpoint serves (`GET /v1/models`).
     pub fn models(&self) -> Result<Vec<String>> {
-        let url = format!("{}/v1/models", self.base);
-        let body: Value = self.with_retries(&url, || self.request(self.client.get(&url)))?;
+        let body: Value = self.with_retries("/v1/models", |url| self.request(self.client.get(url)))?;
         Ok(body["data"].as_array().map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect()).unwrap_or_default())
     }
 
@@ -114,7 +115,7 @@ impl ChatClient {
 
     /// One chat completion.
     pub fn chat(&self, messages: &[Message], decoding: &GenerationConfig) -> Result<ChatReply> {
-        let url = format!("{}/v1/chat/completions", self.base);
+        let path = "/v1/chat/completions";
         let msgs: Vec<Value> = messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect();
         let mut body = json!({
             "model": self.config.model,
@@ -133,7 +134,8 @@ impl ChatClient {
         if !decoding.stop_strings.is_empty() {
             body["stop"] = json!(decoding.stop_strings);
         }
-        let reply: Value = self.with_retries(&url, || self.request(self.client.post(&url).json(&body)))?;
+        let reply: Value = self.with_retries(path, |url| self.request(self.client.post(url).json(&body)))?;
+        let url = format!("{}{path}", self.base);
         let choice = &reply["choices"][0];
         let text = choice["message"]["content"].as_str().ok_or_else(|| Error::Endpoint {
             url: url.clone(),
@@ -150,12 +152,14 @@ impl ChatClient {
 
     /// Sends a request, retrying on 429, 5xx and connection errors with backoff; other
     /// statuses fail at once with the server's message.
-    fn with_retries(&self, url: &str, make: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Value> {
-        let fail = |message: String| Error::Endpoint { url: url.to_string(), message };
+    fn with_retries(&self, path: &str, make: impl Fn(&str) -> reqwest::blocking::RequestBuilder) -> Result<Value> {
+        let request_url = format!("{}{path}", self.request_base);
+        let url = format!("{}{path}", self.base);
+        let fail = |message: String| Error::Endpoint { url: url.clone(), message };
         let mut delay = self.config.backoff;
         let mut last = String::new();
         for attempt in 1..=self.config.attempts.max(1) {
-            match make().send() {
+            match make(&request_url).send() {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
@@ -204,6 +208,16 @@ impl ChatClient {
 /// The longest wait between two attempts, whatever the backoff or the server asks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// `url` without a `user:password@` part (kept out of messages and run records).
+pub fn without_credentials(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// A `Retry-After` header's wait in seconds, within 0–[`MAX_BACKOFF`]; `None` when absent or
 /// not a finite number (HTTP dates are not honoured: the backoff applies).
 fn retry_after(header: Option<&str>) -> Option<Duration> {
@@ -218,6 +232,19 @@ fn short_body(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_kept_out_of_shown_urls() {
+        assert_eq!(without_credentials("http://user:pw@host:8000/v1"), "http://host:8000/v1");
+        assert_eq!(without_credentials("https://host/a@b"), "https://host/a@b");
+        assert_eq!(without_credentials("http://host:1"), "http://host:1");
+        let mut config = HttpConfig::new("http://me:secret@127.0.0.1:9/v1", "m");
+        config.attempts = 1;
+        let client = ChatClient::new(config).unwrap();
+        assert_eq!(client.base, "http://127.0.0.1:9");
+        let err = client.models().unwrap_err().to_string();
+        assert!(!err.contains("secret") && err.contains("127.0.0.1:9"), "{err}");
+    }
 
     #[test]
     fn retry_after_is_bounded_and_never_panics() {

@@ -53,6 +53,12 @@ impl GenerationConfig {
         if self.top_k == Some(0) {
             return Err(Error::InvalidArgument("top_k must be ≥ 1".into()));
         }
+        if self.max_new_tokens == 0 {
+            return Err(Error::InvalidArgument("max_new_tokens must be ≥ 1".into()));
+        }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return Err(Error::InvalidArgument("a stop string is empty (it would end every answer before it starts)".into()));
+        }
         Ok(())
     }
 
@@ -158,5 +164,10 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = GenerationConfig { top_p: Some(1.5), ..Default::default() };
         assert!(bad.validate().is_err());
+        let bad = GenerationConfig { max_new_tokens: 0, ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("max_new_tokens must be ≥ 1"));
+        let bad = GenerationConfig { stop_strings: vec!["".into()], ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("stop string is empty"));
+        assert!(GenerationConfig::greedy(1).validate().is_ok());
     }
 }
