@@ -78,7 +78,7 @@ impl ChatClient {
             Some(var) => Some(std::env::var(var).map_err(|_| Error::Invalid(format!("the API key variable {var} is not set")))?),
             None => None,
         };
-        let base = config.endpoint.trim_end_matches('/').trim_end_matches("/v1").to_string();
+        let base = base_url(&config.endpoint);
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Invalid(format!("endpoint {:?} must start with http:// or https://", config.endpoint)));
         }
@@ -207,6 +207,11 @@ impl ChatClient {
 
 /// The longest wait between two attempts, whatever the backoff or the server asks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// An endpoint's base URL: without a trailing `/` or `/v1` (requests add `/v1/…`).
+pub fn base_url(endpoint: &str) -> String {
+    endpoint.trim_end_matches('/').trim_end_matches("/v1").to_string()
+}
 
 /// `url` without a `user:password@` part (kept out of messages and run records).
 pub fn without_credentials(url: &str) -> String {

@@ -134,13 +134,7 @@ pub fn execute(suite: &Suite, backend: &dyn Backend, opts: &RunOptions, on_event
     // Scorers' models and clients are loaded before generating, so a missing embedding model
     // or API key fails the run now, not after every case is generated.
     let ctx = ScoreContext::new(backend.info().kind.clone(), backend.reference_model()).with_judges(opts.judges.clone());
-    let mut rubrics: Vec<&Rubric> = Vec::new();
-    for c in &selected {
-        if !rubrics.iter().any(|r| std::ptr::eq(*r, c.rubric)) {
-            rubrics.push(c.rubric);
-        }
-    }
-    for rubric in rubrics {
+    for (rubric, _) in score::by_rubric(&selected) {
         for check in &rubric.checks {
             check.scorer.prepare(&ctx).map_err(|e| Error::Rubric { path: rubric.path.clone(), message: format!("check `{}`: {e}", check.name) })?;
         }

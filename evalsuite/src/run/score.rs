@@ -32,7 +32,7 @@ pub fn score_all(cases: &[ScoredCase<'_>], outputs: &[Generated], ctx: &ScoreCon
 }
 
 /// The cases grouped by rubric (by identity), in first-use order.
-fn by_rubric<'a>(cases: &[ScoredCase<'a>]) -> Vec<(&'a Rubric, Vec<usize>)> {
+pub(crate) fn by_rubric<'a>(cases: &[ScoredCase<'a>]) -> Vec<(&'a Rubric, Vec<usize>)> {
     let mut groups: Vec<(&'a Rubric, Vec<usize>)> = Vec::new();
     let mut index: HashMap<*const Rubric, usize> = HashMap::new();
     for (i, c) in cases.iter().enumerate() {

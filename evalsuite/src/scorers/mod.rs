@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 
 use crate::case::Case;
-use crate::chat::{ChatClient, HttpConfig};
+use crate::chat::{base_url, ChatClient, HttpConfig};
 use crate::error::Result;
 use embedding::Embedder;
 
@@ -143,8 +143,7 @@ pub struct JudgePolicy {
 impl JudgePolicy {
     /// Whether `endpoint` is one the user allowed.
     pub fn allows(&self, endpoint: &str) -> bool {
-        let base = |e: &str| e.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        self.allowed_endpoints.iter().any(|a| base(a) == base(endpoint))
+        self.allowed_endpoints.iter().any(|a| base_url(a) == base_url(endpoint))
     }
 }
 
