@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,13 +41,11 @@ impl GenerationCache {
         let mut entries = HashMap::new();
         let mut unreadable_lines = 0;
         if path.exists() {
-            let reader = BufReader::new(File::open(path).map_err(|e| Error::reading(path, e))?);
-            for line in reader.split(b'\n') {
-                let line = line.map_err(|e| Error::reading(path, e))?;
+            for line in tunelab::fsutil::read_input(path)?.split(|&b| b == b'\n') {
                 if line.is_empty() {
                     continue;
                 }
-                match serde_json::from_slice::<Entry>(&line) {
+                match serde_json::from_slice::<Entry>(line) {
                     Ok(e) => {
                         entries.insert(e.key, e.generated);
                     }

@@ -3,7 +3,6 @@
 //! decides which rubric scores which cases).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use tunelab::data::{Example, SourceRef};
 use tunelab::{Message, Role};
@@ -42,7 +41,7 @@ impl Case {
             tags: Vec::new(),
             keywords: Vec::new(),
             fields: BTreeMap::new(),
-            source: SourceRef { file: PathBuf::from("<code>"), line: 0 },
+            source: SourceRef::new("<code>", 0, 0),
         }
     }
 

@@ -29,7 +29,12 @@ pub struct HttpConfig {
     pub attempts: u32,
     /// First backoff delay; doubled after each retry (a `Retry-After` header wins).
     pub backoff: Duration,
+    /// Largest response body read, in bytes; a longer one is an error, never read whole.
+    pub max_body_bytes: u64,
 }
+
+/// The default [`HttpConfig::max_body_bytes`]: 16 MiB, far above any chat completion.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
 
 impl HttpConfig {
     /// Defaults: 4 in flight, 120 s timeout, 5 attempts, 0.5 s first backoff.
@@ -42,6 +47,7 @@ impl HttpConfig {
             timeout: Duration::from_secs(120),
             attempts: 5,
             backoff: Duration::from_millis(500),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -163,8 +169,12 @@ impl ChatClient {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-                    let text = match resp.text() {
-                        Ok(text) => text,
+                    let text = match read_body(resp, self.config.max_body_bytes) {
+                        Ok(Some(text)) => text,
+                        Ok(None) => return Err(fail(format!(
+                            "answered {status} with a body longer than {} MiB; raise the limit with --max-response-mb if this server's replies are that large",
+                            self.config.max_body_bytes.div_ceil(1 << 20)
+                        ))),
                         // A body cut off (timeout, dropped connection) is retried like a
                         // failed request, not read as an empty answer.
                         Err(e) => {
@@ -207,6 +217,18 @@ impl ChatClient {
 
 /// The longest wait between two attempts, whatever the backoff or the server asks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The body as text when it holds at most `limit` bytes (`None` past it, having read only
+/// `limit + 1` bytes); an error when the connection fails mid-body.
+fn read_body(resp: reqwest::blocking::Response, limit: u64) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    resp.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
 
 /// An endpoint's base URL: without a trailing `/` or `/v1` (requests add `/v1/…`).
 pub fn base_url(endpoint: &str) -> String {

@@ -12,6 +12,8 @@
 //! 5. [`suite::Suite`]: case sets mapped to rubrics; [`guard`] ships the guard suite.
 //! 6. [`backend`] turns cases into outputs; [`cache::GenerationCache`] remembers them.
 //! 7. [`run`] ties these together and writes a run directory; [`run::summary`] reads it back.
+//! 8. [`compare`] reads stored runs back and compares them: paired statistics, the report
+//!    and the regression gate.
 
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod backend;
 pub mod cache;
 pub mod case;
 pub mod chat;
+pub mod compare;
 pub mod error;
 pub mod excerpt;
 pub mod guard;

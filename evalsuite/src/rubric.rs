@@ -134,7 +134,7 @@ impl Rubric {
 
     /// Reads a rubric file; its scorers come from `registry`.
     pub fn load_with(path: &Path, registry: &Registry) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::reading(path, e))?;
+        let text = tunelab::fsutil::read_input_text(path)?;
         let mut rubric = Self::parse_text(&text, registry).map_err(|message| Error::Rubric { path: Some(path.to_path_buf()), message })?;
         rubric.path = Some(path.to_path_buf());
         Ok(rubric)
@@ -151,7 +151,7 @@ impl Rubric {
     }
 
     fn parse_text(text: &str, registry: &Registry) -> Result<Self, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let name = string_field(&table, "name")?.ok_or("missing `name`")?;
         let description = string_field(&table, "description")?.unwrap_or_default();
         for key in table.keys() {
@@ -290,4 +290,18 @@ max_chars = 10
         let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"contains\"\ntext = \"\"\n").unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
     }
+}
+
+/// A TOML error as `line L, column C: message`, without the quoted source line that
+/// toml's own display adds (the file may not be TOML at all, and its text stays private).
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let mut end = span.start.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {}", e.message())
 }

@@ -149,7 +149,7 @@ impl<'r> Loader<'r> {
     }
 
     fn read(&mut self, path: &Path) -> Result<String> {
-        let bytes = std::fs::read(path).map_err(|e| Error::reading(path, e))?;
+        let bytes = tunelab::fsutil::read_input(path)?;
         self.files.insert(path.to_path_buf(), hashing::sha256_bytes(&bytes));
         String::from_utf8(bytes).map_err(|e| Error::Suite { path: path.to_path_buf(), message: format!("not UTF-8 ({e})") })
     }
@@ -172,7 +172,7 @@ impl<'r> Loader<'r> {
             return Err(invalid("suites include each other too deeply (a cycle?)".into()));
         }
         let text = self.read(path)?;
-        let file: SuiteFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        let file: SuiteFile = toml::from_str(&text).map_err(|e| invalid(crate::rubric::toml_error(&text, &e)))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let training = match &file.train {
             Some(t) => Some(TrainingPrompts::load(&dir.join(t), self)?),
@@ -242,7 +242,7 @@ impl<'r> Loader<'r> {
 }
 
 fn string_list(record: &serde_json::Map<String, serde_json::Value>, key: &str, source: &SourceRef) -> Result<Vec<String>> {
-    let wrong = || Error::record_at(&source.file, source.line, format!("`{key}` must be a list of strings"));
+    let wrong = || Error::Invalid(format!("{source}: `{key}` must be a list of strings"));
     match record.get(key) {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) => items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(wrong),
@@ -253,7 +253,7 @@ fn string_list(record: &serde_json::Map<String, serde_json::Value>, key: &str, s
 fn case_from_example(mut ex: Example, category: String, system: Option<&str>, stem: &str) -> Result<Case> {
     let tags = string_list(&ex.record, "tags", &ex.source)?;
     let keywords = string_list(&ex.record, "keywords", &ex.source)?;
-    let id = ex.id.clone().unwrap_or_else(|| format!("{stem}-{}", ex.source.line));
+    let id = ex.id.clone().unwrap_or_else(|| format!("{stem}-{}", ex.source.position()));
     let fields = ex.record.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
     if let Some(system) = system {
         if ex.messages.first().is_none_or(|m| m.role != Role::System) {

@@ -212,18 +212,28 @@ fn judge_through_the_server(server: &Server, dir: &std::path::Path) {
     assert!((1.0..=10.0).contains(&parsed) && (values[0] - parsed / 10.0).abs() < 1e-12, "{details:?} {values:?}");
     assert!(details[1].starts_with("output first: ") && [0.0, 0.5, 1.0].contains(&values[1]), "{details:?} {values:?}");
 
-    // A judge that refuses every request (a wrong key): the run is written with both checks
-    // marked as errors (not as 0), and the command fails unless errors are allowed.
+    // A wrong key is found before anything is scored: the judge's endpoint is contacted
+    // (and its model checked) when the run starts, and no run directory is written.
     let refused = judged("judge-refused", "wrong-key", &allow);
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && err.contains("2 check(s) could not be computed"), "{err}");
-    let df = read_results(&dir.join("judge-refused")).unwrap();
+    assert!(!refused.status.success() && err.contains("401") && err.contains(server.url.as_str()), "{err}");
+    assert!(!dir.join("judge-refused").exists());
+
+    // A judge request that fails for one output (longer than the judge's 2048-token
+    // context): the run is written with both checks marked as errors (not as 0), and the
+    // command fails unless errors are allowed.
+    let long_output = "The answer is four. ".repeat(1500);
+    std::fs::write(&preds, format!("{{\"id\": \"q1\", \"output\": \"{long_output}\"}}\n")).unwrap();
+    let overflow = judged("judge-overflow", API_KEY, &allow);
+    let err = String::from_utf8_lossy(&overflow.stderr);
+    assert!(!overflow.status.success() && err.contains("2 check(s) could not be computed"), "{err}");
+    let df = read_results(&dir.join("judge-overflow")).unwrap();
     let errors: Vec<bool> = df.column("error").unwrap().bool().unwrap().iter().map(Option::unwrap).collect();
     let details: Vec<&str> = df.column("detail").unwrap().str().unwrap().iter().map(Option::unwrap).collect();
     assert_eq!(errors, [true, true]);
-    assert!(details.iter().all(|d| d.contains("judge failed") && d.contains("401")), "{details:?}");
+    assert!(details.iter().all(|d| d.contains("judge failed") && d.contains("400")), "{details:?}");
     assert!(df.column("case_score").unwrap().f64().unwrap().iter().all(|x| x.is_none_or(f64::is_nan)));
-    assert!(judged("judge-allowed", "wrong-key", &[&allow[..], &["--allow-errors"]].concat()).status.success());
+    assert!(judged("judge-overflow-allowed", API_KEY, &[&allow[..], &["--allow-errors"]].concat()).status.success());
 }
 
 #[test]

@@ -22,6 +22,14 @@ pub enum Error {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// An input file is larger than the input limit (or never ends: a device, a pipe).
+    #[error("{path}: more than {} MiB, the input limit (a file this large, or one that never ends, such as a device or pipe, is not read); raise the limit with --max-input-mb or TUNELAB_MAX_INPUT_MB", limit.div_ceil(1 << 20))]
+    InputTooLarge {
+        /// The file being read.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A model file is malformed: truncated, missing tensors, wrong shapes, bad metadata.
     #[error("{path}: {message}")]
     BadModel {

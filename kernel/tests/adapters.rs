@@ -75,8 +75,14 @@ fn fresh_adapter_is_a_no_op_and_trained_one_changes_logits() {
     let model = Transformer::load(&c, &Weights::random(&c, 2, DType::F32, &Device::Cpu).unwrap()).unwrap();
     let ids = Tensor::new(&[[3u32, 1, 4, 1, 5]], &Device::Cpu).unwrap();
     let base = model.forward(&ids).unwrap();
-    let fresh = AdapterSet::new(&model, LoraConfig::default(), 3).unwrap().apply(&model).forward(&ids).unwrap();
-    assert_eq!((&base - fresh).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "B = 0 at init");
+    let fresh_set = AdapterSet::new(&model, LoraConfig::default(), 3).unwrap();
+    // B = 0 at init: every update is exactly zero, and the logits equal the base model's up to
+    // the rounding of the adapted path's matmul (the CPU's SIMD width decides its summation order).
+    for layer in fresh_set.layers().values() {
+        assert_eq!(layer.delta_weight().unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0, "B = 0 at init");
+    }
+    let fresh = fresh_set.apply(&model).forward(&ids).unwrap();
+    assert!((&base - fresh).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-5);
     let trained = trained_adapter(&model).apply(&model).forward(&ids).unwrap();
     assert!((base - trained).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3);
 }

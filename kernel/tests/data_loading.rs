@@ -126,11 +126,50 @@ fn duplicates_near_duplicates_and_overlap() {
     let r = report(&ds, Some(&ev));
     assert_eq!((r.exact_duplicates, r.near_duplicates, r.eval_overlap), (1, 2, 1), "{}", r.render_text());
     let text = r.render_text();
-    assert!(text.contains("dups.jsonl:2: error: exact duplicate of line 1"), "{text}");
-    assert!(text.contains("dups.jsonl:3: warning: near-duplicate of line 1"), "{text}");
-    assert!(text.contains("dups.jsonl:5: warning: near-duplicate of line 4 (word-trigram Jaccard"), "{text}");
+    assert!(text.contains("dups.jsonl:2: error: exact duplicate of record 1 (line 1)"), "{text}");
+    assert!(text.contains("dups.jsonl:3: warning: near-duplicate of record 1 (line 1;"), "{text}");
+    assert!(text.contains("dups.jsonl:5: warning: near-duplicate of record 4 (line 4; word-trigram Jaccard"), "{text}");
     assert!(text.contains("dups.jsonl:6: error: prompt also appears in the evaluation data at"), "{text}");
-    assert_eq!(r.error_lines().into_iter().collect::<std::collections::BTreeSet<_>>(), [2, 6].into());
+    assert_eq!(r.error_records().into_iter().collect::<std::collections::BTreeSet<_>>(), [2, 6].into());
+}
+
+#[test]
+fn minified_arrays_locate_records_by_column_and_index() {
+    // Three records on one line: one valid, one missing its output, one not an object.
+    let p = write("mini.json", br#"[{"instruction": "ok", "output": "fine"},{"instruction": "no output"},  [1]]"#);
+    let ds = Dataset::load(&p).unwrap();
+    let r = report(&ds, None);
+    assert_eq!((r.records, r.valid), (3, 1), "{}", r.render_text());
+    assert_eq!(ds.examples[0].source.record, 1);
+    let text = r.render_text();
+    assert!(text.contains("mini.json:1:42 (record 2): error"), "{text}");
+    assert!(text.contains("mini.json:1:73 (record 3): error"), "{text}");
+    assert_eq!(r.error_records().into_iter().collect::<std::collections::BTreeSet<_>>(), [2, 3].into());
+    // A pretty-printed array keeps plain file:line positions.
+    let p = write("pretty.json", b"[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n  {\"instruction\": \"c\"}\n]\n");
+    let text = report(&Dataset::load(&p).unwrap(), None).render_text();
+    assert!(text.contains("pretty.json:3: error"), "{text}");
+}
+
+#[test]
+fn empty_and_blank_files_are_errors() {
+    for (name, content) in [("empty.jsonl", &b""[..]), ("blank.jsonl", b"  \n\n \n"), ("empty.json", b"[]")] {
+        let r = report(&Dataset::load(write(name, content)).unwrap(), None);
+        assert!(r.has_errors() && r.render_text().contains("holds no records"), "{name}: {}", r.render_text());
+    }
+}
+
+#[test]
+fn near_duplicates_found_among_many_records() {
+    // 3 000 distinct records plus a reworded copy of record 1 500 at the end: found through
+    // the min-hash index, with the exact Jaccard in the message.
+    let words = |i: usize| (0..60).map(|k| format!("w{}", ((i * 60 + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44)).collect::<Vec<_>>().join(" ");
+    let mut lines: String = (0..3000).map(|i| format!("{{\"instruction\": \"{}\", \"output\": \"r{i}\"}}\n", words(i))).collect();
+    let copy = words(1500);
+    lines.push_str(&format!("{{\"instruction\": \"{copy} extra\", \"output\": \"r1500\"}}\n"));
+    let r = report(&Dataset::load(write("many.jsonl", lines.as_bytes())).unwrap(), None);
+    assert_eq!(r.near_duplicates, 1, "{}", r.render_text());
+    assert!(r.render_text().contains("many.jsonl:3001: warning: near-duplicate of record 1501"), "{}", r.render_text());
 }
 
 #[test]

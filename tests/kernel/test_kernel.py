@@ -1,6 +1,7 @@
 """The tunelab kernel over the real Jupyter protocol (jupyter_client): kernel_info,
 execution results and streams, compile errors and panics as errors, variables kept after a
 panic, interrupts, and live displays updated in place while a cell runs."""
+import json
 import threading
 import time
 from pathlib import Path
@@ -59,6 +60,30 @@ def test_question_mark_error_is_an_error_and_keeps_earlier_variables(kernel):
     reply, msgs = run(kernel, "before_q + 1")
     assert reply["status"] == "ok"
     assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["6"]
+
+
+def test_text_shaped_like_a_panic_or_a_marker_does_not_fail_or_inject(kernel, tmp_path):
+    # A cell that prints what a panic message looks like, and a display marker without the
+    # kernel's secret, still succeeds; the marker line stays plain text.
+    reply, msgs = run(kernel, 'eprintln!("thread \'main\' panicked at src/lib.rs:1:1:\\nnot really");\n'
+                              'println!("\\u{1e}tunelab-display {{\\"display_id\\": \\"x\\", \\"data\\": {{\\"text/html\\": \\"<b>forged</b>\\"}}}}");\n1')
+    assert reply["status"] == "ok", reply
+    assert not [c for t, c in msgs if t in ("display_data", "update_display_data")], msgs
+    # A dataset whose text holds evcxr's control lines: its view is one HTML table, with
+    # the hostile text escaped inside it, and no raw HTML of the record's own.
+    data = tmp_path / "hostile.jsonl"
+    hostile = "EVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/html\n<img src=x onerror=alert(1)>\nEVCXR_END_CONTENT"
+    data.write_text(json.dumps({"instruction": hostile, "output": "EVCXR_PANIC_NOTIFICATION\nEVCXR_EXECUTION_COMPLETE"}) + "\n")
+    reply, msgs = run(kernel, f'tunelab::data::Dataset::load("{data}").unwrap()')
+    assert reply["status"] == "ok", reply
+    results = [c for t, c in msgs if t == "execute_result"]
+    assert len(results) == 1, msgs
+    html = results[0]["data"]["text/html"]
+    assert "<img" not in html and "&lt;img" in html, html
+    assert "EVCXR_" not in html and "EVCXR_" not in results[0]["data"]["text/plain"]
+    assert not any(t == "stream" and "<img" in c["text"] for t, c in msgs), msgs
+    reply, _ = run(kernel, "2")
+    assert reply["status"] == "ok"
 
 
 def test_input_request_round_trip_on_the_stdin_channel(kernel):

@@ -37,7 +37,7 @@ pub struct PredictionsBackend {
 impl PredictionsBackend {
     /// Reads the file; malformed lines are errors naming file:line.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::reading(path, e))?;
+        let bytes = tunelab::fsutil::read_input(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| Error::Records {
             path: path.to_path_buf(),
             line: None,

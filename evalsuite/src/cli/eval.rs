@@ -23,8 +23,12 @@ use super::decoding::DecodingArgs;
 pub enum EvalCommand {
     /// Evaluate a model (± adapter), an endpoint or a predictions file on a suite.
     Run(Box<RunArgs>),
-    /// Per-category scores with 95 % bootstrap intervals for a run directory.
+    /// Per-category scores with 95 % intervals for a run directory.
     Summary(SummaryArgs),
+    /// Compare stored runs with a baseline: paired statistics as HTML, JSON or Markdown.
+    Report(super::compare::ReportArgs),
+    /// Decide whether a candidate run may ship: exit 0 pass, 1 regressed, 2 data error.
+    Gate(super::compare::GateArgs),
     /// Build suites.
     #[command(subcommand)]
     Suite(SuiteCommand),
@@ -85,6 +89,9 @@ pub struct RunArgs {
     /// Attempts per request, retried with backoff on 429/5xx/connection errors (endpoint).
     #[arg(long, default_value_t = 5)]
     attempts: u32,
+    /// Largest reply body read from an endpoint or judge, in MiB (a longer one is an error).
+    #[arg(long, value_name = "MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_response_mb: u64,
     /// Generation cache file (default: OUT/.cache/generations.jsonl).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -163,6 +170,8 @@ pub struct NewSuiteArgs {
 pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
     match cmd {
         EvalCommand::Run(args) => run_suite(*args),
+        EvalCommand::Report(args) => super::compare::report(args),
+        EvalCommand::Gate(args) => super::compare::gate(args),
         EvalCommand::Summary(args) => {
             let mut all = Vec::new();
             for dir in &args.runs {
@@ -241,6 +250,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             cfg.concurrency = args.concurrency.max(1);
             cfg.timeout = Duration::from_secs(args.timeout);
             cfg.attempts = args.attempts.max(1);
+            cfg.max_body_bytes = args.max_response_mb << 20;
             let errored = run_one(&suite, &HttpBackend::connect(cfg)?, &args, run_name(&args, None, false))?;
             Ok(errors_allowed(errored, &args))
         }
@@ -272,7 +282,11 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
         categories: args.categories.clone(),
         limit_per_category: args.limit,
         overwrite: args.overwrite,
-        judges: JudgePolicy { allowed_endpoints: args.allow_judge_endpoints.clone(), api_key_env: args.judge_api_key_env.clone() },
+        judges: JudgePolicy {
+            allowed_endpoints: args.allow_judge_endpoints.clone(),
+            api_key_env: args.judge_api_key_env.clone(),
+            max_body_bytes: Some(args.max_response_mb << 20),
+        },
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     if !opts.judges.allowed_endpoints.is_empty() {

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `tunelab` command.
 
 mod bench;
+mod compare;
 mod data;
 mod decoding;
 mod eval;
@@ -18,6 +19,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest input file read (datasets, suites, rubrics, predictions, caches), in MiB;
+    /// default 1024 or $TUNELAB_MAX_INPUT_MB.
+    #[arg(long, global = true, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    max_input_mb: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +47,9 @@ enum Command {
 /// Parses the command line, runs the command, and turns errors into a message and exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(mb) = cli.max_input_mb {
+        tunelab::fsutil::set_input_limit(mb.saturating_mul(1 << 20));
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(args).map(|()| true),
         Command::Data(cmd) => data::run(cmd),

@@ -1,7 +1,9 @@
 //! The run directory: `run.json` (provenance), `results.parquet` (one row per case × check)
 //! and `results.csv` (the same rows). Everything is written into a staging directory next
-//! to the destination and renamed into place at the end, so a run directory is either
-//! complete or absent.
+//! to the destination and installed at the end (`fsutil::install_dir`: an atomic exchange
+//! with the old run under `--overwrite`), so a run directory is always complete: the old
+//! run or the new one, never a mix or nothing. Staging left by a killed run is removed by
+//! the next run of the same name.
 
 use std::path::{Path, PathBuf};
 
@@ -37,11 +39,12 @@ pub fn prepare_destination(out: &Path, name: &str, overwrite: bool) -> Result<De
         return Err(Error::Invalid(format!("run name {name:?} must be a plain folder name")));
     }
     let final_dir = out.join(name);
+    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+    tunelab::fsutil::recover_dir(&final_dir)?;
     if final_dir.exists() && !overwrite {
         return Err(Error::Invalid(format!("{} already exists; pick another --name or pass --overwrite", final_dir.display())));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
-    let staging = out.join(format!(".{name}.partial-{}", std::process::id()));
+    let staging = tunelab::fsutil::sibling(&final_dir, "partial");
     Ok(Destination { staging, final_dir, overwrite })
 }
 
@@ -126,10 +129,11 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Re
             return Err(e);
         }
     };
-    if dest.final_dir.exists() && dest.overwrite {
-        std::fs::remove_dir_all(&dest.final_dir).map_err(|e| Error::io("replacing", &dest.final_dir, e))?;
+    if dest.final_dir.exists() && !dest.overwrite {
+        let _ = std::fs::remove_dir_all(staging);
+        return Err(Error::Invalid(format!("{} appeared while this run was going; pick another --name or pass --overwrite", dest.final_dir.display())));
     }
-    std::fs::rename(staging, &dest.final_dir).map_err(|e| Error::io("moving the finished run into", &dest.final_dir, e))?;
+    tunelab::fsutil::install_dir(staging, &dest.final_dir)?;
     Ok(rows)
 }
 
@@ -164,11 +168,18 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
     }
 }
 
-/// Reads a run's results table.
+/// Reads a run's results table. A corrupted file is an error naming it: polars' Parquet
+/// reader can panic on malformed metadata, so the panic is caught here.
 pub fn read_results(run_dir: &Path) -> Result<DataFrame> {
     let path = run_dir.join(RESULTS_FILE);
     let file = std::fs::File::open(&path).map_err(|e| Error::io("reading (is this a run directory?)", &path, e))?;
-    ParquetReader::new(file).finish().map_err(|source| Error::Table { path, source })
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish())) {
+        Ok(read) => read.map_err(|source| Error::Table { path, source }),
+        Err(panic) => {
+            let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            Err(Error::Invalid(format!("{}: not a readable results table (corrupted Parquet: {why})", path.display())))
+        }
+    }
 }
 
 /// Reads a run's provenance record (`run.json`).

@@ -75,6 +75,7 @@ impl JudgeSpec {
         }
         let mut cfg = HttpConfig::new(&self.endpoint, &self.model);
         cfg.api_key_env = policy.api_key_env.clone();
+        cfg.max_body_bytes = policy.max_body_bytes.unwrap_or(cfg.max_body_bytes);
         cfg.timeout = Duration::from_secs(self.timeout_s);
         Ok(cfg)
     }
@@ -89,9 +90,11 @@ impl Scorer for JudgeSpec {
         0.5
     }
 
-    /// The client is built (its key variable read) before generation starts.
+    /// Before generation starts: the client is built (its key variable read) and the
+    /// endpoint contacted, so a dead server, a wrong key or an unknown model stops the run
+    /// before any output is generated.
     fn prepare(&self, ctx: &ScoreContext<'_>) -> Result<()> {
-        ctx.chat_client(&self.http_config(ctx.judges())?).map(|_| ())
+        ctx.chat_client(&self.http_config(ctx.judges())?)?.check_model()
     }
 
     /// Requests go out in parallel (one per rayon thread); a failed request is that

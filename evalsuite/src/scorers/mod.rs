@@ -138,6 +138,8 @@ pub struct JudgePolicy {
     pub allowed_endpoints: Vec<String>,
     /// The variable whose value is sent as the judges' API key (none: no key is sent).
     pub api_key_env: Option<String>,
+    /// Largest judge reply read, in bytes (none: [`crate::chat::DEFAULT_MAX_BODY_BYTES`]).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl JudgePolicy {

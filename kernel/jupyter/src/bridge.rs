@@ -1,15 +1,21 @@
 //! The live-display bridge. evcxr sends rich output only when a cell ends, so tunelab's
 //! library prints one marker line per display update while the cell runs:
 //!
-//! `\u{1e}tunelab-display {"display_id": "...", "update": false, "data": {"text/html": "..."}}`
+//! `\u{1e}tunelab-display NONCE {"display_id": "...", "update": false, "data": {"text/html": "..."}}`
 //!
 //! The kernel's stdout reader turns such lines into `display_data` (first time) or
 //! `update_display_data` (later) messages; every other line is ordinary stream output.
+//! NONCE is this kernel's secret ([`crate::user_error::nonce`], passed to the library in the
+//! code-running process as `TUNELAB_KERNEL_NONCE`), so text from a dataset or a model that
+//! a cell prints cannot pass for a display line.
 
 use serde::Deserialize;
 
-/// The marker that starts a display line (ASCII record separator + tag).
-pub const MARKER: &str = "\u{1e}tunelab-display ";
+/// The start of a display line: record separator, tag and this kernel's secret (the
+/// library's `notebook::markers::display_marker` writes the same).
+pub fn marker() -> String {
+    format!("\u{1e}tunelab-display {} ", crate::user_error::nonce())
+}
 
 /// One display update parsed from a marker line.
 #[derive(Debug, Deserialize, PartialEq)]
@@ -25,7 +31,7 @@ pub struct DisplayLine {
 
 /// Parses a stdout line: `Some` for a well-formed display line.
 pub fn parse(line: &str) -> Option<DisplayLine> {
-    serde_json::from_str(line.strip_prefix(MARKER)?).ok()
+    serde_json::from_str(line.strip_prefix(&marker())?).ok()
 }
 
 #[cfg(test)]
@@ -34,12 +40,15 @@ mod tests {
 
     #[test]
     fn parses_marker_lines_only() {
-        let line = format!("{MARKER}{{\"display_id\": \"t1\", \"update\": true, \"data\": {{\"text/html\": \"<b>x</b>\"}}}}");
+        let body = "{\"display_id\": \"t1\", \"update\": true, \"data\": {\"text/html\": \"<b>x</b>\"}}";
+        let line = format!("{}{body}", marker());
         let d = parse(&line).unwrap();
         assert_eq!(d.display_id, "t1");
         assert!(d.update);
         assert_eq!(d.data["text/html"], "<b>x</b>");
         assert!(parse("plain output").is_none());
-        assert!(parse(&format!("{MARKER}not json")).is_none());
+        assert!(parse(&format!("{}not json", marker())).is_none());
+        // A line with the tag but not this kernel's secret is plain text.
+        assert!(parse(&format!("\u{1e}tunelab-display guess {body}")).is_none());
     }
 }

@@ -199,13 +199,16 @@ impl Engine {
     }
 }
 
-/// What stderr said about the running cell: a panic, or an early return through `?`.
+/// What stderr said about the running cell. Failure is known only from the subprocess's
+/// markers (see [`user_error`]); ordinary lines only supply the message shown with it.
 #[derive(Default)]
 struct StderrWatch {
     /// (ename, message) of the failure seen, if any.
     failure: Option<(String, String)>,
     /// The last ordinary stderr line (evcxr prints a `?` error just before the marker).
     last_line: Option<String>,
+    /// The most recent panic message (`thread '…' panicked at …` and the line after it).
+    panic_message: Option<String>,
     /// The previous line began a panic message; this one continues it.
     after_panic_line: bool,
 }
@@ -213,16 +216,24 @@ struct StderrWatch {
 impl StderrWatch {
     /// Updates the watch with one stderr line; returns whether the line is for the user.
     fn see(&mut self, line: &str) -> bool {
-        if line == user_error::MARKER {
-            let msg = self.last_line.take().unwrap_or_else(|| "the cell returned an error through `?`".into());
-            self.failure.get_or_insert(("Error".into(), msg));
-            return false;
+        match user_error::parse_marker(line) {
+            Some(user_error::Failure::UserError) => {
+                let msg = self.last_line.take().unwrap_or_else(|| "the cell returned an error through `?`".into());
+                self.failure.get_or_insert(("Error".into(), msg));
+                return false;
+            }
+            Some(user_error::Failure::Panic) => {
+                let msg = self.panic_message.take().unwrap_or_else(|| "the cell panicked".into());
+                self.failure.get_or_insert(("Panic".into(), msg));
+                return false;
+            }
+            None => {}
         }
         if line.starts_with("thread '") && line.contains("panicked at") {
-            self.failure = Some(("Panic".into(), line.to_string()));
+            self.panic_message = Some(line.to_string());
             self.after_panic_line = true;
         } else if self.after_panic_line {
-            if let Some((_, msg)) = self.failure.as_mut() {
+            if let Some(msg) = self.panic_message.as_mut() {
                 msg.push('\n');
                 msg.push_str(line);
             }

@@ -40,6 +40,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread: the secret the subprocess inherits (it keeps the kernel's).
+    user_error::init_nonce();
     // When evcxr starts this binary as its code-running subprocess, this never returns.
     user_error::watch_stdout();
     evcxr::runtime_hook();

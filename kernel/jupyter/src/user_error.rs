@@ -1,23 +1,81 @@
-//! Noticing cells that end early through `?`.
-//!
-//! evcxr wraps a cell in a function returning `Result`; when a `?` returns an error it prints
-//! the error on stderr and a private line on stdout, which the engine consumes while still
-//! reporting success. In the code-running subprocess (this same binary, started by evcxr)
-//! [`watch_stdout`] puts a pipe in front of stdout that copies every line through unchanged
-//! and, on seeing that private line, first writes [`MARKER`] to stderr, where the kernel's
-//! stderr reader turns it into an error reply.
+//! Noticing cells that fail without evcxr reporting it: an early return through `?`, and a
+//! panic that evcxr caught (`:preserve_vars_on_panic`). In both cases evcxr's generated code
+//! prints a private control line on the code-running subprocess's stdout
+//! (`EVCXR_ERROR_OCCURRED`, `EVCXR_PANIC_NOTIFICATION`) and evcxr reports success. In that
+//! subprocess (this same binary, started by evcxr) [`watch_stdout`] puts a pipe in front of
+//! stdout that copies every line through unchanged and, on seeing one of those lines,
+//! first writes the matching marker to stderr, where the kernel's stderr reader turns it
+//! into an error reply. The markers carry this kernel's secret [`nonce`], so a cell that
+//! prints text shaped like a panic message or a marker does not fail, and failure is read
+//! from what the subprocess's own generated code reported, not from text.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::OnceLock;
 
 /// The line evcxr prints on the subprocess's stdout after a `?` error.
 const USER_ERROR_OCCURRED: &str = "EVCXR_ERROR_OCCURRED";
+/// The line evcxr's generated code prints when it caught a panic in the cell.
+const PANIC_NOTIFICATION: &str = "EVCXR_PANIC_NOTIFICATION";
 
-/// The stderr line that tells the kernel the running cell failed through `?`.
-pub const MARKER: &str = "\u{1e}tunelab-user-error";
+/// The environment variable holding the kernel's secret (inherited by the subprocess; the
+/// library's `notebook::markers::NONCE_ENV`).
+pub const NONCE_ENV: &str = "TUNELAB_KERNEL_NONCE";
 
 /// evcxr's environment variable marking its code-running subprocess.
 const RUNTIME_VAR: &str = "EVCXR_IS_RUNTIME";
+
+/// How a cell failed, as signalled on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// An early return through `?`.
+    UserError,
+    /// A panic evcxr caught.
+    Panic,
+}
+
+/// Creates this kernel's secret (random, per kernel process) unless it was inherited, and
+/// puts it in the environment so that evcxr's subprocess gets it. Call first in `main`,
+/// before any thread starts.
+pub fn init_nonce() {
+    if std::env::var_os(NONCE_ENV).is_none() {
+        std::env::set_var(NONCE_ENV, random_hex());
+    }
+}
+
+/// This kernel's secret.
+pub fn nonce() -> &'static str {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    NONCE.get_or_init(|| std::env::var(NONCE_ENV).unwrap_or_default())
+}
+
+/// The stderr line that reports `failure` for the running cell.
+pub fn marker(failure: Failure) -> String {
+    let tag = match failure {
+        Failure::UserError => "user-error",
+        Failure::Panic => "panic",
+    };
+    format!("\u{1e}tunelab-{tag} {}", nonce())
+}
+
+/// The failure a stderr line reports, if it is one of this kernel's markers.
+pub fn parse_marker(line: &str) -> Option<Failure> {
+    [Failure::UserError, Failure::Panic].into_iter().find(|&f| line == marker(f))
+}
+
+/// 128 random bits as hex, from the OS.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in bytes.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// In evcxr's subprocess, routes stdout through the watcher; elsewhere does nothing.
 pub fn watch_stdout() {
@@ -25,7 +83,7 @@ pub fn watch_stdout() {
         return;
     }
     if let Err(e) = install() {
-        eprintln!("tunelab-kernel: cannot watch for `?` errors ({e}); such cells will report success");
+        eprintln!("tunelab-kernel: cannot watch for `?` errors and panics ({e}); such cells will report success");
     }
 }
 
@@ -53,9 +111,12 @@ fn copy_lines(mut reader: impl BufRead, mut out: std::fs::File) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if line.strip_suffix(b"\n").unwrap_or(&line) == USER_ERROR_OCCURRED.as_bytes() {
-            // Before the line reaches evcxr: the kernel checks for the marker once the cell ends.
-            eprintln!("{MARKER}");
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        // Before the line reaches evcxr: the kernel checks for the marker once the cell ends.
+        if text == USER_ERROR_OCCURRED.as_bytes() {
+            eprintln!("{}", marker(Failure::UserError));
+        } else if text == PANIC_NOTIFICATION.as_bytes() {
+            eprintln!("{}", marker(Failure::Panic));
         }
         if out.write_all(&line).and_then(|_| out.flush()).is_err() {
             return;

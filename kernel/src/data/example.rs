@@ -6,18 +6,45 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{Message, Role};
 
-/// Where a record lives: file and 1-based line (the line its JSON object or CSV row starts on).
+/// Where a record lives: file, 1-based line (the line its JSON object or CSV row starts on),
+/// the column when the line alone does not locate it, and its index in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceRef {
     /// The file the record was read from.
     pub file: PathBuf,
     /// 1-based line number.
     pub line: usize,
+    /// 1-based column (in characters) where the record starts; set only when another record
+    /// starts on the same line (a minified JSON array), so `file:line` would be ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// 1-based position of the record in the file: what identifies it (lines can repeat).
+    #[serde(default)]
+    pub record: usize,
+}
+
+impl SourceRef {
+    /// The `record`-th record of `file`, starting on `line`.
+    pub fn new(file: impl Into<PathBuf>, line: usize, record: usize) -> Self {
+        Self { file: file.into(), line, column: None, record }
+    }
+
+    /// `line`, or `line:column` when the column is needed to tell records apart.
+    pub fn position(&self) -> String {
+        match self.column {
+            Some(column) => format!("{}:{column}", self.line),
+            None => self.line.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for SourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        write!(f, "{}:{}", self.file.display(), self.position())?;
+        if self.column.is_some() {
+            write!(f, " (record {})", self.record)?;
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! cannot be used becomes an [`Issue`] with its file, line and field — none is dropped
 //! silently.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{value::RawValue, Map, Value};
@@ -35,7 +36,7 @@ impl Dataset {
     /// other extensions are sniffed (`[` → array, else JSON Lines).
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_input(path)?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let text = decode_utf8(path, &bytes)?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -88,10 +89,6 @@ impl Dataset {
 
 type Record = std::result::Result<(Map<String, Value>, SourceRef), Issue>;
 
-fn source(path: &Path, line: usize) -> SourceRef {
-    SourceRef { file: path.to_path_buf(), line }
-}
-
 /// UTF-8 text without a BOM, or an error naming the line of the first bad byte.
 fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
@@ -130,7 +127,7 @@ fn read_jsonl(path: &Path, text: &str) -> Vec<Record> {
         if line.trim().is_empty() {
             continue;
         }
-        let src = source(path, i + 1);
+        let src = SourceRef::new(path, i + 1, out.len() + 1);
         match serde_json::from_str::<Value>(line) {
             Ok(v) => out.push(object_or_issue(v, src)),
             Err(e) => out.push(Err(Issue::new(Severity::Error, src, None, format!("invalid JSON at column {}: {e}", e.column())))),
@@ -142,20 +139,44 @@ fn read_jsonl(path: &Path, text: &str) -> Vec<Record> {
 fn read_json_array(path: &Path, text: &str) -> Result<Vec<Record>> {
     let items: Vec<&RawValue> = serde_json::from_str(text)
         .map_err(|e| Error::InvalidArgument(format!("{}:{}:{}: invalid JSON: {e} (expected an array of records)", path.display(), e.line(), e.column())))?;
-    let base = text.as_ptr() as usize;
+    let sources = array_item_sources(path, text, &items);
     Ok(items
         .into_iter()
-        .map(|raw| {
-            // The raw slice points into `text`: its offset gives the record's line.
-            let offset = raw.get().as_ptr() as usize - base;
-            let line = text[..offset].matches('\n').count() + 1;
-            let src = source(path, line);
-            match serde_json::from_str::<Value>(raw.get()) {
-                Ok(v) => object_or_issue(v, src),
-                Err(e) => Err(Issue::new(Severity::Error, src, None, format!("invalid JSON: {e}"))),
-            }
+        .zip(sources)
+        .map(|(raw, src)| match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v) => object_or_issue(v, src),
+            Err(e) => Err(Issue::new(Severity::Error, src, None, format!("invalid JSON: {e}"))),
         })
         .collect())
+}
+
+/// Where each item of a JSON array starts, found from the raw slices' offsets into `text`
+/// in one pass (offsets increase); the column is kept only for lines holding several items.
+fn array_item_sources(path: &Path, text: &str, items: &[&RawValue]) -> Vec<SourceRef> {
+    let base = text.as_ptr() as usize;
+    let (mut line, mut line_start, mut scanned) = (1, 0, 0);
+    let mut sources: Vec<SourceRef> = Vec::with_capacity(items.len());
+    let mut columns = Vec::with_capacity(items.len());
+    for (i, raw) in items.iter().enumerate() {
+        let offset = raw.get().as_ptr() as usize - base;
+        for (pos, _) in text[scanned..offset].match_indices('\n') {
+            line += 1;
+            line_start = scanned + pos + 1;
+        }
+        scanned = offset;
+        columns.push(text[line_start..offset].chars().count() + 1);
+        sources.push(SourceRef::new(path, line, i + 1));
+    }
+    let mut per_line: HashMap<usize, usize> = HashMap::new();
+    for s in &sources {
+        *per_line.entry(s.line).or_default() += 1;
+    }
+    for (s, column) in sources.iter_mut().zip(columns) {
+        if per_line[&s.line] > 1 {
+            s.column = Some(column);
+        }
+    }
+    sources
 }
 
 fn read_csv(path: &Path, text: &str) -> Result<Vec<Record>> {
@@ -167,11 +188,13 @@ fn read_csv(path: &Path, text: &str) -> Result<Vec<Record>> {
             Ok(row) => {
                 let line = row.position().map_or(0, |p| p.line() as usize);
                 let obj: Map<String, Value> = headers.iter().zip(row.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
-                out.push(Ok((obj, source(path, line))));
+                let src = SourceRef::new(path, line, out.len() + 1);
+                out.push(Ok((obj, src)));
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line() as usize);
-                out.push(Err(Issue::new(Severity::Error, source(path, line), None, format!("bad CSV row: {e}"))));
+                let src = SourceRef::new(path, line, out.len() + 1);
+                out.push(Err(Issue::new(Severity::Error, src, None, format!("bad CSV row: {e}"))));
             }
         }
     }

@@ -148,7 +148,7 @@ impl ValidationReport {
         let mut flagged = HashSet::new();
         for (i, ex) in exs.iter().enumerate() {
             if let Some(&j) = seen_exact.get(&ex.full_text()) {
-                issues.push(err(ex, None, format!("exact duplicate of line {}", exs[j].source.line)));
+                issues.push(err(ex, None, format!("exact duplicate of record {} (line {})", exs[j].source.record, exs[j].source.position())));
                 exact += 1;
                 flagged.insert(i);
                 continue;
@@ -156,7 +156,15 @@ impl ValidationReport {
             seen_exact.insert(ex.full_text(), i);
             let norm = normalize_text(&ex.full_text());
             if let Some(&j) = seen_norm.get(&norm) {
-                issues.push(warn(ex, None, format!("near-duplicate of line {} (equal after normalizing case, spacing and punctuation)", exs[j].source.line)));
+                issues.push(warn(
+                    ex,
+                    None,
+                    format!(
+                        "near-duplicate of record {} (line {}; equal after normalizing case, spacing and punctuation)",
+                        exs[j].source.record,
+                        exs[j].source.position()
+                    ),
+                ));
                 near += 1;
                 flagged.insert(i);
                 continue;
@@ -164,16 +172,23 @@ impl ValidationReport {
             seen_norm.insert(norm, i);
         }
         let shingles: Vec<Vec<u64>> = exs.iter().map(|e| trigram_hashes(&normalize_text(&e.full_text()))).collect();
+        let mut buckets = MinHashBuckets::default();
         for i in 0..exs.len() {
             if flagged.contains(&i) {
                 continue;
             }
-            if let Some((j, sim)) =
-                (0..i).filter(|j| !flagged.contains(j)).map(|j| (j, jaccard(&shingles[i], &shingles[j]))).find(|&(_, s)| s >= opts.near_duplicate_jaccard)
-            {
-                issues.push(warn(&exs[i], None, format!("near-duplicate of line {} (word-trigram Jaccard {sim:.2})", exs[j].source.line)));
-                near += 1;
-                flagged.insert(i);
+            let signature = minhash_signature(&shingles[i]);
+            // Earlier examples sharing a band are candidates; the exact Jaccard decides.
+            let found =
+                buckets.candidates(&signature).into_iter().map(|j| (j, jaccard(&shingles[i], &shingles[j]))).find(|&(_, s)| s >= opts.near_duplicate_jaccard);
+            match found {
+                Some((j, sim)) => {
+                    let msg = format!("near-duplicate of record {} (line {}; word-trigram Jaccard {sim:.2})", exs[j].source.record, exs[j].source.position());
+                    issues.push(warn(&exs[i], None, msg));
+                    near += 1;
+                    flagged.insert(i);
+                }
+                None => buckets.insert(&signature, i),
             }
         }
 
@@ -203,13 +218,17 @@ impl ValidationReport {
             }
         }
 
-        issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.source.line.cmp(&b.source.line)));
         let records = exs.len() + data.issues.len();
+        if records == 0 {
+            let whole_file = SourceRef::new(&data.path, 1, 0);
+            issues.push(Issue::new(Severity::Error, whole_file, None, "the file holds no records"));
+        }
+        issues.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.source.record.cmp(&b.source.record)));
         let bad: HashSet<&SourceRef> = issues.iter().filter(|i| i.severity == Severity::Error).map(|i| &i.source).collect();
         Ok(Self {
             file: data.path.display().to_string(),
             records,
-            valid: records - bad.len(),
+            valid: records.saturating_sub(bad.len()),
             issues,
             exact_duplicates: exact,
             near_duplicates: near,
@@ -235,9 +254,9 @@ impl ValidationReport {
         self.error_count() > 0
     }
 
-    /// Lines of records with errors (to drop with `--skip-invalid`).
-    pub fn error_lines(&self) -> HashSet<usize> {
-        self.issues.iter().filter(|i| i.severity == Severity::Error).map(|i| i.source.line).collect()
+    /// Positions ([`SourceRef::record`]) of records with errors, to drop with `--skip-invalid`.
+    pub fn error_records(&self) -> HashSet<usize> {
+        self.issues.iter().filter(|i| i.severity == Severity::Error).map(|i| i.source.record).collect()
     }
 
     /// The human-readable report.
@@ -296,5 +315,52 @@ fn jaccard(a: &[u64], b: &[u64]) -> f64 {
         1.0
     } else {
         inter as f64 / union as f64
+    }
+}
+
+/// Min-hashes per example; split into [`BANDS`] bands of [`ROWS`]. Two examples with
+/// trigram Jaccard `s` share a band with probability `1 - (1 - s^ROWS)^BANDS`: above
+/// 0.999 999 9 at s = 0.9, so near-duplicates are found in about linear time instead of
+/// comparing every pair.
+const ROWS: usize = 4;
+const BANDS: usize = 16;
+
+fn minhash_signature(shingles: &[u64]) -> [u64; ROWS * BANDS] {
+    let mut signature = [u64::MAX; ROWS * BANDS];
+    for &h in shingles {
+        for (k, slot) in signature.iter_mut().enumerate() {
+            *slot = (*slot).min(mix(h ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        }
+    }
+    signature
+}
+
+/// SplitMix64's finalizer: a well-spread permutation of `u64`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Examples indexed by each band of their signature.
+#[derive(Default)]
+struct MinHashBuckets {
+    bands: Vec<HashMap<[u64; ROWS], Vec<usize>>>,
+}
+
+impl MinHashBuckets {
+    /// Indexed examples sharing at least one band with `signature`, in index order.
+    fn candidates(&self, signature: &[u64; ROWS * BANDS]) -> Vec<usize> {
+        let mut found: Vec<usize> = self.bands.iter().zip(signature.chunks_exact(ROWS)).filter_map(|(band, key)| band.get(key)).flatten().copied().collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    fn insert(&mut self, signature: &[u64; ROWS * BANDS], index: usize) {
+        self.bands.resize_with(BANDS, HashMap::new);
+        for (band, key) in self.bands.iter_mut().zip(signature.chunks_exact(ROWS)) {
+            band.entry(key.try_into().expect("chunks of ROWS")).or_default().push(index);
+        }
     }
 }

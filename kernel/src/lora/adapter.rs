@@ -17,6 +17,10 @@ use crate::model::{Linear, LoraLayer, Transformer, Weights, PROJECTION_NAMES};
 /// [`PROJECTION_NAMES`]).
 pub const ALL_TARGETS: [&str; PROJECTION_NAMES.len()] = PROJECTION_NAMES;
 
+/// The largest update scale (`lora_alpha / r`, or `/ √r` with rsLoRA) an adapter may have:
+/// common settings give 0.5 to 4; rsLoRA at rank 8 and alpha 128 gives 45.
+pub const MAX_LORA_SCALE: f64 = 256.0;
+
 /// File names PEFT uses.
 const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const CONFIG_FILE: &str = "adapter_config.json";
@@ -87,6 +91,29 @@ impl LoraConfig {
         }
     }
 
+    /// Checks that these settings give a usable update: rank at least 1, alpha finite and
+    /// positive, a scale no larger than [`MAX_LORA_SCALE`], dropout in `[0, 1)`. The message
+    /// names the field; callers add the file.
+    pub fn check_usable(&self) -> std::result::Result<(), String> {
+        if self.r == 0 {
+            return Err("r is 0; the rank must be at least 1 (the update's scale alpha / r would be infinite)".into());
+        }
+        if !self.lora_alpha.is_finite() || self.lora_alpha <= 0.0 {
+            return Err(format!("lora_alpha is {}; it must be a finite number above 0", self.lora_alpha));
+        }
+        let scale = self.scale();
+        if scale > MAX_LORA_SCALE {
+            return Err(format!(
+                "lora_alpha {} with r {} gives a scale of {scale} (more than {MAX_LORA_SCALE}): such an update swamps the base weights; check lora_alpha",
+                self.lora_alpha, self.r
+            ));
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(format!("lora_dropout is {}; it must be in [0, 1)", self.lora_dropout));
+        }
+        Ok(())
+    }
+
     /// Expands `all` and validates target names.
     pub fn with_targets(mut self, targets: &[String]) -> Result<Self> {
         let mut out = Vec::new();
@@ -121,9 +148,7 @@ pub struct AdapterSet {
 impl AdapterSet {
     /// Fresh layers for every targeted projection of `model`, initialised from `seed`.
     pub fn new(model: &Transformer, config: LoraConfig, seed: u64) -> Result<Self> {
-        if config.r == 0 {
-            return Err(Error::InvalidArgument("LoRA rank must be at least 1".into()));
-        }
+        config.check_usable().map_err(|m| Error::InvalidArgument(format!("LoRA settings: {m}")))?;
         let mut rng = init_rng(seed);
         let mut layers = BTreeMap::new();
         let dtype = model.dtype();
@@ -206,12 +231,13 @@ impl AdapterSet {
     /// names an existing projection, ranks agree with the config, and shapes match.
     pub fn load(dir: &Path, model: &Transformer) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = fsutil::read_input_text(&cfg_path)?;
         let config: LoraConfig =
             serde_json::from_str(&text).map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config at line {}: {e}", e.line())))?;
         if config.peft_type != "LORA" {
             return Err(Error::bad_model(&cfg_path, format!("peft_type is {:?}; only LORA adapters are supported", config.peft_type)));
         }
+        config.check_usable().map_err(|m| Error::bad_model(&cfg_path, m))?;
         let w_path = dir.join(WEIGHTS_FILE);
         if !w_path.exists() {
             return Err(Error::bad_model(dir, format!("missing {WEIGHTS_FILE}")));
@@ -241,6 +267,10 @@ impl AdapterSet {
             let want = if which == 0 { [config.r, inp] } else { [out, config.r] };
             if t.dims() != want {
                 problems.push(format!("{key}: shape {:?}, but the base model needs {want:?} (r = {}, in = {inp}, out = {out})", t.dims(), config.r));
+                continue;
+            }
+            if let Some(bad) = first_non_finite(&t)? {
+                problems.push(format!("{key}: holds {bad} (an adapter trained into NaN or infinity changes every output)"));
                 continue;
             }
             let entry = a_b.entry(module.to_string()).or_default();
@@ -280,4 +310,10 @@ impl AdapterSet {
         }
         Ok(Weights::new(base.source(), tensors))
     }
+}
+
+/// The first NaN or infinite value of `t`, described with its flat index, if any.
+fn first_non_finite(t: &Tensor) -> Result<Option<String>> {
+    let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(values.iter().position(|v| !v.is_finite()).map(|i| format!("{} at element {i}", values[i])))
 }

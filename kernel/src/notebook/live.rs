@@ -5,11 +5,9 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::markers;
 use crate::display::escape_html;
 use crate::train::{loss_chart, LogRecord, TrainEvent};
-
-/// The marker the kernel recognises.
-const MARKER: &str = "\u{1e}tunelab-display ";
 
 /// One output area of a cell that can be redrawn.
 #[derive(Debug)]
@@ -38,8 +36,9 @@ impl LiveDisplay {
             "update": self.shown,
             "data": {"text/html": html, "text/plain": text},
         });
+        let (marker, line) = (markers::display_marker(), markers::neutralize_json(&line.to_string()));
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{MARKER}{line}");
+        let _ = writeln!(out, "{marker}{line}");
         let _ = out.flush();
         self.shown = true;
     }

@@ -8,6 +8,7 @@
 
 mod input;
 mod live;
+pub mod markers;
 mod views;
 
 pub use crate::train::{install_interrupt_handler, interrupt_flag};

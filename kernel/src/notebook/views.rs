@@ -1,11 +1,14 @@
 //! Rich views of tunelab's types for notebooks. evcxr shows a value's HTML when the type has
 //! an `evcxr_display` method that prints `EVCXR_BEGIN_CONTENT mime … EVCXR_END_CONTENT`.
 
+use super::markers;
 use crate::data::{Dataset, Severity, ValidationReport};
 use crate::display::escape_html;
 use crate::train::{loss_chart, TrainOutcome, TrainStatus};
 
+/// Prints a rich view; dataset and model text inside it cannot end the block early.
 fn emit(html: &str, text: &str) {
+    let (html, text) = (markers::neutralize_html(html), markers::neutralize_text(text));
     println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
     println!("EVCXR_BEGIN_CONTENT text/plain\n{text}\nEVCXR_END_CONTENT");
 }

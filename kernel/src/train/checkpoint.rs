@@ -1,6 +1,7 @@
 //! Checkpoints: `checkpoint-{step}/` holding the adapter (PEFT format), the optimiser's
 //! moments and the trainer's position, written atomically (into a temporary directory that
-//! is renamed into place) so an interrupted save never leaves a broken checkpoint.
+//! is installed with `fsutil::install_dir`) so an interrupted save never leaves a broken
+//! checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,9 @@ impl Checkpoint {
     /// Saves adapter, optimiser and state under `out/checkpoint-{step}`.
     pub fn save(out: &Path, adapter: &AdapterSet, opt: &AdamW, state: &TrainerState) -> Result<Self> {
         let dir = out.join(format!("checkpoint-{}", state.global_step));
-        let tmp = out.join(format!(".checkpoint-{}.tmp", state.global_step));
+        // Staging left by a killed save is removed; an old checkpoint set aside is restored.
+        fsutil::recover_dir(&dir)?;
+        let tmp = fsutil::sibling(&dir, "partial");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
@@ -55,17 +58,14 @@ impl Checkpoint {
         let mut st = serde_json::to_value(state).expect("state serialises");
         st["adam_t"] = serde_json::json!(opt.t);
         fsutil::write_json_atomic(&tmp.join(STATE_FILE), &st)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        fsutil::install_dir(&tmp, &dir)?;
         Ok(Self { dir })
     }
 
     /// Loads the state, restores the adapter's variables and the optimiser's moments.
     pub fn restore(&self, model: &Transformer, adapter: &AdapterSet, opt: &mut AdamW) -> Result<TrainerState> {
         let state_path = self.dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let text = fsutil::read_input_text(&state_path)?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::bad_model(&state_path, e.to_string()))?;
         let state: TrainerState = serde_json::from_value(value.clone()).map_err(|e| Error::bad_model(&state_path, e.to_string()))?;
         let adam_t = value["adam_t"].as_u64().unwrap_or(state.global_step as u64) as usize;

@@ -23,15 +23,21 @@ pub struct LogRecord {
     /// Held-out loss, on lines where it was computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
-    /// Learning rate used.
+    /// Learning rate used (LLaMA-Factory writes `lr` or `learning_rate`; absent on its
+    /// eval-only lines).
+    #[serde(default, alias = "learning_rate")]
     pub lr: f64,
     /// Fractional epoch.
+    #[serde(default)]
     pub epoch: f64,
     /// Percent of steps done.
+    #[serde(default)]
     pub percentage: f64,
     /// Elapsed wall time, `H:MM:SS`.
+    #[serde(default)]
     pub elapsed_time: String,
     /// Estimated time left, `H:MM:SS`.
+    #[serde(default)]
     pub remaining_time: String,
     /// Global gradient norm before clipping.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,14 +96,21 @@ impl TrainerLog {
         self.file.write_all(line.as_bytes()).and_then(|_| self.file.sync_data()).map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Reads every record of a log (for resuming and charts).
+    /// Reads every record of a log (for resuming and charts). A last line without its
+    /// newline is an append cut short by a kill: it is dropped (the step it described is
+    /// redone from the checkpoint). Any other unreadable line is an error naming it.
     pub fn read(path: &Path) -> Result<Vec<LogRecord>> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(path, e)),
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = crate::fsutil::read_input_text(path)?;
+        let complete = match text.rfind('\n') {
+            Some(end) if end + 1 < text.len() => &text[..=end],
+            Some(_) => &text[..],
+            None => "",
         };
-        text.lines()
+        complete
+            .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::InvalidArgument(format!("{}:{}: {e}", path.display(), i + 1))))

@@ -31,12 +31,12 @@ impl Prepared {
 pub(crate) fn prepare(cfg: &TrainConfig, model: &Model, train: &Dataset, eval: Option<&Dataset>) -> Result<Prepared> {
     let (tok, template) = (&model.tokenizer, &model.template);
     let report = ValidationReport::build(train, eval, None, &ValidationOptions { cutoff_len: cfg.cutoff_len, ..Default::default() })?;
-    let bad_lines = report.error_lines();
-    if !bad_lines.is_empty() && !cfg.skip_invalid {
+    let bad_records = report.error_records();
+    if !bad_records.is_empty() && !cfg.skip_invalid {
         let first = report.issues.iter().find(|i| i.severity == Severity::Error).map(|i| i.to_string()).unwrap_or_default();
         return Err(Error::DatasetInvalid { path: train.path.clone(), errors: report.error_count(), first });
     }
-    let kept: Vec<_> = train.examples.iter().filter(|e| !bad_lines.contains(&e.source.line)).collect();
+    let kept: Vec<_> = train.examples.iter().filter(|e| !bad_records.contains(&e.source.record)).collect();
     let skipped = report.records - kept.len();
     if kept.is_empty() {
         return Err(Error::InvalidArgument(format!("{}: no usable examples", train.path.display())));

@@ -1,5 +1,15 @@
-//! Statistics for run summaries: means with percentile-bootstrap confidence intervals
-//! (cases resampled with replacement, seeded so summaries are reproducible).
+//! Statistics for summaries and comparisons. Here: means with percentile-bootstrap
+//! confidence intervals (cases resampled with replacement, seeded so summaries are
+//! reproducible). [`paired`]: two runs on the same cases; [`proportion`]: pass-rate
+//! intervals that stay honest at small n; [`hypothesis`]: McNemar's exact test and Holm's
+//! correction; [`normal`]: the normal distribution the intervals and power use.
+//! Each is checked against values recorded from scipy and statsmodels
+//! (`tests/vectors/stats.json`, written by `tests/vectors/record_stats.py`).
+
+pub mod hypothesis;
+pub mod normal;
+pub mod paired;
+pub mod proportion;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
