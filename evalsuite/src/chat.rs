@@ -171,10 +171,12 @@ impl ChatClient {
                     let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
                     let text = match read_body(resp, self.config.max_body_bytes) {
                         Ok(Some(text)) => text,
-                        Ok(None) => return Err(fail(format!(
+                        Ok(None) => {
+                            return Err(fail(format!(
                             "answered {status} with a body longer than {} MiB; raise the limit with --max-response-mb if this server's replies are that large",
                             self.config.max_body_bytes.div_ceil(1 << 20)
-                        ))),
+                        )))
+                        }
                         // A body cut off (timeout, dropped connection) is retried like a
                         // failed request, not read as an empty answer.
                         Err(e) => {

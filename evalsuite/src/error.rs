@@ -51,9 +51,9 @@ pub enum Error {
         /// The repeated id.
         id: String,
         /// Where it first appears.
-        first: SourceRef,
+        first: Box<SourceRef>,
         /// Where it appears again.
-        second: SourceRef,
+        second: Box<SourceRef>,
     },
     /// Held-out cases appear in the training file.
     #[error("{count} held-out case(s) appear in the training file {train}: {examples}")]

@@ -240,6 +240,20 @@ fn parse_check(item: &toml::Value, registry: &Registry) -> Result<Check, String>
     Ok(Check { name, weight, threshold, scorer })
 }
 
+/// A TOML error as `line L, column C: message`, without the quoted source line that
+/// toml's own display adds (the file may not be TOML at all, and its text stays private).
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let mut end = span.start.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {}", e.message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,18 +304,4 @@ max_chars = 10
         let e = Rubric::parse("name = \"r\"\n[[checks]]\nname = \"x\"\nscorer = \"contains\"\ntext = \"\"\n").unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
     }
-}
-
-/// A TOML error as `line L, column C: message`, without the quoted source line that
-/// toml's own display adds (the file may not be TOML at all, and its text stays private).
-pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return e.message().to_string() };
-    let mut end = span.start.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = &text[..end];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("line {line}, column {column}: {}", e.message())
 }

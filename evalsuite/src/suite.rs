@@ -272,7 +272,7 @@ fn check_unique_ids(cases: &[Case]) -> Result<()> {
     let mut seen: HashMap<&str, &SourceRef> = HashMap::new();
     for c in cases {
         if let Some(first) = seen.insert(&c.id, &c.source) {
-            return Err(Error::DuplicateId { id: c.id.clone(), first: first.clone(), second: c.source.clone() });
+            return Err(Error::DuplicateId { id: c.id.clone(), first: Box::new(first.clone()), second: Box::new(c.source.clone()) });
         }
     }
     Ok(())

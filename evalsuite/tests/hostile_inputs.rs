@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{scratch, tunelab};
+use common::{predictions_run_args, score_predictions, scratch, tunelab};
 use fuzz::fuzz;
 use tunelab_evalsuite::backend::predictions::PredictionsBackend;
 use tunelab_evalsuite::rubric::Rubric;
@@ -95,9 +95,7 @@ fn a_rubric_path_error_does_not_echo_the_file() {
 fn a_corrupted_results_table_is_an_error_naming_it() {
     let dir = scratch("hostile-parquet");
     let (suite, preds) = fixture(&dir);
-    let out =
-        tunelab(&["eval", "run", "--suite", suite.to_str().unwrap(), "--predictions", preds.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--name", "r"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    score_predictions(&suite, &preds, &dir, "r");
     let table = dir.join("r/results.parquet");
     let good = std::fs::read(&table).unwrap();
     for (i, bytes) in fuzz::mutations(&good, 60, 11).into_iter().enumerate() {
@@ -163,25 +161,9 @@ fn an_endless_http_body_is_cut_at_the_limit() {
 fn overwrite_killed_at_any_moment_keeps_a_complete_run() {
     let dir = scratch("hostile-kill");
     let (suite, preds) = fixture(&dir);
-    let args = |name: &str| -> Vec<String> {
-        [
-            "eval",
-            "run",
-            "--suite",
-            suite.to_str().unwrap(),
-            "--predictions",
-            preds.to_str().unwrap(),
-            "--out",
-            dir.to_str().unwrap(),
-            "--name",
-            name,
-            "--overwrite",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let run = || Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args("r")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut args = predictions_run_args(&suite, &preds, &dir, "r");
+    args.push("--overwrite".into());
+    let run = || Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     assert!(run().wait().unwrap().success());
     let full = start.elapsed();

@@ -69,7 +69,7 @@ fn tiny_gguf(alignment: u32) -> Vec<u8> {
     b.extend(2u64.to_le_bytes());
     b.extend(0u32.to_le_bytes()); // f32
     b.extend(0u64.to_le_bytes()); // offset
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend([0u8; 32]);
@@ -81,7 +81,8 @@ fn gguf_alignment_zero_is_refused_and_mutated_headers_do_not_panic() {
     let dir = common::scratch_dir("fuzz-gguf");
     let zero = dir.join("zero-align.gguf");
     std::fs::write(&zero, tiny_gguf(0)).unwrap();
-    let e = Model::load(&zero).err().expect("alignment 0 must be refused").to_string();
+    let Err(e) = Model::load(&zero) else { panic!("alignment 0 must be refused") };
+    let e = e.to_string();
     assert!(e.contains("zero-align.gguf") && e.contains("general.alignment is 0"), "{e}");
     fuzz(&dir.join("m.gguf"), &tiny_gguf(32), 600, |p| Model::load(p).map(|_| ()).map_err(|e| e.to_string()));
 }

@@ -85,7 +85,7 @@ pub struct GateArgs {
     #[arg(long)]
     candidate: PathBuf,
     /// Policy file (`[[rule]]` tables); default: held-out better, guard and ood not worse
-    /// by more than 0.02, and the adapter changed something.
+    /// by more than 0.05, and the adapter changed something.
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Also write JUnit XML here.

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use super::{CategoryComparison, Comparison, FlagKind};
 use crate::error::{Error, Result};
 
-/// Default non-inferiority margin on case scores (0–1 scale).
-pub const DEFAULT_MARGIN: f64 = 0.02;
+/// Default non-inferiority margin on case scores (0–1 scale). Measured on the shipped guard
+/// suite (64 cases), the 95 % interval of a paired difference spans about ±0.045 for an
+/// adapter that changes the answers, so a margin of 0.02 could never be shown (it would
+/// take about 330 guard cases); 0.05 is the smallest margin the shipped suite can decide.
+pub const DEFAULT_MARGIN: f64 = 0.05;
 
 /// What a rule requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +40,7 @@ pub struct Rule {
     /// `better`: the smallest improvement that counts (default 0).
     #[serde(default)]
     pub min_effect: Option<f64>,
-    /// `not_worse`: the largest drop tolerated (default 0.02).
+    /// `not_worse`: the largest drop tolerated (default [`DEFAULT_MARGIN`]).
     #[serde(default)]
     pub margin: Option<f64>,
     /// `max_new_failures`: cases allowed to newly fail a check (default 0).
@@ -58,7 +61,8 @@ pub struct Policy {
 }
 
 impl Default for Policy {
-    /// Held-out better, guard and ood not worse by more than 0.02, and an effect at all.
+    /// Held-out better, guard and ood not worse by more than [`DEFAULT_MARGIN`], and an
+    /// effect at all.
     fn default() -> Self {
         let rule = |require, category: Option<&str>| Rule {
             require,

@@ -22,6 +22,8 @@ pub const RESULTS_FILE: &str = "results.parquet";
 pub const RUN_FILE: &str = "run.json";
 /// CSV export file name.
 pub const CSV_FILE: &str = "results.csv";
+/// The evaluated adapter's training log, copied from its directory when it has one.
+pub const TRAINER_LOG_FILE: &str = "trainer_log.jsonl";
 
 /// Where a run is staged and where it ends up.
 #[derive(Debug)]
@@ -117,7 +119,14 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Re
         CsvWriter::new(&mut csv).include_header(true).finish(&mut df).map_err(|source| Error::Table { path: table(CSV_FILE), source })?;
         let run_json = record(meta, outcomes).to_json().map_err(|e| Error::Invalid(format!("cannot write the run record: {e}")))?;
         std::fs::write(table(RUN_FILE), run_json).map_err(writing(RUN_FILE))?;
-        for name in [RESULTS_FILE, CSV_FILE, RUN_FILE] {
+        let mut written = vec![RESULTS_FILE, CSV_FILE, RUN_FILE];
+        // The adapter's training log travels with the run, so a report can draw its loss curve
+        // after the adapter directory has moved.
+        if let Some(log) = meta.backend.adapter.as_ref().map(|a| Path::new(a).join(TRAINER_LOG_FILE)).filter(|p| p.is_file()) {
+            std::fs::copy(&log, table(TRAINER_LOG_FILE)).map_err(writing(TRAINER_LOG_FILE))?;
+            written.push(TRAINER_LOG_FILE);
+        }
+        for name in written {
             std::fs::File::open(table(name)).and_then(|f| f.sync_all()).map_err(writing(name))?;
         }
         Ok(df.height())

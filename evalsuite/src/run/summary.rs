@@ -1,5 +1,5 @@
-//! `eval summary`: per-category case scores and pass rates with 95 % bootstrap intervals,
-//! and per-check means, aggregated with polars from a run's `results.parquet`. Checks that
+//! `eval summary`: per-category case scores with 95 % bootstrap intervals, pass rates with
+//! Wilson intervals (honest at small n: 0 of 8 is [0, 0.32], not [0, 0]), and per-check means, aggregated with polars from a run's `results.parquet`. Checks that
 //! errored (no value) are left out of every mean and counted.
 
 use std::fmt::Write as _;
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::store;
 use crate::error::{Error, Result};
+use crate::stats::proportion::wilson;
 use crate::stats::{bootstrap_mean, Estimate, BOOTSTRAP_RESAMPLES};
 
 /// Confidence level of the intervals.
@@ -39,7 +40,7 @@ pub struct CategorySummary {
     pub errored_checks: usize,
     /// Mean case score (weighted rubric score) with its interval, over cases with a score.
     pub score: Estimate,
-    /// Share of cases passing every check, with its interval.
+    /// Share of cases passing every check, with its Wilson interval.
     pub pass_rate: Estimate,
     /// Per-check aggregates.
     pub checks: Vec<CheckSummary>,
@@ -118,13 +119,20 @@ fn summarize_frame(record: super::record::RunRecord, mut df: DataFrame) -> Polar
                 cases: case_cat.iter().filter(|c| **c == category).count(),
                 errored_checks: checks.iter().map(|c| c.errored).sum(),
                 score: bootstrap_mean(&scores, LEVEL, BOOTSTRAP_RESAMPLES, seed),
-                pass_rate: bootstrap_mean(&pick(&case_pass), LEVEL, BOOTSTRAP_RESAMPLES, seed + 1000),
+                pass_rate: pass_rate(&pick(&case_pass)),
                 category,
                 checks,
             }
         })
         .collect();
     Ok(Summary { evaluated: record.evaluated(), run: record.name, categories })
+}
+
+/// The share of 1.0s among 0/1 values, with Wilson's interval.
+fn pass_rate(passed: &[f64]) -> Estimate {
+    let k = passed.iter().filter(|&&x| x == 1.0).count();
+    let p = wilson(k, passed.len(), LEVEL);
+    Estimate { mean: p.rate, low: p.low, high: p.high, n: p.n }
 }
 
 /// The summary as an aligned text table.

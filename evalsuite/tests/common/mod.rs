@@ -36,3 +36,17 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn tunelab(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args).output().expect("run tunelab")
 }
+
+/// The `eval run` arguments that score `predictions` on `suite` into `out/name`.
+pub fn predictions_run_args(suite: &std::path::Path, predictions: &std::path::Path, out: &std::path::Path, name: &str) -> Vec<String> {
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    ["eval", "run", "--suite", &path(suite), "--predictions", &path(predictions), "--out", &path(out), "--name", name].iter().map(|s| s.to_string()).collect()
+}
+
+/// Scores `predictions` on `suite` into `out/name` with the `tunelab` binary; panics with its
+/// stderr when it fails.
+pub fn score_predictions(suite: &std::path::Path, predictions: &std::path::Path, out: &std::path::Path, name: &str) {
+    let args = predictions_run_args(suite, predictions, out, name);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).output().expect("run tunelab");
+    assert!(run.status.success(), "tunelab {args:?} failed:\n{}", String::from_utf8_lossy(&run.stderr));
+}

@@ -6,6 +6,7 @@ mod export;
 mod few_rows;
 pub mod fused;
 pub mod gguf;
+mod gguf_header;
 pub mod grad_ops;
 mod hf;
 mod linear;

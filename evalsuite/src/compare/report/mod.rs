@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{compare, CompareOptions, Comparison, RunInfo, RunTable};
 use crate::error::{Error, Result};
+use crate::run::store::TRAINER_LOG_FILE;
 
 /// The report's version (the JSON's `schema_version`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -32,9 +33,13 @@ pub struct ReportCase {
     pub scores: Vec<Option<f64>>,
     /// Per run: passed every check.
     pub passed: Vec<Option<bool>>,
-    /// Per run: each check as (name, value, passed, errored, detail).
-    pub checks: Vec<Vec<(String, Option<f64>, bool, bool, String)>>,
+    /// Per run: its checks.
+    pub checks: Vec<Vec<CheckCell>>,
 }
+
+/// One check of one case in one run, as the per-case view reads it: (name, value or null
+/// when errored, passed, errored, detail), an array to keep large reports small.
+pub type CheckCell = (String, Option<f64>, bool, bool, String);
 
 /// A training run's loss curve, when the run's adapter directory holds its log.
 #[derive(Debug, Clone, Serialize)]
@@ -119,10 +124,11 @@ fn aligned_cases(runs: &[&RunTable]) -> Vec<ReportCase> {
     cases
 }
 
-/// The loss curve from `trainer_log.jsonl` in the run's adapter directory, if there is one.
+/// The training log of a run's adapter: `trainer_log.jsonl` in the run directory (where
+/// `eval run` copies it), else in the adapter directory the run names.
 fn loss_curve(run: &RunTable) -> Option<LossCurve> {
     let adapter = std::path::PathBuf::from(run.record.backend.adapter.as_ref()?);
-    let log = adapter.join("trainer_log.jsonl");
+    let log = [run.dir.join(TRAINER_LOG_FILE), adapter.join(TRAINER_LOG_FILE)].into_iter().find(|p| p.is_file())?;
     let history = tunelab::train::TrainerLog::read(&log).ok().filter(|h| !h.is_empty())?;
     let points = history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps, l, r.lr))).collect();
     let svg = tunelab::train::loss_chart(&history).to_svg(520.0, 220.0);
