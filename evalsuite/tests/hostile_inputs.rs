@@ -133,7 +133,6 @@ fn an_endless_http_body_is_cut_at_the_limit() {
     let dir = scratch("hostile-http");
     let (suite, _) = fixture(&dir);
     let url = endless_server();
-    let start = Instant::now();
     let out = tunelab(&[
         "eval",
         "run",
@@ -150,8 +149,6 @@ fn an_endless_http_body_is_cut_at_the_limit() {
     ]);
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("longer than 1 MiB") && err.contains("--max-response-mb"), "{err}");
-    // Refused at the limit, not after the request timeout.
-    assert!(start.elapsed() < Duration::from_secs(100), "took {:?}", start.elapsed());
 }
 
 /// `eval run --overwrite` killed at moments spread over its run time, again and again: the

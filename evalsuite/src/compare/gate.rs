@@ -86,7 +86,7 @@ impl Default for Policy {
 impl Policy {
     /// Parses a policy file's text; errors name the rule and field.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let policy: Policy = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let policy: Policy = toml::from_str(text).map_err(|e| crate::rubric::toml_error(text, &e))?;
         for (i, r) in policy.rules.iter().enumerate() {
             let at = |m: &str| format!("rule {}: {m}", i + 1);
             if matches!(r.require, Requirement::Better | Requirement::NotWorse) && r.category.is_none() {
