@@ -76,6 +76,27 @@ compare_adapters = notebook([
     "let side_by_side = compare(&model.tokenizer, &model.template, &[(\"base\", &model.transformer), (\"A: r4 q,v\", &ma), (\"B: r8 all\", &mb)], &prompts, 80)?;\n"
     "&side_by_side",
     "println!(\"{} of {} prompts give different answers\", side_by_side.differing().len(), side_by_side.rows.len());",
+    "md:Now blind, on the suite: `tunelab eval run` scores each adapter on a few cases per category (seen, held-out, "
+    "out-of-domain, guard), and `tunelab eval report` compares the two stored runs. The overview shows here; the full "
+    "report, with every case, is an HTML file (`TUNELAB_BIN` names the `tunelab` binary if it is not on `PATH`).",
+    "let tunelab_cli = std::env::var(\"TUNELAB_BIN\").unwrap_or_else(|_| \"tunelab\".to_string());\n"
+    "let runs = \"../runs/notebook-eval\";\n"
+    "for (name, dir) in [(\"adapter-a\", \"../runs/notebook-adapter-a\"), (\"adapter-b\", \"../runs/notebook-adapter-b\")] {\n"
+    "    let status = std::process::Command::new(&tunelab_cli)\n"
+    "        .args([\"eval\", \"run\", \"--suite\", \"../examples/security-audit/suite.toml\", \"--model\", \"SmolLM2-135M-Instruct.Q4_1.gguf\",\n"
+    "               \"--adapter\", dir, \"--limit\", \"2\", \"--max-tokens\", \"64\", \"--out\", runs, \"--name\", name, \"--overwrite\"])\n"
+    "        .status()?;\n"
+    "    assert!(status.success(), \"tunelab eval run failed for {name}\");\n"
+    "}\n"
+    "let (a_run, b_run, full) = (format!(\"{runs}/adapter-a\"), format!(\"{runs}/adapter-b\"), format!(\"{runs}/report.html\"));\n"
+    "let overview = format!(\"{runs}/overview.html\");\n"
+    "for (format, out) in [(\"html\", &full), (\"overview\", &overview)] {\n"
+    "    let status = std::process::Command::new(&tunelab_cli)\n"
+    "        .args([\"eval\", \"report\", a_run.as_str(), b_run.as_str(), \"--format\", format, \"--full-report\", full.as_str(), \"--out\", out.as_str()])\n"
+    "        .status()?;\n"
+    "    assert!(status.success(), \"tunelab eval report --format {format} failed\");\n"
+    "}\n"
+    "tunelab::notebook::HtmlFile::open(&overview)?",
 ])
 
 nbf.write(quickstart, HERE / "quickstart.ipynb")

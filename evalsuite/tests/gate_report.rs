@@ -131,6 +131,18 @@ fn the_report_compares_recorded_runs_in_every_format() {
     assert!(html.contains("Content-Security-Policy") && html.contains("default-src 'none'"));
     assert!(!markup.contains("http://") && !markup.contains("https://") && !markup.contains("src="), "the page loads something");
     assert!(html.contains("<svg"), "loss curve inline");
+    // The overview alone, as a notebook shows it: static tables naming the full report.
+    let overview_out = dir.join("o.html");
+    let args = [
+        &["eval", "report"][..],
+        &runs.iter().map(|r| r.to_str().unwrap()).collect::<Vec<_>>(),
+        &["--format", "overview", "--full-report", "/reports/full.html", "--out", overview_out.to_str().unwrap()],
+    ]
+    .concat();
+    assert!(tunelab(&args).status.success());
+    let overview = std::fs::read_to_string(dir.join("o.html")).unwrap();
+    assert!(overview.contains("tunelab-overview") && overview.contains("full.html") && overview.contains("<table"));
+    assert!(!overview.contains("<script") && !overview.contains("tunelab-data"), "the overview carries no script or case data");
 }
 
 /// Debian's Chromium (installed by scripts/test); fails loudly when missing.

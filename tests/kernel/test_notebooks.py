@@ -11,6 +11,9 @@ import nbclient
 import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# The compare-adapters notebook runs the `tunelab` CLI (built by scripts/test before this).
+TUNELAB_BIN = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/tunelab/target")) / "release/tunelab"
+os.environ.setdefault("TUNELAB_BIN", str(TUNELAB_BIN))
 
 
 def execute(name):
@@ -59,3 +62,10 @@ def test_compare_adapters_notebook():
     text = "".join(out.get("text", "") for _, out in outputs(nb) if out.get("output_type") == "stream")
     assert re.search(r"A: \d+ parameters, B: \d+ parameters", text), text
     assert re.search(r"\d+ of 3 prompts give different answers", text), text
+    # It ends with the two suite runs compared: the report's static overview inline, with
+    # verdicts, and the path of the full report.
+    overview = [h for h in html if "tunelab-overview" in h]
+    assert overview, "the comparison overview is not shown"
+    assert "adapter-b vs adapter-a" in overview[-1] and "Forgetting" in overview[-1] and "report.html" in overview[-1]
+    assert "<script" not in overview[-1]
+    assert (NOTEBOOKS.parent / "runs/notebook-eval/report.html").is_file()

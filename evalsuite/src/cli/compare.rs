@@ -18,6 +18,8 @@ pub enum ReportFormat {
     Json,
     /// The overview as Markdown (pull-request comments).
     Md,
+    /// The overview tables alone as static HTML (no script), for a notebook to show inline.
+    Overview,
 }
 
 /// How cases are grouped for clustered standard errors.
@@ -68,9 +70,12 @@ pub struct ReportArgs {
     /// Where to write the report.
     #[arg(long)]
     out: PathBuf,
-    /// html, json or md.
+    /// html, json, md or overview.
     #[arg(long, value_enum, default_value = "html")]
     format: ReportFormat,
+    /// With --format overview: the full report's path, named under the tables.
+    #[arg(long, value_name = "PATH")]
+    full_report: Option<String>,
     #[command(flatten)]
     stats: StatsArgs,
 }
@@ -117,6 +122,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<bool> {
         ReportFormat::Html => html::render(&report)?,
         ReportFormat::Json => report.to_json(),
         ReportFormat::Md => markdown::render(&report),
+        ReportFormat::Overview => html::render_overview(&report, args.full_report.as_deref())?,
     };
     tunelab::fsutil::write_atomic(&args.out, text.as_bytes())?;
     for c in &report.comparisons {

@@ -212,6 +212,13 @@ fn check(comparison: &Comparison, rule: &Rule) -> Outcome {
                 let status = if rule.optional { Status::Skipped } else { Status::Error };
                 return outcome(text, status, format!("no `{name}` cases in both runs"));
             };
+            if c.n < super::MIN_CASES_FOR_VERDICT {
+                return outcome(
+                    text,
+                    Status::Error,
+                    format!("only {} `{name}` case(s) in both runs; at least {} are needed to decide", c.n, super::MIN_CASES_FOR_VERDICT),
+                );
+            }
             let low = c.score.bootstrap.0;
             let holds = match rule.require {
                 Requirement::Better => low > rule.min_effect.unwrap_or(0.0),

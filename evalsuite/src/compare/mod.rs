@@ -22,6 +22,10 @@ use crate::stats::hypothesis::{holm, mcnemar_exact};
 use crate::stats::paired::{paired_difference, PairedDifference, PairedOptions};
 use crate::stats::proportion::{wilson, Proportion};
 
+/// Fewest paired cases a verdict is given on: below it a percentile bootstrap spans only the
+/// few values there are and would claim a precision it does not have.
+pub const MIN_CASES_FOR_VERDICT: usize = 5;
+
 /// Categories where a drop means the model got worse outside its task.
 pub const FORGETTING_CATEGORIES: [&str; 2] = ["guard", "ood"];
 
@@ -284,7 +288,7 @@ fn compare_category(category: String, pairs: &[(&CaseRow, &CaseRow)], opts: &Com
         category,
         n: scored.len(),
         unscored: n - scored.len(),
-        verdict: if score.n < 2 { Verdict::NoEvidence } else { Verdict::of(score.bootstrap) },
+        verdict: if score.n < MIN_CASES_FOR_VERDICT { Verdict::NoEvidence } else { Verdict::of(score.bootstrap) },
         score,
         baseline_pass: wilson(flips.both_pass + flips.pass_to_fail, n, level),
         candidate_pass: wilson(flips.both_pass + flips.fail_to_pass, n, level),

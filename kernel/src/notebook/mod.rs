@@ -14,4 +14,4 @@ mod views;
 pub use crate::train::{install_interrupt_handler, interrupt_flag};
 pub use input::{input, password};
 pub use live::{live_training, LiveDisplay};
-pub use views::{compare, Comparison};
+pub use views::{compare, Comparison, HtmlFile};

@@ -168,3 +168,30 @@ pub fn compare(
     let rows = prompts.iter().enumerate().map(|(i, (label, p))| (label.clone(), p.clone(), columns_out.iter().map(|c| c[i].clone()).collect())).collect();
     Ok(Comparison { columns: models.iter().map(|(n, _)| n.to_string()).collect(), rows })
 }
+
+/// An HTML file shown inline in a notebook, such as the overview `tunelab eval report
+/// --format overview` writes (static tables, no script, so Jupyter keeps it as it is).
+#[derive(Debug, Clone)]
+pub struct HtmlFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    html: String,
+}
+
+impl HtmlFile {
+    /// Reads `path` (bounded, as every input file).
+    pub fn open(path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
+        let path = path.as_ref();
+        Ok(Self { path: path.to_path_buf(), html: crate::fsutil::read_input_text(path)? })
+    }
+
+    /// The HTML.
+    pub fn html(&self) -> &str {
+        &self.html
+    }
+
+    /// Notebook view: the HTML itself, with the file's path as the plain-text form.
+    pub fn evcxr_display(&self) {
+        emit(&self.html, &self.path.display().to_string());
+    }
+}

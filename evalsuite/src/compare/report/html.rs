@@ -8,7 +8,12 @@ use minijinja::{context, AutoEscape, Environment, Value};
 use super::Report;
 use crate::error::{Error, Result};
 
+/// The whole page; it includes [`OVERVIEW`].
 const TEMPLATE: &str = include_str!("template.html");
+/// The overview tables (runs, comparisons, loss curves): static HTML, no script.
+const OVERVIEW: &str = include_str!("overview.html");
+/// The overview on its own with its styles, for a notebook to show inline.
+const FRAGMENT: &str = include_str!("overview_fragment.html");
 
 /// JSON safe inside `<script type="application/json">`: `<`, `>` and `&` are escaped (so
 /// no `</script>` or `<!--` can appear), and so are U+2028 and U+2029.
@@ -31,25 +36,45 @@ fn num(value: f64, spec: &str) -> String {
     }
 }
 
-/// Renders `report` as HTML.
-pub fn render(report: &Report) -> Result<String> {
+fn environment() -> Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.add_filter("num", num);
-    env.add_template("report.html", TEMPLATE).map_err(|e| Error::Invalid(format!("report template: {e}")))?;
-    let data = script_json(&serde_json::json!({ "runs": report.runs, "cases": report.cases }));
+    for (name, source) in [("report.html", TEMPLATE), ("overview.html", OVERVIEW), ("fragment.html", FRAGMENT)] {
+        env.add_template(name, source).map_err(|e| Error::Invalid(format!("report template {name}: {e}")))?;
+    }
+    Ok(env)
+}
+
+/// What every template reads.
+fn context(report: &Report, full_report: Option<&str>) -> Value {
     let title = report.runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" · ");
     let level = report.comparisons.first().map_or(0.95, |c| c.level);
-    let ctx = context! {
+    context! {
         title => title,
         runs => Value::from_serialize(&report.runs),
         comparisons => Value::from_serialize(&report.comparisons),
         loss_curves => Value::from_serialize(&report.loss_curves),
         cases_count => report.cases.len(),
         level => level,
-        data => data,
-    };
-    env.get_template("report.html").and_then(|t| t.render(ctx)).map_err(|e| Error::Invalid(format!("rendering the report: {e}")))
+        data => script_json(&serde_json::json!({ "runs": report.runs, "cases": report.cases })),
+        full_report => full_report,
+    }
+}
+
+fn render_template(name: &str, ctx: Value) -> Result<String> {
+    environment()?.get_template(name).and_then(|t| t.render(ctx)).map_err(|e| Error::Invalid(format!("rendering the report: {e}")))
+}
+
+/// Renders `report` as one HTML page.
+pub fn render(report: &Report) -> Result<String> {
+    render_template("report.html", context(report, None))
+}
+
+/// Renders the overview alone (no script; what a notebook shows inline), naming
+/// `full_report` when given.
+pub fn render_overview(report: &Report, full_report: Option<&str>) -> Result<String> {
+    render_template("fragment.html", context(report, full_report))
 }
 
 #[cfg(test)]
