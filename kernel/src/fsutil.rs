@@ -83,13 +83,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(parent_dir(path))?.sync_all()
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(|e| Error::io(path, e))
+    result.map_err(|e| Error::io(path, e))?;
+    sync_dir(parent_dir(path))
 }
 
 /// Serialises `value` as pretty JSON to `path` atomically.
@@ -140,8 +140,12 @@ pub fn install_dir(staged: &Path, target: &Path) -> Result<()> {
 /// `.NAME.KIND-PID` beside `target`: a staging (`partial`) or set-aside (`old`) directory
 /// of this process.
 pub fn sibling(target: &Path, kind: &str) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_dir(target).join(format!(".{name}.{kind}-{}", std::process::id()))
+    parent_dir(target).join(format!("{}{kind}-{}", sibling_prefix(target), std::process::id()))
+}
+
+/// `.NAME.`: how every sibling of `target` begins.
+fn sibling_prefix(target: &Path) -> String {
+    format!(".{}.", target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
 }
 
 /// Cleans up after processes that died while writing `target`: their staging directories
@@ -149,13 +153,13 @@ pub fn sibling(target: &Path, kind: &str) -> PathBuf {
 /// renamed back when `target` is missing (removed otherwise). Directories of processes
 /// still running are left alone. Returns the paths removed.
 pub fn recover_dir(target: &Path) -> Result<Vec<PathBuf>> {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = sibling_prefix(target);
     let parent = parent_dir(target);
     let Ok(entries) = std::fs::read_dir(parent) else { return Ok(Vec::new()) };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&format!(".{name}.")) else { continue };
+        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
         let Some((kind, pid)) = rest.rsplit_once('-') else { continue };
         let Ok(pid) = pid.parse::<u32>() else { continue };
         if !matches!(kind, "partial" | "old") || process_alive(pid) {

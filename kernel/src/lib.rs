@@ -26,6 +26,7 @@ pub mod generate;
 pub mod lora;
 pub mod model;
 pub mod notebook;
+pub mod splitmix;
 pub mod train;
 
 pub use chat::{ChatTemplate, Message, Role};

@@ -8,22 +8,11 @@ use std::fmt::Write as _;
 use super::gate::{Decision, Status};
 use super::Comparison;
 
-/// Escapes text for XML attributes and content (also drops characters XML 1.0 forbids).
+/// Escapes text for XML attributes and content: the characters XML 1.0 forbids are
+/// dropped, and the markup characters escaped as for HTML (the same five entities).
 pub fn escape_xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(ch),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let allowed: String = s.chars().filter(|&c| matches!(c, '\t' | '\n' | '\r') || !((c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}')).collect();
+    tunelab::display::escape_html(&allowed)
 }
 
 /// The JUnit XML document for `decision` on `comparison`.

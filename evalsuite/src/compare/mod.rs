@@ -68,18 +68,34 @@ pub struct Flips {
 }
 
 impl Flips {
-    fn add(&mut self, baseline: bool, candidate: bool) {
-        match (baseline, candidate) {
-            (true, false) => self.pass_to_fail += 1,
-            (false, true) => self.fail_to_pass += 1,
-            (true, true) => self.both_pass += 1,
-            (false, false) => self.both_fail += 1,
+    /// Counts (baseline passed, candidate passed) pairs.
+    fn count(pairs: impl IntoIterator<Item = (bool, bool)>) -> Self {
+        let mut flips = Self::default();
+        for pair in pairs {
+            match pair {
+                (true, false) => flips.pass_to_fail += 1,
+                (false, true) => flips.fail_to_pass += 1,
+                (true, true) => flips.both_pass += 1,
+                (false, false) => flips.both_fail += 1,
+            }
         }
+        flips
     }
 
     /// Cases counted.
     pub fn total(&self) -> usize {
         self.pass_to_fail + self.fail_to_pass + self.both_pass + self.both_fail
+    }
+
+    /// The baseline's and the candidate's pass rates with Wilson intervals at `level`.
+    pub fn pass_rates(&self, level: f64) -> (Proportion, Proportion) {
+        let n = self.total();
+        (wilson(self.both_pass + self.pass_to_fail, n, level), wilson(self.both_pass + self.fail_to_pass, n, level))
+    }
+
+    /// McNemar's exact p-value on the discordant pairs.
+    pub fn mcnemar_p(&self) -> f64 {
+        mcnemar_exact(self.pass_to_fail, self.fail_to_pass)
     }
 }
 
@@ -263,7 +279,6 @@ pub fn compare(baseline: &RunTable, candidate: &RunTable, opts: &CompareOptions)
 }
 
 fn compare_category(category: String, pairs: &[(&CaseRow, &CaseRow)], opts: &CompareOptions, k: u64) -> CategoryComparison {
-    let level = opts.paired.level;
     let scored: Vec<&(&CaseRow, &CaseRow)> = pairs.iter().filter(|(b, c)| !b.score.is_nan() && !c.score.is_nan()).collect();
     let cluster = |b: &CaseRow| match opts.cluster_by {
         ClusterBy::FirstTag => b.tags.first().cloned().unwrap_or_else(|| format!("case:{}", b.case_id)),
@@ -278,28 +293,24 @@ fn compare_category(category: String, pairs: &[(&CaseRow, &CaseRow)], opts: &Com
         clusters,
         &seeded,
     );
-    let mut flips = Flips::default();
-    for (b, c) in pairs {
-        flips.add(b.passed, c.passed);
-    }
-    let checks = compare_checks(pairs, &seeded);
-    let n = pairs.len();
+    let flips = Flips::count(pairs.iter().map(|(b, c)| (b.passed, c.passed)));
+    let (baseline_pass, candidate_pass) = flips.pass_rates(opts.paired.level);
     CategoryComparison {
         category,
         n: scored.len(),
-        unscored: n - scored.len(),
+        unscored: pairs.len() - scored.len(),
         verdict: if score.n < MIN_CASES_FOR_VERDICT { Verdict::NoEvidence } else { Verdict::of(score.bootstrap) },
         score,
-        baseline_pass: wilson(flips.both_pass + flips.pass_to_fail, n, level),
-        candidate_pass: wilson(flips.both_pass + flips.fail_to_pass, n, level),
-        mcnemar_p: mcnemar_exact(flips.pass_to_fail, flips.fail_to_pass),
+        baseline_pass,
+        candidate_pass,
+        mcnemar_p: flips.mcnemar_p(),
         mcnemar_p_holm: f64::NAN,
         flips,
-        checks,
+        checks: compare_checks(pairs, &seeded),
     }
 }
 
-fn compare_checks(pairs: &[(&CaseRow, &CaseRow)], opts: &PairedOptions) -> Vec<CheckComparison> {
+fn compare_checks<'a>(pairs: &[(&'a CaseRow, &'a CaseRow)], opts: &PairedOptions) -> Vec<CheckComparison> {
     let mut names: Vec<&str> = Vec::new();
     for (b, _) in pairs {
         for ch in &b.checks {
@@ -312,12 +323,10 @@ fn compare_checks(pairs: &[(&CaseRow, &CaseRow)], opts: &PairedOptions) -> Vec<C
         .into_iter()
         .enumerate()
         .map(|(j, name)| {
-            let find = |row: &CaseRow| row.checks.iter().find(|c| c.check == name).filter(|c| !c.errored).cloned();
-            let both: Vec<(CheckRow, CheckRow)> = pairs.iter().filter_map(|(b, c)| Some((find(b)?, find(c)?))).collect();
-            let mut flips = Flips::default();
-            for (b, c) in &both {
-                flips.add(b.passed, c.passed);
-            }
+            let find = |row: &'a CaseRow| row.checks.iter().find(|c| c.check == name).filter(|c| !c.errored);
+            let both: Vec<(&CheckRow, &CheckRow)> = pairs.iter().filter_map(|(b, c)| Some((find(b)?, find(c)?))).collect();
+            let flips = Flips::count(both.iter().map(|(b, c)| (b.passed, c.passed)));
+            let (baseline_pass, candidate_pass) = flips.pass_rates(opts.level);
             let seeded = PairedOptions { seed: opts.seed.wrapping_add(j as u64 + 1), ..*opts };
             let value = paired_difference(
                 &both.iter().map(|(b, _)| b.value).collect::<Vec<_>>(),
@@ -325,15 +334,7 @@ fn compare_checks(pairs: &[(&CaseRow, &CaseRow)], opts: &PairedOptions) -> Vec<C
                 None,
                 &seeded,
             );
-            CheckComparison {
-                check: name.to_string(),
-                n: both.len(),
-                value,
-                baseline_pass: wilson(flips.both_pass + flips.pass_to_fail, both.len(), opts.level),
-                candidate_pass: wilson(flips.both_pass + flips.fail_to_pass, both.len(), opts.level),
-                mcnemar_p: mcnemar_exact(flips.pass_to_fail, flips.fail_to_pass),
-                flips,
-            }
+            CheckComparison { check: name.to_string(), n: both.len(), value, baseline_pass, candidate_pass, mcnemar_p: flips.mcnemar_p(), flips }
         })
         .collect()
 }

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{DataFrame, DataType, PolarsResult};
+use polars::prelude::{DataFrame, PolarsResult};
 
 use crate::error::{Error, Result};
 use crate::run::record::RunRecord;
 use crate::run::store;
+use crate::run::summary::{floats, strings};
 
 /// One check's result for one case.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -83,14 +84,6 @@ impl RunTable {
         }
         out
     }
-}
-
-fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
-    Ok(df.column(name)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
-}
-
-fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
-    Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 fn bools(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {

@@ -1,6 +1,7 @@
 //! `eval summary`: per-category case scores with 95 % bootstrap intervals, pass rates with
-//! Wilson intervals (honest at small n: 0 of 8 is [0, 0.32], not [0, 0]), and per-check means, aggregated with polars from a run's `results.parquet`. Checks that
-//! errored (no value) are left out of every mean and counted.
+//! Wilson intervals (honest at small n: 0 of 8 is [0, 0.32], not [0, 0]), and per-check
+//! means, aggregated with polars from a run's `results.parquet`. Checks that errored (no
+//! value) are left out of every mean and counted.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -57,11 +58,13 @@ pub struct Summary {
     pub categories: Vec<CategorySummary>,
 }
 
-fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
+/// A string column of a results table (missing values as empty strings).
+pub(crate) fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
     Ok(df.column(name)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
 }
 
-fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
+/// A numeric column of a results table as `f64` (missing values as NaN).
+pub(crate) fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
     Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 

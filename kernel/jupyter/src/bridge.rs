@@ -12,9 +12,11 @@
 use serde::Deserialize;
 
 /// The start of a display line: record separator, tag and this kernel's secret (the
-/// library's `notebook::markers::display_marker` writes the same).
-pub fn marker() -> String {
-    format!("\u{1e}tunelab-display {} ", crate::user_error::nonce())
+/// library's `notebook::markers::display_marker` writes the same). Built once: the kernel
+/// checks every stdout line against it.
+pub fn marker() -> &'static str {
+    static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARKER.get_or_init(|| format!("\u{1e}tunelab-display {} ", crate::user_error::nonce()))
 }
 
 /// One display update parsed from a marker line.
@@ -31,7 +33,7 @@ pub struct DisplayLine {
 
 /// Parses a stdout line: `Some` for a well-formed display line.
 pub fn parse(line: &str) -> Option<DisplayLine> {
-    serde_json::from_str(line.strip_prefix(&marker())?).ok()
+    serde_json::from_str(line.strip_prefix(marker())?).ok()
 }
 
 #[cfg(test)]

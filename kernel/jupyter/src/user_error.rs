@@ -49,18 +49,31 @@ pub fn nonce() -> &'static str {
     NONCE.get_or_init(|| std::env::var(NONCE_ENV).unwrap_or_default())
 }
 
-/// The stderr line that reports `failure` for the running cell.
-pub fn marker(failure: Failure) -> String {
-    let tag = match failure {
-        Failure::UserError => "user-error",
-        Failure::Panic => "panic",
-    };
-    format!("\u{1e}tunelab-{tag} {}", nonce())
+/// What every failure marker starts with, before its tag.
+const MARKER_PREFIX: &str = "\u{1e}tunelab-";
+
+impl Failure {
+    fn tag(self) -> &'static str {
+        match self {
+            Failure::UserError => "user-error",
+            Failure::Panic => "panic",
+        }
+    }
 }
 
-/// The failure a stderr line reports, if it is one of this kernel's markers.
+/// The stderr line that reports `failure` for the running cell.
+pub fn marker(failure: Failure) -> String {
+    format!("{MARKER_PREFIX}{} {}", failure.tag(), nonce())
+}
+
+/// The failure a stderr line reports, if it is one of this kernel's markers (checked
+/// without building a string: the kernel calls it for every stderr line).
 pub fn parse_marker(line: &str) -> Option<Failure> {
-    [Failure::UserError, Failure::Panic].into_iter().find(|&f| line == marker(f))
+    let (tag, secret) = line.strip_prefix(MARKER_PREFIX)?.split_once(' ')?;
+    if secret != nonce() {
+        return None;
+    }
+    [Failure::UserError, Failure::Panic].into_iter().find(|f| f.tag() == tag)
 }
 
 /// 128 random bits as hex, from the OS.

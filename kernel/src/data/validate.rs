@@ -11,6 +11,7 @@ use super::tokenize::{encode_example, EncodeOptions};
 use crate::chat::ChatTemplate;
 use crate::error::Result;
 use crate::model::Tokenizer;
+use crate::splitmix::{mix, GOLDEN};
 
 /// How bad a problem is: errors make `data check` fail and the trainer refuse the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -329,17 +330,10 @@ fn minhash_signature(shingles: &[u64]) -> [u64; ROWS * BANDS] {
     let mut signature = [u64::MAX; ROWS * BANDS];
     for &h in shingles {
         for (k, slot) in signature.iter_mut().enumerate() {
-            *slot = (*slot).min(mix(h ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            *slot = (*slot).min(mix(h ^ (k as u64).wrapping_mul(GOLDEN)));
         }
     }
     signature
-}
-
-/// SplitMix64's finalizer: a well-spread permutation of `u64`.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Examples indexed by each band of their signature.

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 
+const ALIGNMENT_KEY: &[u8; 17] = b"general.alignment";
+
 /// The integer value of `general.alignment` in a GGUF header, found by skipping over the
 /// metadata that precedes it; `None` when absent, not an integer, or the header cannot be
 /// walked (candle's reader then reports what is wrong).
@@ -22,14 +24,15 @@ pub(crate) fn declared_alignment(reader: &mut BufReader<File>) -> Option<u64> {
     let kv_count = read_len(reader, wide)?;
     for _ in 0..kv_count.min(1 << 20) {
         let key_len = read_len(reader, wide)?;
-        let is_alignment = key_len == "general.alignment".len() as u64 && {
-            let mut key = [0u8; 17];
+        // Only a key of the right length is read; every other one is skipped.
+        let is_alignment = if key_len == ALIGNMENT_KEY.len() as u64 {
+            let mut key = [0u8; ALIGNMENT_KEY.len()];
             reader.read_exact(&mut key).ok()?;
-            &key == b"general.alignment"
-        };
-        if !is_alignment && key_len != 17 {
+            &key == ALIGNMENT_KEY
+        } else {
             skip(reader, key_len)?;
-        }
+            false
+        };
         let value_type = read_u32(reader)?;
         if is_alignment {
             let size = match value_type {

@@ -10,6 +10,7 @@ use super::config::ModelConfig;
 use super::linear::PROJECTIONS;
 
 use crate::error::{Error, Result};
+use crate::splitmix::SplitMix64;
 
 /// Base-model weights keyed by HF name (`model.layers.0.self_attn.q_proj.weight`, …).
 #[derive(Debug, Clone)]
@@ -96,29 +97,5 @@ impl Weights {
             tensors.insert(name, t);
         }
         Ok(Self::new("<random>", tensors))
-    }
-}
-
-/// A tiny deterministic generator (SplitMix64) so random test models need no RNG crate.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal by Box–Muller.
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }

@@ -6,23 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-/// SplitMix64: a small seeded generator, so the cases are the same on every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use tunelab::splitmix::SplitMix64;
 
 /// Mutated copies of `seed`: bit flips, truncations, inserted and repeated bytes, and bytes
 /// that matter to the formats (quotes, brackets, newlines, NUL, huge lengths).
@@ -46,7 +30,7 @@ pub fn mutations(seed: &[u8], count: usize, rng_seed: u64) -> Vec<Vec<u8>> {
                         let chunk = m[at..end].to_vec();
                         m.splice(at..at, chunk);
                     }
-                    _ if !m.is_empty() => m[at] = rng.next() as u8,
+                    _ if !m.is_empty() => m[at] = rng.next_u64() as u8,
                     _ => {}
                 }
             }

@@ -46,8 +46,8 @@ fn environment() -> Result<Environment<'static>> {
     Ok(env)
 }
 
-/// What every template reads.
-fn context(report: &Report, full_report: Option<&str>) -> Value {
+/// What the templates read; `data` (every case, as script-safe JSON) only for the whole page.
+fn context(report: &Report, full_report: Option<&str>, data: Option<String>) -> Value {
     let title = report.runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" · ");
     let level = report.comparisons.first().map_or(0.95, |c| c.level);
     context! {
@@ -57,7 +57,7 @@ fn context(report: &Report, full_report: Option<&str>) -> Value {
         loss_curves => Value::from_serialize(&report.loss_curves),
         cases_count => report.cases.len(),
         level => level,
-        data => script_json(&serde_json::json!({ "runs": report.runs, "cases": report.cases })),
+        data => data,
         full_report => full_report,
     }
 }
@@ -68,13 +68,14 @@ fn render_template(name: &str, ctx: Value) -> Result<String> {
 
 /// Renders `report` as one HTML page.
 pub fn render(report: &Report) -> Result<String> {
-    render_template("report.html", context(report, None))
+    let data = script_json(&serde_json::json!({ "runs": report.runs, "cases": report.cases }));
+    render_template("report.html", context(report, None, Some(data)))
 }
 
 /// Renders the overview alone (no script; what a notebook shows inline), naming
 /// `full_report` when given.
 pub fn render_overview(report: &Report, full_report: Option<&str>) -> Result<String> {
-    render_template("fragment.html", context(report, full_report))
+    render_template("fragment.html", context(report, full_report, None))
 }
 
 #[cfg(test)]

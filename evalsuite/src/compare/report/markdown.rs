@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use super::Report;
 
-/// Table cell text: pipes and line breaks cannot break the table, and HTML is inert.
+/// Table cell text: HTML is inert, and pipes and line breaks cannot break the table.
 fn cell(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|").replace(['\n', '\r'], " ")
+    tunelab::display::escape_html(s).replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 /// The overview: per comparison, each category's figures and verdict, forgetting,
