@@ -54,8 +54,8 @@ impl LocalBackend {
         match dir {
             Some(dir) => {
                 let set = AdapterSet::load(dir, &self.model.transformer)?;
-                // Folded into the weights: the adapted model at the base model's speed.
-                self.adapted = set.merged(&self.model.transformer)?;
+                // Attached where the base decodes from packed blocks, folded in elsewhere.
+                self.adapted = set.for_inference(&self.model.transformer)?;
                 self.info.adapter = Some(dir.display().to_string());
                 self.info.adapter_sha256 = Some(hashing::sha256_path(dir).map_err(|e| Error::reading(dir, e))?);
             }

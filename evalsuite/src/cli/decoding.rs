@@ -43,19 +43,27 @@ impl DecodingArgs {
 /// Which weights decoding steps read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DecodeWeights {
-    /// The f32 weights (exactly the training-time model).
+    /// The f32 weights (exactly the training-time model). Decoding steps read a GGUF
+    /// file's own Q4_1 / Q8_0 blocks where it has them: the same values, so the same tokens.
     F32,
+    /// The f32 weights, read as f32 in every step (slower; for comparing with `f32`).
+    #[value(name = "f32-dense")]
+    F32Dense,
     /// An 8-bit (Q8_0) copy of every projection: about 3× fewer bytes per token.
     #[value(name = "q8_0")]
     Q8_0,
 }
 
 impl DecodeWeights {
-    /// `transformer` prepared for decoding with these weights.
-    pub fn prepare(self, transformer: &tunelab::Transformer) -> tunelab::Result<tunelab::Transformer> {
-        match self {
-            Self::F32 => Ok(transformer.clone()),
-            Self::Q8_0 => transformer.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
+    /// `base`, with `adapter` when given, prepared for decoding with these weights.
+    pub fn prepare(self, base: &tunelab::Transformer, adapter: Option<&tunelab::lora::AdapterSet>) -> tunelab::Result<tunelab::Transformer> {
+        match (self, adapter) {
+            (Self::F32, None) => Ok(base.clone()),
+            (Self::F32, Some(a)) => a.for_inference(base),
+            (Self::F32Dense, None) => Ok(base.without_packed_weights()),
+            (Self::F32Dense, Some(a)) => a.merged(base),
+            (Self::Q8_0, None) => base.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
+            (Self::Q8_0, Some(a)) => a.merged(base)?.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
         }
     }
 }

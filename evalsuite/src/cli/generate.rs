@@ -42,15 +42,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.template {
         model.set_template(name)?;
     }
-    // The adapter folded into the weights: no LoRA work per token.
-    let adapted = match &args.adapter {
-        Some(dir) => AdapterSet::load(dir, &model.transformer)
-            .with_context(|| format!("loading adapter {}", dir.display()))?
-            .merged(&model.transformer)
-            .with_context(|| format!("merging adapter {}", dir.display()))?,
-        None => model.transformer.clone(),
+    let adapter = match &args.adapter {
+        Some(dir) => Some(AdapterSet::load(dir, &model.transformer).with_context(|| format!("loading adapter {}", dir.display()))?),
+        None => None,
     };
-    let adapted = args.weights.prepare(&adapted)?;
+    let adapted = args.weights.prepare(&model.transformer, adapter.as_ref()).context("preparing the decoding weights")?;
     let prompt = model.template.render_prompt(args.system.as_deref(), &args.prompt)?;
     let cfg = args.decoding.config();
     let mut stdout = std::io::stdout().lock();

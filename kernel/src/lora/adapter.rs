@@ -207,15 +207,27 @@ impl AdapterSet {
     /// A copy of `model` with every LoRA update folded into its weights (`W + scale·B·A`):
     /// the adapted model at the base model's inference cost (for evaluation, not training).
     pub fn merged(&self, model: &Transformer) -> Result<Transformer> {
-        let mut merged = model.clone();
-        for (name, proj) in merged.projections_mut() {
-            if let Some(layer) = self.layers.get(&name) {
+        self.for_inference(&model.without_packed_weights())
+    }
+
+    /// `model` adapted for inference at the least cost per token: a projection whose
+    /// decoding steps read the model file's packed blocks keeps its LoRA update attached
+    /// (the low-rank term is added after the packed product, a few thousand multiply-adds
+    /// per token, and the blocks stay exact); any other projection gets the update folded
+    /// into its f32 weight, as [`Self::merged`] does.
+    pub fn for_inference(&self, model: &Transformer) -> Result<Transformer> {
+        let mut adapted = model.clone();
+        for (name, proj) in adapted.projections_mut() {
+            let Some(layer) = self.layers.get(&name) else { continue };
+            if proj.is_packed() {
+                proj.set_lora(Some(layer.clone()));
+            } else {
                 let w = proj.weight();
                 let weight = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
                 *proj = Linear::new(weight, proj.bias().cloned());
             }
         }
-        Ok(merged)
+        Ok(adapted)
     }
 
     /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (atomically).

@@ -4,18 +4,23 @@
 //! crate's blocked kernels are built for many rows; at 32 rows they reached 40–55 GFLOP/s
 //! on the projections and 42 on the 49152-row output head (2.6 GB/s of weights, so a step
 //! took 175 ms). Here each block of four weight rows stays in L1 while every activation row
-//! is dotted with it, in 4 × 3 blocks of AVX2 FMA accumulators, the weight rows split
-//! across rayon's threads.
+//! is dotted with it, in 4 × 6 blocks of AVX-512 FMA accumulators (4 × 3 of AVX2 on CPUs
+//! without AVX-512), the weight rows split across rayon's threads.
 //!
-//! Each output is the same 8-lane dot product whatever `m` is, so a row's result does not
-//! depend on how many rows share the product: batched decoding equals one sequence at a time.
+//! Each output is the same 16-lane (8-lane on AVX2) dot product whatever `m` is, so a row's
+//! result does not depend on how many rows share the product: batched decoding equals one
+//! sequence at a time on a given machine.
 
 use rayon::prelude::*;
 
 use super::fused::SendPtr;
+use super::packed::PackedRows;
 
 /// Most rows of `x` this kernel takes; more rows go to the blocked GEMM.
 pub const MAX_ROWS: usize = 64;
+
+/// Packed weight rows dequantized at a time (the kernel's weight block height).
+const PACKED_GROUP: usize = 4;
 
 /// Weight rows per unit of parallel work.
 const ROWS_PER_TASK: usize = 64;
@@ -32,11 +37,54 @@ pub fn available() -> bool {
     }
 }
 
+/// Whether the AVX-512 kernel runs (16-lane accumulators, 4 × 6 blocks); else the AVX2 one.
+/// `TUNELAB_FEW_ROWS_AVX2=1` forces the AVX2 kernel (for comparing the two).
+fn avx512_available() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f") && std::env::var_os("TUNELAB_FEW_ROWS_AVX2").is_none()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` (all row-major, tightly packed). Callers check
 /// [`available`] first.
 pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
-    assert!(x.len() >= m * k && w.len() >= n * k, "few-rows matmul: operands smaller than {m}×{k} and {n}×{k}");
+    assert!(w.len() >= n * k, "few-rows matmul: weights smaller than {n}×{k}");
+    matmul_rows(m, n, k, x, Weights::Dense(w))
+}
+
+/// `y[m, n] = x[m, k] · w[n, k]ᵀ` with `w` in quantized blocks: each task turns its weight
+/// rows back into f32 (exactly the dense values) in a scratch buffer that stays in cache,
+/// so the result equals [`matmul_t`] on the dense weights bit for bit, while memory
+/// traffic is the blocks' bytes. Callers check [`available`] first.
+pub fn matmul_t_packed(m: usize, x: &[f32], w: &PackedRows) -> Vec<f32> {
+    let (n, k) = w.dims();
+    matmul_rows(m, n, k, x, Weights::Packed(w))
+}
+
+/// Where a product's weight rows come from.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    Dense(&'a [f32]),
+    Packed(&'a PackedRows),
+}
+
+thread_local! {
+    /// Per-thread scratch for rows dequantized from packed blocks.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>) -> Vec<f32> {
+    assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
     assert!(available(), "few-rows matmul needs AVX2 and FMA");
+    let wide = avx512_available();
     let mut y = vec![0f32; m * n];
     let out = SendPtr(y.as_mut_ptr());
     (0..n.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
@@ -44,12 +92,34 @@ pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> 
         // The task's columns, [m, hi - lo], then copied row by row: writing y directly would
         // touch m far-apart rows (one page each for the 49152-wide output head) per block.
         let mut tile = vec![0f32; m * (hi - lo)];
-        // SAFETY: AVX2 and FMA are present (asserted above); `x` and `w` hold m×k and n×k
-        // elements; `tile` holds m × (hi - lo).
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            avx2::columns(m, k, x, &w[lo * k..hi * k], &mut tile)
+        let stride = hi - lo;
+        let columns = |rows: &[f32], tile: &mut [f32]| {
+            // SAFETY: AVX2 and FMA are present (asserted above), AVX-512F where `wide`; `x`
+            // holds m×k elements; `tile` holds m rows `stride` apart with room for `rows`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                if wide {
+                    avx512::columns(m, k, x, rows, tile, stride)
+                } else {
+                    avx2::columns(m, k, x, rows, tile, stride)
+                }
+            }
         };
+        match w {
+            Weights::Dense(w) => columns(&w[lo * k..hi * k], &mut tile),
+            // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
+            // in L1 when the kernel reads them.
+            // One activation row (single-stream decoding): dequantized in registers.
+            Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], &mut tile) => {}
+            Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
+                for g in (lo..hi).step_by(PACKED_GROUP) {
+                    let end = (g + PACKED_GROUP).min(hi);
+                    scratch.resize((end - g) * k, 0.0);
+                    p.dequantize_rows(g, end, scratch);
+                    columns(scratch, &mut tile[g - lo..]);
+                }
+            }),
+        }
         for (i, row) in tile.chunks_exact(hi - lo).enumerate() {
             // SAFETY: row i's columns lo..hi lie inside y and belong to this task alone.
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add(i * n + lo), hi - lo) };
@@ -58,112 +128,163 @@ pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> 
     y
 }
 
+/// One ISA's kernel: `columns` over blocks of 4 weight rows × `X_BLOCK` activation rows of
+/// `LANES`-wide FMA accumulators. The AVX2 and AVX-512 kernels differ only in their vector type,
+/// intrinsics and block height, so both come from this one definition.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
+macro_rules! few_rows_kernel {
+    ($isa:ident, $features:literal, $vec:ty, $lanes:literal, [$($height:literal),+], $zero:ident, $load:ident, $fma:ident, $hsum:path) => {
+        pub(super) mod $isa {
+            use std::arch::x86_64::*;
 
-    /// Activation rows per register block (4 weight rows × 3 activation rows = 12
-    /// accumulators, plus 3 activation vectors and 1 weight vector: all 16 AVX registers).
-    const X_BLOCK: usize = 3;
+            /// Activation rows per register block (4 weight rows × `X_BLOCK` activation rows
+            /// of accumulators, plus one vector per activation row and one weight vector).
+            const X_BLOCK: usize = [$($height),+].len();
 
-    /// `tile[m, n] = x[m, k] · w[n, k]ᵀ` for one task's `n` weight rows.
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn columns(m: usize, k: usize, x: &[f32], w: &[f32], tile: &mut [f32]) {
-        let n = w.len() / k;
-        let mut j = 0;
-        while j < n {
-            let wr = (n - j).min(4);
-            let mut i = 0;
-            while i < m {
-                let xr = (m - i).min(X_BLOCK);
-                let mut acc = [[0f32; X_BLOCK]; 4];
-                match (wr, xr) {
-                    (4, 3) => block::<4, 3>(k, x, w, i, j, &mut acc),
-                    (4, 2) => block::<4, 2>(k, x, w, i, j, &mut acc),
-                    (4, _) => block::<4, 1>(k, x, w, i, j, &mut acc),
-                    (_, 3) => (0..wr).for_each(|r| block_row::<3>(k, x, w, i, j + r, &mut acc[r])),
-                    (_, 2) => (0..wr).for_each(|r| block_row::<2>(k, x, w, i, j + r, &mut acc[r])),
-                    _ => (0..wr).for_each(|r| block_row::<1>(k, x, w, i, j + r, &mut acc[r])),
+            /// `tile[i, j] = x[i, :] · w[j, :]` for `x` `[m, k]` and `w`'s `n` rows, `tile`'s
+            /// rows `stride` apart (`stride ≥ n`).
+            ///
+            /// # Safety
+            /// The target features named in `#[target_feature]` must be available.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn columns(m: usize, k: usize, x: &[f32], w: &[f32], tile: &mut [f32], stride: usize) {
+                let n = w.len() / k;
+                let mut j = 0;
+                while j < n {
+                    let wr = (n - j).min(4);
+                    let mut i = 0;
+                    while i < m {
+                        let xr = (m - i).min(X_BLOCK);
+                        let mut acc = [[0f32; X_BLOCK]; 4];
+                        if wr == 4 {
+                            block_of::<4>(xr, k, x, w, i, j, &mut acc);
+                        } else {
+                            for (r, row) in acc.iter_mut().enumerate().take(wr) {
+                                let mut one = [[0f32; X_BLOCK]; 4];
+                                block_of::<1>(xr, k, x, w, i, j + r, &mut one);
+                                *row = one[0];
+                            }
+                        }
+                        for (r, row) in acc.iter().enumerate().take(wr) {
+                            for (c, v) in row.iter().enumerate().take(xr) {
+                                tile[(i + c) * stride + j + r] = *v;
+                            }
+                        }
+                        i += xr;
+                    }
+                    j += wr;
                 }
-                for (r, row) in acc.iter().enumerate().take(wr) {
-                    for (c, v) in row.iter().enumerate().take(xr) {
-                        tile[(i + c) * n + j + r] = *v;
+            }
+
+            /// [`block`] with the activation-row count `xr` (1..=X_BLOCK) made a constant.
+            #[inline(always)]
+            unsafe fn block_of<const W: usize>(xr: usize, k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [[f32; X_BLOCK]; 4]) {
+                match xr {
+                    $($height => block::<W, $height>(k, x, w, i, j, out),)+
+                    _ => unreachable!("block height {xr} above {X_BLOCK}"),
+                }
+            }
+
+            /// Dot products of weight rows `j..j + W` with activation rows `i..i + X`.
+            #[inline(always)]
+            unsafe fn block<const W: usize, const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [[f32; X_BLOCK]; 4]) {
+                let mut acc: [[$vec; X]; W] = [[$zero(); X]; W];
+                let xp: [*const f32; X] = std::array::from_fn(|c| x.as_ptr().add((i + c) * k));
+                let wp: [*const f32; W] = std::array::from_fn(|r| w.as_ptr().add((j + r) * k));
+                let vk = k / $lanes * $lanes;
+                let mut p = 0;
+                while p < vk {
+                    let xv: [$vec; X] = std::array::from_fn(|c| $load(xp[c].add(p)));
+                    for r in 0..W {
+                        let wv = $load(wp[r].add(p));
+                        for c in 0..X {
+                            acc[r][c] = $fma(wv, xv[c], acc[r][c]);
+                        }
+                    }
+                    p += $lanes;
+                }
+                for r in 0..W {
+                    for c in 0..X {
+                        let mut s = $hsum(acc[r][c]);
+                        for q in vk..k {
+                            s += *wp[r].add(q) * *xp[c].add(q);
+                        }
+                        out[r][c] = s;
                     }
                 }
-                i += xr;
-            }
-            j += wr;
-        }
-    }
-
-    /// Dot products of weight rows `j..j + W` with activation rows `i..i + X`.
-    #[inline(always)]
-    unsafe fn block<const W: usize, const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [[f32; X_BLOCK]; 4]) {
-        let mut acc = [[_mm256_setzero_ps(); X]; W];
-        let xp: [*const f32; X] = std::array::from_fn(|c| x.as_ptr().add((i + c) * k));
-        let wp: [*const f32; W] = std::array::from_fn(|r| w.as_ptr().add((j + r) * k));
-        let vk = k / 8 * 8;
-        let mut p = 0;
-        while p < vk {
-            let xv: [__m256; X] = std::array::from_fn(|c| _mm256_loadu_ps(xp[c].add(p)));
-            for r in 0..W {
-                let wv = _mm256_loadu_ps(wp[r].add(p));
-                for c in 0..X {
-                    acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
-                }
-            }
-            p += 8;
-        }
-        for r in 0..W {
-            for c in 0..X {
-                let mut s = hsum(acc[r][c]);
-                for q in vk..k {
-                    s += *wp[r].add(q) * *xp[c].add(q);
-                }
-                out[r][c] = s;
             }
         }
-    }
+    };
+}
 
-    /// One weight row `j` against activation rows `i..i + X`.
-    #[inline(always)]
-    unsafe fn block_row<const X: usize>(k: usize, x: &[f32], w: &[f32], i: usize, j: usize, out: &mut [f32; X_BLOCK]) {
-        let mut four = [[0f32; X_BLOCK]; 4];
-        block::<1, X>(k, x, w, i, j, &mut four);
-        out[..X].copy_from_slice(&four[0][..X]);
-    }
+#[cfg(target_arch = "x86_64")]
+few_rows_kernel!(avx2, "avx2,fma", __m256, 8, [1, 2, 3], _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, super::hsum256);
+// 4 × 6 accumulators + 6 activation vectors + 1 weight vector: 31 of AVX-512's 32 registers.
+#[cfg(target_arch = "x86_64")]
+few_rows_kernel!(avx512, "avx512f", __m512, 16, [1, 2, 3, 4, 5, 6], _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps);
 
-    /// Sum of the eight lanes.
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
+/// Sum of an AVX register's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
-    #[test]
-    fn equals_the_naive_product_on_every_remainder() {
+    type Kernel = unsafe fn(usize, usize, &[f32], &[f32], &mut [f32], usize);
+
+    /// The kernels this CPU runs: AVX2 always, AVX-512 where present.
+    fn kernels() -> Vec<(&'static str, Kernel)> {
         assert!(available(), "the machines tunelab supports have AVX2 and FMA");
-        for (m, n, k) in [(1, 1, 1), (3, 7, 13), (2, 130, 64), (5, 4, 576), (33, 67, 19), (64, 9, 1536)] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
-            let y = matmul_t(m, n, k, &x, &w);
-            for a in 0..m {
-                for b in 0..n {
-                    let want: f64 = (0..k).map(|q| x[a * k + q] as f64 * w[b * k + q] as f64).sum();
-                    let got = y[a * n + b] as f64;
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "({m},{n},{k}) y[{a},{b}] = {got}, want {want}");
+        let mut kernels: Vec<(&'static str, Kernel)> = vec![("avx2", avx2::columns)];
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            kernels.push(("avx512", avx512::columns));
+        }
+        kernels
+    }
+
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..m * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let w = (0..n * k).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+        (x, w)
+    }
+
+    #[test]
+    fn each_kernel_equals_the_naive_product_on_every_remainder() {
+        for (name, kernel) in kernels() {
+            for (m, n, k) in [(1, 1, 1), (3, 7, 13), (2, 130, 64), (5, 4, 576), (7, 5, 40), (33, 67, 19), (64, 9, 1536)] {
+                let (x, w) = operands(m, n, k);
+                let mut y = vec![f32::NAN; m * n];
+                // SAFETY: `kernels` lists only kernels this CPU runs; sizes as documented.
+                unsafe { kernel(m, k, &x, &w, &mut y, n) };
+                for a in 0..m {
+                    for b in 0..n {
+                        let want: f64 = (0..k).map(|q| x[a * k + q] as f64 * w[b * k + q] as f64).sum();
+                        let got = y[a * n + b] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{name} ({m},{n},{k}) y[{a},{b}] = {got}, want {want}");
+                    }
                 }
             }
+        }
+        let (x, w) = operands(9, 130, 576);
+        assert_eq!(matmul_t(9, 130, 576, &x, &w).len(), 9 * 130);
+    }
+
+    #[test]
+    fn a_row_s_result_does_not_depend_on_how_many_rows_share_the_product() {
+        let (m, n, k) = (29, 70, 576);
+        let (x, w) = operands(m, n, k);
+        let all = matmul_t(m, n, k, &x, &w);
+        for a in 0..m {
+            let alone = matmul_t(1, n, k, &x[a * k..(a + 1) * k], &w);
+            assert_eq!(alone, all[a * n..(a + 1) * n], "row {a}");
         }
     }
 }

@@ -1,16 +1,19 @@
 //! Reading a GGUF file: hyper-parameters from its metadata, every tensor dequantized to
 //! f32 under its HF name, with llama's q/k rows un-permuted back to HF's rotate-half layout.
+//! Q4_1 and Q8_0 matrices also keep their blocks (rows in the same order) for decoding.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::config::{Architecture, ModelConfig};
 use super::linear::PROJECTIONS;
+use super::packed::PackedRows;
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
@@ -117,6 +120,7 @@ impl GgufFile {
     pub fn weights(&mut self, cfg: &ModelConfig, device: &Device) -> Result<Weights> {
         let names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
         let mut tensors = HashMap::with_capacity(names.len());
+        let mut packed = HashMap::new();
         for name in names {
             let Some(hf_name) = hf_tensor_name(&name) else {
                 // rope_freqs and similar derived tensors are recomputed, not loaded.
@@ -125,16 +129,25 @@ impl GgufFile {
             let q =
                 self.content.tensor(&mut self.reader, &name, device).map_err(|e| Error::bad_model(&self.path, format!("cannot read tensor {name}: {e}")))?;
             let mut t = q.dequantize(device).map_err(|e| Error::bad_model(&self.path, format!("cannot dequantize tensor {name}: {e}")))?;
-            if cfg.architecture == Architecture::Llama {
-                if name.ends_with("attn_q.weight") {
-                    t = unpermute_rope_rows(&t, cfg.num_attention_heads)?;
-                } else if name.ends_with("attn_k.weight") {
-                    t = unpermute_rope_rows(&t, cfg.num_key_value_heads)?;
-                }
+            let mut blocks = match (t.dims2(), device.is_cpu()) {
+                (Ok((rows, cols)), true) => q.data().ok().and_then(|data| PackedRows::from_gguf(q.dtype(), &data, rows, cols)),
+                _ => None,
+            };
+            let rope_heads = match cfg.architecture {
+                Architecture::Llama if name.ends_with("attn_q.weight") => Some(cfg.num_attention_heads),
+                Architecture::Llama if name.ends_with("attn_k.weight") => Some(cfg.num_key_value_heads),
+                _ => None,
+            };
+            if let Some(heads) = rope_heads {
+                t = unpermute_rope_rows(&t, heads)?;
+                blocks = blocks.map(|b| b.with_rows_in_order(&unpermuted_row_order(b.dims().0, heads)));
+            }
+            if let Some(b) = blocks {
+                packed.insert(hf_name.clone(), Arc::new(b));
             }
             tensors.insert(hf_name, t);
         }
-        Ok(Weights::new(&self.path, tensors))
+        Ok(Weights::new(&self.path, tensors).with_packed(packed))
     }
 }
 
@@ -177,6 +190,20 @@ pub fn hf_tensor_name(gguf: &str) -> Option<String> {
     Some(format!("{hf}.{kind}"))
 }
 
+/// The row order [`unpermute_rope_rows`] produces: row `r` of its result is row
+/// `order[r]` of its input (`rows` rows, `n_head` heads).
+fn unpermuted_row_order(rows: usize, n_head: usize) -> Vec<usize> {
+    let half = rows / n_head / 2;
+    // Input rows are [h, half, 2]; output rows [h, 2, half].
+    (0..rows)
+        .map(|r| {
+            let (h, rest) = (r / (2 * half), r % (2 * half));
+            let (pair, i) = (rest / half, rest % half);
+            h * 2 * half + i * 2 + pair
+        })
+        .collect()
+}
+
 /// Inverts llama.cpp's `permute(w, n_head)`, which reorders each head's rows from
 /// rotate-half order `[h, 2, d/2]` to interleaved order `[h, d/2, 2]`.
 pub fn unpermute_rope_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
@@ -199,6 +226,15 @@ mod tests {
 
     /// llama.cpp's permute, written from its converter's numpy: reshape (h, 2, d/2, in),
     /// swap axes 1 and 2, reshape back. Un-permuting must undo it exactly.
+    #[test]
+    fn the_row_order_is_the_one_unpermute_produces() -> candle_core::Result<()> {
+        let (rows, heads) = (24, 3);
+        let w = Tensor::arange(0f32, rows as f32, &Device::Cpu)?.reshape((rows, 1))?;
+        let got: Vec<usize> = unpermute_rope_rows(&w, heads)?.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| *v as usize).collect();
+        assert_eq!(got, unpermuted_row_order(rows, heads));
+        Ok(())
+    }
+
     #[test]
     fn unpermute_inverts_llama_cpp_permute() -> candle_core::Result<()> {
         let (h, d, inp) = (3, 8, 5);

@@ -7,13 +7,16 @@
 //! `[r, in]`, `B` `[out, r]` and `scale = alpha / r` (or `alpha / √r` with rsLoRA). Only `A`
 //! and `B` are trainable. How they are initialised and saved is `crate::lora`'s business.
 
+use std::sync::Arc;
+
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor, Var};
 
 use super::config::ModelConfig;
 use super::fused;
-use super::matmul::frozen_matmul;
+use super::matmul::{frozen_matmul, packed_matmul};
 use super::ops::OpMode;
+use super::packed::PackedRows;
 use super::weights::Weights;
 use crate::error::Result;
 
@@ -144,19 +147,38 @@ pub struct Linear {
     bias: Option<Tensor>,
     lora: Option<LoraLayer>,
     quantized: Option<QMatMul>,
+    /// The model file's blocks of `weight`, bit-for-bit the same values, which decoding
+    /// steps read instead of the f32 copy (a quarter of the bytes or less).
+    packed: Option<Arc<PackedRows>>,
 }
 
 impl Linear {
     /// A projection from its weight `[out, in]` and optional bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, lora: None, quantized: None }
+        Self { weight, bias, lora: None, quantized: None, packed: None }
+    }
+
+    /// The same projection whose decoding steps read `packed`, which must hold exactly
+    /// `weight`'s values (the model file's blocks of it).
+    pub(crate) fn with_packed(self, packed: Option<Arc<PackedRows>>) -> Self {
+        Self { packed: packed.filter(|p| self.weight.dims2().ok() == Some(p.dims())), ..self }
+    }
+
+    /// The same projection reading only its f32 weight (for comparing with the packed path).
+    pub(crate) fn without_packed(&self) -> Self {
+        Self { packed: None, ..self.clone() }
+    }
+
+    /// Whether decoding steps read packed blocks of the weight.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`) with shape `[out, in]`.
     fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        Ok(Self::new(weight, bias))
+        Ok(Self::new(weight, bias).with_packed(w.packed(&format!("{prefix}.weight"))))
     }
 
     /// Loads projection `p` of decoder layer `layer`, shaped and biased as `cfg` says.
@@ -180,7 +202,7 @@ impl Linear {
     /// the calling code's copy of candle (see [`super::Transformer::with_fresh_ids`]).
     pub(crate) fn with_fresh_ids(&self) -> candle_core::Result<Self> {
         let fresh = |t: &Tensor| t.broadcast_as(t.shape());
-        Ok(Self { weight: fresh(&self.weight)?, bias: self.bias.as_ref().map(fresh).transpose()?, lora: self.lora.clone(), quantized: self.quantized.clone() })
+        Ok(Self { weight: fresh(&self.weight)?, bias: self.bias.as_ref().map(fresh).transpose()?, ..self.clone() })
     }
 
     /// The weight matrix `[out, in]`.
@@ -220,6 +242,17 @@ impl Linear {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
             };
+        }
+        // Decoding passes with few rows read the file's blocks: the same values as the f32
+        // weight, the same kernel, so the same result, from fewer bytes.
+        if let (Some(p), OpMode::Inference) = (&self.packed, mode) {
+            let lora = self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale));
+            if let Some(y) = packed_matmul(x, p, lora)? {
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
         }
         let training = mode == OpMode::Differentiable;
         // One fused op for base + LoRA unless dropout needs the composed path's mask.

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::packed::PackedRows;
+
 /// `y = x · wᵀ` for `x` `[..., k]` and a frozen `w` `[n, k]`; gradients flow to `x` only.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
@@ -22,6 +24,38 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     y.reshape(out_dims)
 }
 
+/// `y = x · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` with `w` in quantized blocks,
+/// when `x` `[..., k]` (f32, on the CPU) has few enough rows that [`frozen_matmul`] on the
+/// dense weights would take the few-rows kernel: then the base product is bit-for-bit that
+/// product, for a fraction of the memory traffic, and the LoRA term is added in the same
+/// op. `None` (use the dense weights) otherwise. Inference only: no gradient.
+pub fn packed_matmul(x: &Tensor, w: &std::sync::Arc<PackedRows>, lora: Option<(&Tensor, &Tensor, f64)>) -> candle_core::Result<Option<Tensor>> {
+    let (n, k) = w.dims();
+    let dims = x.dims().to_vec();
+    let m = x.elem_count() / k.max(1);
+    if dims.last() != Some(&k) || x.dtype() != DType::F32 || !x.device().is_cpu() || !few_rows_route(m) {
+        return Ok(None);
+    }
+    let x2 = x.contiguous()?.reshape((m, k))?;
+    let y = match lora {
+        None => x2.apply_op1_no_bwd(&PackedMatmul(w.clone()))?,
+        Some((a, b, scale)) => {
+            if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+                return Ok(None);
+            }
+            x2.apply_op3_no_bwd(&a.contiguous()?, &b.contiguous()?, &PackedLoraMatmul(w.clone(), scale as f32))?
+        }
+    };
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("non-empty") = n;
+    y.reshape(out_dims).map(Some)
+}
+
+/// Whether an `m`-row product against a transposed f32 weight takes the few-rows kernel.
+fn few_rows_route(m: usize) -> bool {
+    m <= super::few_rows::MAX_ROWS && blas().is_none() && super::few_rows::available()
+}
+
 /// Which matrix-multiply implementation this process uses, for benchmark reports.
 pub fn matmul_backend() -> &'static str {
     match blas() {
@@ -32,6 +66,72 @@ pub fn matmul_backend() -> &'static str {
 
 struct FrozenMatmul;
 struct MatmulNN;
+struct PackedMatmul(std::sync::Arc<PackedRows>);
+/// [`PackedMatmul`] plus a LoRA update's term, with its scale.
+struct PackedLoraMatmul(std::sync::Arc<PackedRows>, f32);
+
+impl candle_core::CustomOp3 for PackedLoraMatmul {
+    fn name(&self) -> &'static str {
+        "packed-lora-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, shape) = candle_core::CustomOp1::cpu_fwd(&PackedMatmul(self.0.clone()), s1, l1)?;
+        let (CpuStorage::F32(mut y), CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) = (out, s1, s2, s3) else {
+            candle_core::bail!("packed LoRA matmul takes f32 inputs");
+        };
+        let ((m, k), (r, ak), (n, br)) = (l1.shape().dims2()?, l2.shape().dims2()?, l3.shape().dims2()?);
+        if ak != k || br != r || n != self.0.dims().0 {
+            candle_core::bail!("packed LoRA matmul: A is {r}×{ak} and B {n}×{br} for inputs {m}×{k}");
+        }
+        add_low_rank(&mut y, slice(x, l1)?, slice(a, l2)?, slice(b, l3)?, (m, k, r, n), self.1);
+        Ok((CpuStorage::F32(y), shape))
+    }
+}
+
+/// `y[m, n] += scale · (x[m, k] · A[r, k]ᵀ) · B[n, r]ᵀ`, as `r` row updates per row of `y`
+/// (axpy over `Bᵀ`'s rows, which vectorizes) after `r` dot products per row of `x`.
+fn add_low_rank(y: &mut [f32], x: &[f32], a: &[f32], b: &[f32], (m, k, r, n): (usize, usize, usize, usize), scale: f32) {
+    let mut bt = vec![0f32; r * n];
+    for (j, row) in b.chunks_exact(r).enumerate() {
+        for (q, v) in row.iter().enumerate() {
+            bt[q * n + j] = *v;
+        }
+    }
+    for i in 0..m {
+        let xi = &x[i * k..(i + 1) * k];
+        let yi = &mut y[i * n..(i + 1) * n];
+        for (q, aq) in a.chunks_exact(k).enumerate() {
+            // Sixteen partial sums, so that the compiler vectorizes the reduction.
+            let mut partial = [0f32; 16];
+            for (xs, as_) in xi.chunks(16).zip(aq.chunks(16)) {
+                for (l, (xv, av)) in xs.iter().zip(as_).enumerate() {
+                    partial[l] += xv * av;
+                }
+            }
+            let t = scale * partial.iter().sum::<f32>();
+            for (yv, bv) in yi.iter_mut().zip(&bt[q * n..(q + 1) * n]) {
+                *yv += t * bv;
+            }
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for PackedMatmul {
+    fn name(&self) -> &'static str {
+        "packed-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        let (n, wk) = self.0.dims();
+        if k != wk {
+            candle_core::bail!("packed matmul: input width {k}, weight width {wk}");
+        }
+        let CpuStorage::F32(x) = s else { candle_core::bail!("packed matmul takes f32 input, got {:?}", s.dtype()) };
+        Ok((CpuStorage::F32(super::few_rows::matmul_t_packed(m, slice(x, l)?, &self.0)), Shape::from((m, n))))
+    }
+}
 
 fn slice<'a, T>(data: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
     if !l.is_contiguous() {
@@ -76,7 +176,7 @@ fn cpu_matmul(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, b_t: b
     }
     let out = match (s1, s2) {
         // Decoding steps: a few rows against every weight row, read once.
-        (CpuStorage::F32(a), CpuStorage::F32(b)) if b_t && m <= super::few_rows::MAX_ROWS && blas().is_none() && super::few_rows::available() => {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) if b_t && few_rows_route(m) => {
             CpuStorage::F32(super::few_rows::matmul_t(m, n, k, slice(a, l1)?, slice(b, l2)?))
         }
         (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(gemm_rm(m, n, k, slice(a, l1)?, false, slice(b, l2)?, b_t)),

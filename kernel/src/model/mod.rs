@@ -13,6 +13,7 @@ mod linear;
 mod locate;
 pub mod matmul;
 pub mod ops;
+mod packed;
 mod tokenizer;
 mod transformer;
 mod weights;

@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::config::ModelConfig;
 use super::linear::PROJECTIONS;
+use super::packed::PackedRows;
 
 use crate::error::{Error, Result};
 use crate::splitmix::SplitMix64;
@@ -17,12 +19,25 @@ use crate::splitmix::SplitMix64;
 pub struct Weights {
     source: PathBuf,
     tensors: HashMap<String, Tensor>,
+    /// The file's quantized blocks of some tensors, for decoding steps (see `packed`).
+    packed: HashMap<String, Arc<PackedRows>>,
 }
 
 impl Weights {
     /// Wraps tensors read from `source` (used only in error messages).
     pub fn new(source: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
-        Self { source: source.into(), tensors }
+        Self { source: source.into(), tensors, packed: HashMap::new() }
+    }
+
+    /// The same weights with quantized blocks for some tensors, each holding exactly the
+    /// f32 tensor of the same name (decoding steps read them instead).
+    pub(crate) fn with_packed(self, packed: HashMap<String, Arc<PackedRows>>) -> Self {
+        Self { packed, ..self }
+    }
+
+    /// The quantized blocks of tensor `name`, when the file stored it in a packed format.
+    pub(crate) fn packed(&self, name: &str) -> Option<Arc<PackedRows>> {
+        self.packed.get(name).cloned()
     }
 
     /// The file or directory the weights came from.

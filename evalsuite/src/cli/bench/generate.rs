@@ -30,14 +30,14 @@ pub struct GenerateBenchArgs {
     /// Model.
     #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
     model: PathBuf,
-    /// A LoRA adapter to generate with (folded into the weights, as `eval run` does).
+    /// A LoRA adapter to generate with (attached as `eval run` attaches it).
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Tokens per prompt.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Weights decoding steps read.
-    #[arg(long, value_enum, default_value = "q8_0")]
+    #[arg(long, value_enum, default_value = "f32")]
     weights: DecodeWeights,
     #[command(flatten)]
     reference: ReferenceArgs,
@@ -71,10 +71,8 @@ pub struct EvalBenchArgs {
 /// Loads the model, folds in an adapter when given, and prepares the decoding weights.
 fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: DecodeWeights) -> anyhow::Result<(Model, Transformer)> {
     let m = Model::load(model).with_context(|| format!("loading {}", model.display()))?;
-    let decoding = match adapter {
-        Some(dir) => weights.prepare(&AdapterSet::load(dir, &m.transformer)?.merged(&m.transformer)?)?,
-        None => weights.prepare(&m.transformer)?,
-    };
+    let adapter = adapter.map(|dir| AdapterSet::load(dir, &m.transformer)).transpose()?;
+    let decoding = weights.prepare(&m.transformer, adapter.as_ref())?;
     Ok((m, decoding))
 }
 

@@ -213,8 +213,8 @@ impl Transformer {
         let layers = (0..cfg.num_hidden_layers).map(|i| DecoderLayer::load(w, i, cfg)).collect::<Result<Vec<_>>>()?;
         let norm = w.get("model.norm.weight", &[h])?;
         let lm_head = match w.get_opt("lm_head.weight", &[v, h])? {
-            Some(head) if !cfg.tie_word_embeddings => Linear::new(head, None),
-            _ if cfg.tie_word_embeddings => Linear::new(embed_tokens.clone(), None),
+            Some(head) if !cfg.tie_word_embeddings => Linear::new(head, None).with_packed(w.packed("lm_head.weight")),
+            _ if cfg.tie_word_embeddings => Linear::new(embed_tokens.clone(), None).with_packed(w.packed("model.embed_tokens.weight")),
             _ => Linear::new(w.get("lm_head.weight", &[v, h])?, None),
         };
         let device = embed_tokens.device().clone();
@@ -290,6 +290,24 @@ impl Transformer {
         }
         out.lm_head = out.lm_head.with_quantized(dtype)?;
         Ok(out)
+    }
+
+    /// A copy whose decoding steps read only the f32 weights, never the model file's
+    /// blocks (same results; for measuring what the blocks save).
+    pub fn without_packed_weights(&self) -> Self {
+        let mut out = self.clone();
+        for (_, p) in out.projections_mut() {
+            *p = p.without_packed();
+        }
+        out.lm_head = out.lm_head.without_packed();
+        out
+    }
+
+    /// How many of the projections and output head decode from the model file's blocks,
+    /// out of how many.
+    pub fn packed_projections(&self) -> (usize, usize) {
+        let all: Vec<bool> = self.projections().iter().map(|(_, p)| p.is_packed()).chain([self.lm_head.is_packed()]).collect();
+        (all.iter().filter(|p| **p).count(), all.len())
     }
 
     /// The element type of the weights.
