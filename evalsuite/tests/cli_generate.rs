@@ -97,3 +97,38 @@ fn data_split_refuses_one_path_for_two_files() {
     let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
     assert_eq!((lines(&train), lines(&held)), (7, 3));
 }
+
+/// `data replay` answers prompt-only records (Alpaca without `output`, OpenAI messages
+/// ending with the user) with the model's own greedy answers, equal to `tunelab generate`'s,
+/// writes them as records the trainer reads, and leaves out answers cut at --max-tokens.
+#[test]
+fn data_replay_writes_the_model_s_own_answers_as_training_records() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("tunelab-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prompts = dir.join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"id\": \"p1\", \"instruction\": \"What is the capital of France? Answer in one word.\"}\n\
+         {\"messages\": [{\"role\": \"user\", \"content\": \"Name a primary color. One word.\"}]}\n\
+         {\"instruction\": \"Write a long essay about the history of Rome.\", \"input\": \"\"}\n",
+    )
+    .unwrap();
+    let out = dir.join("replay.jsonl");
+    let run = tunelab(&["data", "replay", prompts.to_str().unwrap(), "--model", m, "--out", out.to_str().unwrap(), "--max-tokens", "24"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("2 replay record(s)") && stdout.contains("1 left out"), "{stdout}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], "p1");
+    assert_eq!(lines[1]["id"], "replay-0002");
+    let answer = lines[0]["messages"][1]["content"].as_str().unwrap();
+    let direct = tunelab(&["generate", "--model", m, "--prompt", "What is the capital of France? Answer in one word.", "--max-tokens", "24"]);
+    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), answer, "replay answer differs from `tunelab generate`'s");
+    // The records are training data as they stand.
+    let check = tunelab(&["data", "check", out.to_str().unwrap(), "--no-tokens"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -90,7 +90,11 @@ fn sharegpt_openai_and_csv() {
     assert!(ds.issues[0].to_string().contains("d.csv:5:"), "{}", ds.issues[0]);
 
     let custom = write("custom.jsonl", br#"{"question": "Q", "answer": "A"}"#);
-    let opts = LoadOptions { format: DatasetFormat::Alpaca, columns: Columns { prompt: "question".into(), response: "answer".into(), ..Columns::default() } };
+    let opts = LoadOptions {
+        format: DatasetFormat::Alpaca,
+        columns: Columns { prompt: "question".into(), response: "answer".into(), ..Columns::default() },
+        ..Default::default()
+    };
     let ds = Dataset::load_with(&custom, &opts).unwrap();
     assert_eq!(ds.examples.len(), 1);
     assert_eq!(ds.examples[0].messages[1].content, "A");
@@ -192,4 +196,20 @@ fn splits_are_seeded_disjoint_and_complete() {
     let back = Dataset::load(&out).unwrap();
     assert_eq!(ids(&back), ids(&b), "records are written back with all their fields");
     assert!(ds.split(1, SplitSpec::Count(50)).is_err());
+}
+
+/// Prompt-only loading (for prompts a model will answer): records without a response load
+/// as conversations ending with the user's turn; the default still refuses them.
+#[test]
+fn prompts_only_loading_accepts_records_without_a_response() {
+    let dir = std::env::temp_dir().join(format!("tunelab-prompts-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("prompts.jsonl");
+    std::fs::write(&path, "{\"instruction\": \"Say hi.\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"Hello?\"}]}\n").unwrap();
+    let strict = Dataset::load(&path).unwrap();
+    assert_eq!((strict.len(), strict.issues.len()), (0, 2));
+    let prompts = Dataset::load_with(&path, &LoadOptions { prompts_only: true, ..Default::default() }).unwrap();
+    assert_eq!((prompts.len(), prompts.issues.len()), (2, 0));
+    assert!(prompts.examples.iter().all(|e| e.messages.last().unwrap().role == Role::User));
+    std::fs::remove_dir_all(&dir).ok();
 }

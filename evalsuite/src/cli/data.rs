@@ -14,6 +14,9 @@ pub enum DataCommand {
     Check(CheckArgs),
     /// Split a dataset into train and held-out files, reproducibly.
     Split(SplitArgs),
+    /// Replay data against forgetting: the base model's own answers to general prompts,
+    /// written as training records to mix into a fine-tuning set.
+    Replay(ReplayArgs),
 }
 
 /// How to read a dataset file (shared by every command that reads one).
@@ -34,7 +37,7 @@ impl FormatArgs {
             Some(json) => serde_json::from_str(json).context("--columns is not a valid column mapping")?,
             None => Columns::default(),
         };
-        Ok(LoadOptions { format: self.format, columns })
+        Ok(LoadOptions { format: self.format, columns, prompts_only: false })
     }
 }
 
@@ -83,12 +86,87 @@ pub struct SplitArgs {
     format: FormatArgs,
 }
 
+/// Options of `tunelab data replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// General-capability prompts (any dataset format; their answers, if any, are ignored).
+    /// Keep them apart from the guard suite that will judge the adapter.
+    prompts: PathBuf,
+    /// The base model whose greedy answers become the targets.
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// Where the records go (JSON Lines, OpenAI `messages` form with an `id`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Most new tokens per answer; answers cut at this length are left out (a cut answer
+    /// would teach the model to stop mid-sentence).
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Prompts decoded together.
+    #[arg(long, default_value_t = tunelab_evalsuite::backend::local::DEFAULT_BATCH)]
+    batch: usize,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
 /// Runs a data subcommand; returns whether it succeeded (a check with errors fails).
 pub fn run(cmd: DataCommand) -> anyhow::Result<bool> {
     match cmd {
         DataCommand::Check(a) => check(a),
         DataCommand::Split(a) => split(a),
+        DataCommand::Replay(a) => replay(a),
     }
+}
+
+/// Self-distillation replay (as in "Self-Distillation Bridges Distribution Gap in Language
+/// Model Fine-Tuning", Yang et al. 2024): training on the base model's own answers to
+/// general prompts holds those answers in place while the rest of the data moves the model.
+fn replay(a: ReplayArgs) -> anyhow::Result<bool> {
+    let data = Dataset::load_with(&a.prompts, &LoadOptions { prompts_only: true, ..a.format.load_options()? })?;
+    if let Some(issue) = data.issues.first() {
+        anyhow::bail!("{} has {} unreadable record(s), first: {issue}", a.prompts.display(), data.issues.len());
+    }
+    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let turns: Vec<Vec<Message>> = data
+        .examples
+        .iter()
+        .map(|ex| {
+            let mut m = ex.messages.clone();
+            if m.last().is_some_and(|t| t.role == Role::Assistant) {
+                m.pop();
+            }
+            m
+        })
+        .collect();
+    let prompts = turns.iter().map(|m| model.tokenizer.encode_with_bos(&model.template.render(m, true)?)).collect::<tunelab::Result<Vec<_>>>()?;
+    let mut answers: Vec<Option<tunelab::Result<Generation>>> = (0..prompts.len()).map(|_| None).collect();
+    let generator = Generator::new(&model.transformer, &model.tokenizer);
+    generator.generate_continuous(&prompts, &GenerationConfig::greedy(a.max_tokens), a.batch, |_, _| {}, |i, g| answers[i] = Some(g))?;
+    let source = a.model.file_name().map_or_else(|| a.model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let (mut lines, mut cut) = (String::new(), 0);
+    for (i, (turns, answer)) in turns.into_iter().zip(answers).enumerate() {
+        let ex = &data.examples[i];
+        let g = answer.expect("every prompt is reported").with_context(|| format!("prompt at {}", ex.source.position()))?;
+        if g.finish_reason != FinishReason::Stop || g.text.trim().is_empty() {
+            cut += 1;
+            continue;
+        }
+        let id = ex.id.clone().unwrap_or_else(|| format!("replay-{:04}", i + 1));
+        let mut messages = turns;
+        messages.push(Message::assistant(g.text.trim()));
+        lines.push_str(&serde_json::to_string(&serde_json::json!({"id": id, "messages": messages, "source": format!("replay:{source}")}))?);
+        lines.push('\n');
+    }
+    tunelab::fsutil::write_atomic(&a.out, lines.as_bytes())?;
+    println!(
+        "{}: {} replay record(s) from {}'s own answers ({} left out: cut at --max-tokens {} or empty)",
+        a.out.display(),
+        prompts.len() - cut,
+        source,
+        cut,
+        a.max_tokens
+    );
+    Ok(true)
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<bool> {

@@ -29,6 +29,12 @@ pub struct DisplayLine {
     pub update: bool,
     /// MIME bundle.
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// A request to clear the cell's output instead (`clear_output`), with its `wait` flag.
+    #[serde(default)]
+    pub clear: bool,
+    /// `clear_output`'s `wait`: clear when the next output arrives.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 /// Parses a stdout line: `Some` for a well-formed display line.
@@ -52,5 +58,7 @@ mod tests {
         assert!(parse(&format!("{}not json", marker())).is_none());
         // A line with the tag but not this kernel's secret is plain text.
         assert!(parse(&format!("\u{1e}tunelab-display guess {body}")).is_none());
+        let clear = parse(&format!("{}{{\"clear\": true, \"wait\": true, \"display_id\": \"\", \"data\": {{}}}}", marker())).unwrap();
+        assert!(clear.clear && clear.wait);
     }
 }

@@ -6,7 +6,9 @@
 //! `display_data` / `update_display_data` messages so training charts redraw in place.
 
 mod bridge;
+mod completeness;
 mod engine;
+mod history;
 mod install;
 mod library;
 mod server;

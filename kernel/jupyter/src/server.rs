@@ -64,6 +64,8 @@ struct Shared {
     iopub: mpsc::UnboundedSender<JupyterMessage>,
     /// Wakes a pending `input_request` when the cell is interrupted, so it stops waiting.
     cancel_input: tokio::sync::Notify,
+    /// The cells run so far, for `history_request`.
+    history: Mutex<crate::history::History>,
 }
 
 /// A cell's request for a line of input, with where to send the answer.
@@ -101,7 +103,7 @@ async fn serve(info: ConnectionInfo, lib: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
-    let shared = Arc::new(Shared { current: Mutex::new(None), iopub: iopub_tx, cancel_input: tokio::sync::Notify::new() });
+    let shared = Arc::new(Shared { current: Mutex::new(None), iopub: iopub_tx, cancel_input: tokio::sync::Notify::new(), history: Mutex::default() });
 
     let (ask_tx, ask_rx) = mpsc::unbounded_channel::<InputAsk>();
     tokio::spawn(stdin_loop(stdin, ask_rx, shared.clone()));
@@ -153,9 +155,9 @@ async fn serve(info: ConnectionInfo, lib: PathBuf) -> anyhow::Result<()> {
                 };
                 Some(("inspect_reply", body))
             }
-            "is_complete_request" => Some(("is_complete_reply", json!({"status": "unknown"}))),
+            "is_complete_request" => Some(("is_complete_reply", crate::completeness::check(content["code"].as_str().unwrap_or("")).reply())),
             "comm_info_request" => Some(("comm_info_reply", json!({"status": "ok", "comms": {}}))),
-            "history_request" => Some(("history_reply", json!({"status": "ok", "history": []}))),
+            "history_request" => Some(("history_reply", shared.history.lock().expect("not poisoned").reply(&content))),
             "shutdown_request" => {
                 let restart = content["restart"].as_bool().unwrap_or(false);
                 let _ = shell.send(message(&req, "shutdown_reply", json!({"status": "ok", "restart": restart}))?).await;
@@ -204,14 +206,19 @@ async fn execute(req: &JupyterMessage, content: &Value, count: u32, engine: &Eng
              The first start on a new machine takes about 5–10 minutes on 2 cores; later starts reuse the compiled cache and take seconds.\n"}),
         ));
     }
-    let result = engine.execute(code).await;
+    let result = engine.execute(code.clone()).await;
     // Let output already produced by the cell reach IOPub before the result.
     tokio::time::sleep(Duration::from_millis(60)).await;
     *shared.current.lock().expect("not poisoned") = None;
+    let plain = match &result {
+        CellResult::Ok(bundle) => bundle.get("text/plain").map(String::as_str),
+        CellResult::Err { .. } => None,
+    };
+    shared.history.lock().expect("not poisoned").record(count.into(), &code, plain);
     match result {
         CellResult::Ok(bundle) => {
             if !bundle.is_empty() {
-                shared.publish(message(req, "execute_result", json!({"execution_count": count, "data": bundle, "metadata": {}})));
+                shared.publish(message(req, "execute_result", json!({"execution_count": count, "data": bundle, "metadata": {}, "transient": {}})));
             }
             json!({"status": "ok", "execution_count": count, "payload": [], "user_expressions": {}})
         }
@@ -235,6 +242,7 @@ async fn pump_outputs(mut rx: mpsc::UnboundedReceiver<Output>, shared: Arc<Share
         };
         let m = match out {
             Output::Stream { stderr, text } => message(&parent, "stream", json!({"name": if stderr { "stderr" } else { "stdout" }, "text": text})),
+            Output::Display(d) if d.clear => message(&parent, "clear_output", json!({"wait": d.wait})),
             Output::Display(d) => {
                 let transient = json!({"display_id": d.display_id});
                 if d.update && shown.contains(&d.display_id) {

@@ -91,6 +91,10 @@ pub struct LoadOptions {
     pub format: DatasetFormat,
     /// Column names.
     pub columns: Columns,
+    /// Prompts only: a record needs no response (its conversation may end with the user's
+    /// turn), as for prompts a model is about to answer (`tunelab data replay`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompts_only: bool,
 }
 
 /// A record-level problem: the field it concerns (if any) and what is wrong.
@@ -130,7 +134,7 @@ impl LoadOptions {
                 self.turns(obj, &conv_key("messages"), &tags)?
             }
         };
-        check_order(&messages)?;
+        check_order(&messages, self.prompts_only)?;
         let id = match obj.get(&c.id) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -143,12 +147,12 @@ impl LoadOptions {
         let c = &self.columns;
         let instruction = string_field(obj, &c.prompt, false)?;
         let input = string_field(obj, &c.query, true)?;
-        let output = string_field(obj, &c.response, false)?;
+        let output = string_field(obj, &c.response, self.prompts_only)?;
         let system = string_field(obj, &c.system, true)?;
         if instruction.trim().is_empty() && input.trim().is_empty() {
             return Err((Some(c.prompt.clone()), format!("is empty (and {} too): the example has no prompt", c.query)));
         }
-        if output.trim().is_empty() {
+        if output.trim().is_empty() && !self.prompts_only {
             return Err((Some(c.response.clone()), "is empty: the example has no response to learn".into()));
         }
         let mut messages = Vec::new();
@@ -179,7 +183,9 @@ impl LoadOptions {
             format!("{instruction}\n{input}")
         };
         messages.push(Message::user(user));
-        messages.push(Message::assistant(output));
+        if !output.trim().is_empty() {
+            messages.push(Message::assistant(output));
+        }
         Ok(messages)
     }
 
@@ -250,7 +256,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// Optional system first, then user/assistant alternating from a user turn, ending with a
 /// non-empty assistant turn; no turn empty.
-fn check_order(messages: &[Message]) -> Result<(), FieldError> {
+fn check_order(messages: &[Message], prompts_only: bool) -> Result<(), FieldError> {
     let body = match messages.first() {
         Some(m) if m.role == Role::System => &messages[1..],
         _ => messages,
@@ -270,7 +276,7 @@ fn check_order(messages: &[Message]) -> Result<(), FieldError> {
             return Err((None, format!("turn {} ({}) is empty", i + 1, m.role.as_str())));
         }
     }
-    if body.len() % 2 != 0 {
+    if body.len() % 2 != 0 && !prompts_only {
         return Err((None, "the conversation must end with an assistant turn".into()));
     }
     Ok(())

@@ -31,17 +31,27 @@ impl LiveDisplay {
     /// Shows (first call) or replaces (later calls) the display's HTML; `text` is the
     /// plain-text fallback.
     pub fn show(&mut self, html: &str, text: &str) {
-        let line = serde_json::json!({
+        write_marker(&serde_json::json!({
             "display_id": self.id,
             "update": self.shown,
             "data": {"text/html": html, "text/plain": text},
-        });
-        let (marker, line) = (markers::display_marker(), markers::neutralize_json(&line.to_string()));
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{marker}{line}");
-        let _ = out.flush();
+        }));
         self.shown = true;
     }
+}
+
+/// Clears the running cell's output so far (a Jupyter `clear_output`); with `wait`, the
+/// front end clears only when the next output arrives, which avoids flicker.
+pub fn clear_output(wait: bool) {
+    write_marker(&serde_json::json!({"clear": true, "wait": wait, "display_id": "", "data": {}}));
+}
+
+/// One display marker line on stdout, flushed (the kernel reads it as the cell runs).
+fn write_marker(line: &serde_json::Value) {
+    let (marker, line) = (markers::display_marker(), markers::neutralize_json(&line.to_string()));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{marker}{line}");
+    let _ = out.flush();
 }
 
 impl Default for LiveDisplay {

@@ -13,5 +13,5 @@ mod views;
 
 pub use crate::train::{install_interrupt_handler, interrupt_flag};
 pub use input::{input, password};
-pub use live::{live_training, LiveDisplay};
+pub use live::{clear_output, live_training, LiveDisplay};
 pub use views::{compare, Comparison, HtmlFile};
