@@ -1,6 +1,10 @@
 //! The cells this kernel ran, for `history_request` (`tail`, `range` and `search`, as
 //! IPython answers them): front ends use it for up-arrow recall and `%history`-like views.
 //! Kept in memory for the kernel's lifetime, as one session numbered [`SESSION`].
+//!
+//! A `search` request reaches this code only when it carries every field (`n` and
+//! `unique` too): the protocol crate (jupyter-protocol 2.0) cannot parse one without them,
+//! and the message is lost before the kernel sees it.
 
 use serde_json::{json, Value};
 
@@ -56,8 +60,13 @@ impl History {
             }
             _ => Vec::new(),
         };
-        let entries: Vec<Value> =
-            cells.into_iter().map(|c| if with_output { json!([SESSION, c.line, [c.input, c.output]]) } else { json!([SESSION, c.line, c.input]) }).collect();
+        // A cell without a value has output "" (IPython sends null; the protocol crate's
+        // typed reply takes strings only, and would drop the whole reply).
+        let entry = |c: &Cell| match with_output {
+            true => json!([SESSION, c.line, [c.input, c.output.as_deref().unwrap_or("")]]),
+            false => json!([SESSION, c.line, c.input]),
+        };
+        let entries: Vec<Value> = cells.into_iter().map(entry).collect();
         json!({"status": "ok", "history": entries})
     }
 
@@ -126,7 +135,7 @@ mod tests {
         assert_eq!(r["history"][0][0], SESSION);
         assert_eq!(r["history"][0][1], 3);
         let with_output = history().reply(&json!({"hist_access_type": "tail", "n": 1, "output": true}));
-        assert_eq!(with_output["history"][0][2], json!(["println!(\"hi\")", null]));
+        assert_eq!(with_output["history"][0][2], json!(["println!(\"hi\")", ""]));
     }
 
     #[test]
