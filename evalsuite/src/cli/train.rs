@@ -112,7 +112,9 @@ fn say(bar: &ProgressBar, line: String) {
 
 /// Runs `tunelab train`.
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    // Training never decodes: free the file's blocks kept for decoding steps.
+    model.transformer = model.transformer.without_packed_weights();
     let opts = a.format.load_options()?;
     let train = Dataset::load_with(&a.data, &opts)?;
     let eval = a.eval_data.as_ref().map(|p| Dataset::load_with(p, &opts)).transpose()?;

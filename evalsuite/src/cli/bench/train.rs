@@ -174,7 +174,9 @@ fn step_flops(cfg: &ModelConfig, b: usize, t: usize, labelled: usize, rank: usiz
 
 /// One configuration in this process: prints a JSON line.
 pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
-    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    // Training never decodes: free the file's blocks kept for decoding steps.
+    model.transformer = model.transformer.without_packed_weights();
     let lora = LoraConfig::default();
     let rank = lora.r;
     let adapter = AdapterSet::new(&model.transformer, lora, 0)?;
