@@ -51,6 +51,13 @@ fn the_gate_passes_the_adapter_and_fails_the_degraded_candidate() {
     // A JUnit reader used by CI tooling (junitparser, from PyPI) loads it and sees the failure.
     let read = junit_reader(&junit);
     assert!(read.contains("guard failures=1") && read.contains("heldout failures=0"), "{read}");
+    // Both documents are valid against the JUnit XSD; a broken one is not.
+    for doc in ["adapter.xml", "degraded.xml"] {
+        assert_eq!(junit_schema_errors(&dir.join(doc)), None, "{doc}");
+    }
+    let broken = dir.join("broken.xml");
+    std::fs::write(&broken, std::fs::read_to_string(&junit).unwrap().replacen("failures=\"1\"", "failures=\"one\"", 1)).unwrap();
+    assert!(junit_schema_errors(&broken).is_some(), "the XSD accepted failures=\"one\"");
 
     // A policy can ask for more than the default; an unknown key is a data error (2).
     let strict = dir.join("strict.toml");
@@ -64,6 +71,20 @@ fn the_gate_passes_the_adapter_and_fails_the_degraded_candidate() {
     std::fs::write(&strict, "[[rule]]\nrequire = \"not_worse\"\ncategory = \"medical\"\n").unwrap();
     let (code, text) = gate(&base, &adapter, &["--policy", strict.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
+}
+
+/// The errors of validating `path` against the JUnit XSD (`tests/vectors/junit/junit.xsd`)
+/// with the `xmlschema` package from PyPI (installed by scripts/test), or `None` when valid.
+fn junit_schema_errors(path: &Path) -> Option<String> {
+    let python = std::env::var("TUNELAB_TEST_PYTHON").unwrap_or_else(|_| panic!("set TUNELAB_TEST_PYTHON (scripts/test does): the XSD check never skips"));
+    let xsd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/junit/junit.xsd");
+    let script = "import sys, xmlschema\nschema = xmlschema.XMLSchema(sys.argv[1])\n\
+                  errors = [str(e.reason) + ' at ' + str(e.path) for e in schema.iter_errors(sys.argv[2])]\n\
+                  print('\\n'.join(errors))";
+    let out = Command::new(python).args(["-c", script]).arg(&xsd).arg(path).output().expect("run the test Python");
+    assert!(out.status.success(), "xmlschema could not run on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let errors = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!errors.is_empty()).then_some(errors)
 }
 
 /// Each testsuite's name and failure count as junitparser reads them (the test Python is

@@ -49,9 +49,10 @@ pub struct EvalBenchArgs {
     /// Model.
     #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
     model: PathBuf,
-    /// Prompts: a dataset file (Alpaca, ShareGPT or OpenAI messages), cycled to --prompts.
-    #[arg(long, default_value = "rubrics/guard/cases.jsonl")]
-    data: PathBuf,
+    /// Prompts: a dataset file (Alpaca, ShareGPT or OpenAI messages), cycled to --prompts
+    /// (default: the guard suite's questions, built into tunelab).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Number of prompts.
     #[arg(long, default_value_t = 32)]
     prompts: usize,
@@ -143,9 +144,18 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
 pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let refs = References::find(&a.reference)?;
     let (model, decoding) = load(&a.model, None, a.weights)?;
-    let data = Dataset::load(&a.data).with_context(|| format!("loading {}", a.data.display()))?;
+    let data = match &a.data {
+        Some(path) => Dataset::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => {
+            let dir = std::env::temp_dir().join(format!("tunelab-bench-guard-{}", std::process::id()));
+            tunelab_evalsuite::guard::export(&dir)?;
+            let data = Dataset::load(dir.join("cases.jsonl"));
+            std::fs::remove_dir_all(&dir).ok();
+            data.context("loading the built-in guard questions")?
+        }
+    };
     if data.examples.is_empty() {
-        anyhow::bail!("{}: no prompts", a.data.display());
+        anyhow::bail!("{}: no prompts", data.path.display());
     }
     let prompts: Vec<String> = (0..a.prompts)
         .map(|i| {
