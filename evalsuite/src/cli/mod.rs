@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Generate a reply to one prompt with a model (and optionally a LoRA adapter).
     Generate(generate::GenerateArgs),
-    /// Check and split datasets.
+    /// Check, split and replay datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Fine-tune a LoRA adapter.
