@@ -261,10 +261,9 @@ fn case_from_example(mut ex: Example, category: String, system: Option<&str>, st
         }
     }
     let reference = ex.response_text().to_string();
+    let asked = ex.prompt_messages().len();
     let mut messages = ex.messages;
-    if messages.last().is_some_and(|m| m.role == Role::Assistant) {
-        messages.pop();
-    }
+    messages.truncate(asked);
     Ok(Case { id, category, messages, reference, tags, keywords, fields, source: ex.source })
 }
 

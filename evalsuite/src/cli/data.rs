@@ -127,17 +127,7 @@ fn replay(a: ReplayArgs) -> anyhow::Result<bool> {
         anyhow::bail!("{} has {} unreadable record(s), first: {issue}", a.prompts.display(), data.issues.len());
     }
     let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let turns: Vec<Vec<Message>> = data
-        .examples
-        .iter()
-        .map(|ex| {
-            let mut m = ex.messages.clone();
-            if m.last().is_some_and(|t| t.role == Role::Assistant) {
-                m.pop();
-            }
-            m
-        })
-        .collect();
+    let turns: Vec<Vec<Message>> = data.examples.iter().map(|ex| ex.prompt_messages().to_vec()).collect();
     let prompts = turns.iter().map(|m| model.tokenizer.encode_with_bos(&model.template.render(m, true)?)).collect::<tunelab::Result<Vec<_>>>()?;
     let mut answers: Vec<Option<tunelab::Result<Generation>>> = (0..prompts.len()).map(|_| None).collect();
     let generator = Generator::new(&model.transformer, &model.tokenizer);

@@ -65,11 +65,19 @@ pub struct Example {
 }
 
 impl Example {
-    /// Everything before the final assistant turn, as plain text (system and user turns and
-    /// earlier replies, one per line) — what identifies the task.
+    /// The turns before the final assistant turn (all of them when the conversation does
+    /// not end with one, as a prompt-only record does): what a model is asked.
+    pub fn prompt_messages(&self) -> &[Message] {
+        match self.messages.last() {
+            Some(m) if m.role == Role::Assistant => &self.messages[..self.messages.len() - 1],
+            _ => &self.messages,
+        }
+    }
+
+    /// [`Self::prompt_messages`] as plain text (system and user turns and earlier replies,
+    /// one per line) — what identifies the task.
     pub fn prompt_text(&self) -> String {
-        let end = self.messages.len().saturating_sub(1);
-        self.messages[..end].iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
+        self.prompt_messages().iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
     }
 
     /// The final assistant turn's text.

@@ -36,9 +36,14 @@ impl Dataset {
     /// other extensions are sniffed (`[` → array, else JSON Lines).
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = crate::fsutil::read_input(path)?;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let text = decode_utf8(path, &bytes)?;
+        Self::from_bytes(path, &crate::fsutil::read_input(path)?, opts)
+    }
+
+    /// Reads a dataset from `bytes` already in memory, as [`Self::load_with`] reads the file
+    /// `path` (whose name decides the format and appears in every issue).
+    pub fn from_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
+        let sha256 = format!("{:x}", Sha256::digest(bytes));
+        let text = decode_utf8(path, bytes)?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let records = match ext.as_str() {
             "csv" => read_csv(path, text)?,

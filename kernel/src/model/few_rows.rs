@@ -107,10 +107,10 @@ fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>) -> Vec<f
         };
         match w {
             Weights::Dense(w) => columns(&w[lo * k..hi * k], &mut tile),
-            // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
-            // in L1 when the kernel reads them.
             // One activation row (single-stream decoding): dequantized in registers.
             Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], &mut tile) => {}
+            // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
+            // in L1 when the kernel reads them.
             Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
                 for g in (lo..hi).step_by(PACKED_GROUP) {
                     let end = (g + PACKED_GROUP).min(hi);

@@ -2,7 +2,7 @@
 //! `llamacpp_generate_reference.py`) and `tunelab bench eval` (many prompts decoded in
 //! batches, as `eval run` does), each beside llama.cpp's single-stream rate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -147,11 +147,8 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let data = match &a.data {
         Some(path) => Dataset::load(path).with_context(|| format!("loading {}", path.display()))?,
         None => {
-            let dir = std::env::temp_dir().join(format!("tunelab-bench-guard-{}", std::process::id()));
-            tunelab_evalsuite::guard::export(&dir)?;
-            let data = Dataset::load(dir.join("cases.jsonl"));
-            std::fs::remove_dir_all(&dir).ok();
-            data.context("loading the built-in guard questions")?
+            let (name, cases) = tunelab_evalsuite::guard::FILES.iter().find(|(name, _)| *name == "cases.jsonl").expect("the guard suite has cases");
+            Dataset::from_bytes(Path::new(name), cases.as_bytes(), &Default::default()).context("loading the built-in guard questions")?
         }
     };
     if data.examples.is_empty() {
@@ -160,12 +157,7 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let prompts: Vec<String> = (0..a.prompts)
         .map(|i| {
             let ex = &data.examples[i % data.examples.len()];
-            // The conversation up to (not including) its final assistant turn.
-            let end = match ex.messages.last() {
-                Some(m) if m.role == tunelab::chat::Role::Assistant => ex.messages.len() - 1,
-                _ => ex.messages.len(),
-            };
-            model.template.render(&ex.messages[..end], true)
+            model.template.render(ex.prompt_messages(), true)
         })
         .collect::<tunelab::Result<_>>()?;
     let ids = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p)).collect::<tunelab::Result<Vec<_>>>()?;

@@ -284,30 +284,32 @@ impl Transformer {
     /// a LoRA adapter attached keep the f32 path (fold the adapter in first with
     /// `AdapterSet::merged`).
     pub fn quantized_for_decoding(&self, dtype: GgmlDType) -> Result<Self> {
+        Ok(self.with_each_linear(|p| p.with_quantized(dtype))?)
+    }
+
+    /// A copy with `f` applied to every projection and the output head.
+    fn with_each_linear<E>(&self, f: impl Fn(&Linear) -> std::result::Result<Linear, E>) -> std::result::Result<Self, E> {
         let mut out = self.clone();
         for (_, p) in out.projections_mut() {
-            *p = p.with_quantized(dtype)?;
+            *p = f(p)?;
         }
-        out.lm_head = out.lm_head.with_quantized(dtype)?;
+        out.lm_head = f(&out.lm_head)?;
         Ok(out)
     }
 
     /// A copy whose decoding steps read only the f32 weights, never the model file's
     /// blocks (same results; for measuring what the blocks save).
     pub fn without_packed_weights(&self) -> Self {
-        let mut out = self.clone();
-        for (_, p) in out.projections_mut() {
-            *p = p.without_packed();
-        }
-        out.lm_head = out.lm_head.without_packed();
+        let Ok(out) = self.with_each_linear(|p| Ok::<_, std::convert::Infallible>(p.without_packed()));
         out
     }
 
     /// How many of the projections and output head decode from the model file's blocks,
     /// out of how many.
     pub fn packed_projections(&self) -> (usize, usize) {
-        let all: Vec<bool> = self.projections().iter().map(|(_, p)| p.is_packed()).chain([self.lm_head.is_packed()]).collect();
-        (all.iter().filter(|p| **p).count(), all.len())
+        let projections = self.projections();
+        let packed = projections.iter().filter(|(_, p)| p.is_packed()).count() + usize::from(self.lm_head.is_packed());
+        (packed, projections.len() + 1)
     }
 
     /// The element type of the weights.
