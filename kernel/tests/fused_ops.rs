@@ -161,3 +161,68 @@ fn lm_head_cross_entropy_equals_logits_then_cross_entropy() {
     let loss: Vec<f64> = fused::lm_head_cross_entropy(&big, &w, &[0, 1]).unwrap().to_vec1().unwrap();
     assert!(loss.iter().all(|l| l.is_finite()), "{loss:?}");
 }
+
+/// `x·Wᵀ + s·(x·Aᵀ)·Bᵀ + bias` composed from candle ops.
+fn composed_part(x: &Tensor, w: &Tensor, lora: Option<(&Tensor, &Tensor, f64)>, bias: Option<&Tensor>) -> Tensor {
+    let mut y = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+    if let Some((a, b, s)) = lora {
+        y = (y + (x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap() * s).unwrap()).unwrap();
+    }
+    match bias {
+        Some(b) => y.broadcast_add(b).unwrap(),
+        None => y,
+    }
+}
+
+#[test]
+fn projection_with_norm_equals_norm_then_side_by_side_projections() {
+    // Three parts as a q/k/v projection: two with LoRA (different ranks), one without;
+    // biases on two. Inputs: x, then A and B of parts 0 and 2.
+    let (wq, wk, wv) = (randn(&[6, 5], 1), randn(&[3, 5], 2), randn(&[3, 5], 3));
+    let (norm, bias_q, bias_v) = (randn(&[5], 4), randn(&[6], 5), randn(&[3], 6));
+    let inputs = [randn(&[2, 4, 5], 7), randn(&[2, 5], 8), randn(&[6, 2], 9), randn(&[3, 5], 10), randn(&[3, 3], 11)];
+    let fused_op = |t: &[Tensor]| {
+        let parts = [
+            fused::Part { weight: &wq, bias: Some(&bias_q), lora: Some(fused::PartLora { a: &t[1], b: &t[2], scale: 0.7 }) },
+            fused::Part { weight: &wk, bias: None, lora: None },
+            fused::Part { weight: &wv, bias: Some(&bias_v), lora: Some(fused::PartLora { a: &t[3], b: &t[4], scale: 1.3 }) },
+        ];
+        fused::project(&t[0], fused::Input::RmsNorm { weight: &norm, eps: 1e-5 }, &parts, None).unwrap()
+    };
+    let composed = |t: &[Tensor]| {
+        let z = grad_ops::rms_norm(&t[0], &norm, 1e-5).unwrap();
+        let q = composed_part(&z, &wq, Some((&t[1], &t[2], 0.7)), Some(&bias_q));
+        let k = composed_part(&z, &wk, None, None);
+        let v = composed_part(&z, &wv, Some((&t[3], &t[4], 1.3)), Some(&bias_v));
+        Tensor::cat(&[q, k, v], 2).unwrap()
+    };
+    compare("project (norm, three parts)", &inputs, fused_op, composed, 1e-10);
+    for which in 0..inputs.len() {
+        finite_differences("project (norm, three parts)", &inputs, which, fused_op);
+    }
+}
+
+#[test]
+fn projection_of_swiglu_with_residual_equals_composed_ops() {
+    // Inputs: [gate | up] rows, A, B, residual. Plus the plain residual case without LoRA.
+    let w = randn(&[4, 7], 1);
+    let inputs = [randn(&[3, 14], 2), randn(&[2, 7], 3), randn(&[4, 2], 4), randn(&[3, 4], 5)];
+    let fused_op = |t: &[Tensor]| {
+        let parts = [fused::Part { weight: &w, bias: None, lora: Some(fused::PartLora { a: &t[1], b: &t[2], scale: 0.5 }) }];
+        fused::project(&t[0], fused::Input::SwiGlu, &parts, Some(&t[3])).unwrap()
+    };
+    let composed = |t: &[Tensor]| {
+        let z = (t[0].narrow(1, 0, 7).unwrap().silu().unwrap() * t[0].narrow(1, 7, 7).unwrap()).unwrap();
+        (&t[3] + composed_part(&z, &w, Some((&t[1], &t[2], 0.5)), None)).unwrap()
+    };
+    compare("project (swiglu, residual)", &inputs, fused_op, composed, 1e-10);
+    for which in 0..inputs.len() {
+        finite_differences("project (swiglu, residual)", &inputs, which, fused_op);
+    }
+    let plain = [randn(&[3, 7], 6), randn(&[3, 4], 7)];
+    let frozen_only = |t: &[Tensor]| fused::project(&t[0], fused::Input::Plain, &[fused::Part { weight: &w, bias: None, lora: None }], Some(&t[1])).unwrap();
+    compare("project (plain, residual)", &plain, frozen_only, |t| (&t[1] + composed_part(&t[0], &w, None, None)).unwrap(), 1e-10);
+    // Shapes that do not fit are errors, not panics.
+    assert!(fused::project(&plain[0], fused::Input::SwiGlu, &[fused::Part { weight: &w, bias: None, lora: None }], None).is_err());
+    assert!(fused::project(&plain[0], fused::Input::Plain, &[fused::Part { weight: &w, bias: None, lora: None }], Some(&plain[0])).is_err());
+}

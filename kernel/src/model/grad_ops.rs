@@ -87,7 +87,8 @@ struct RmsNorm {
     eps: f64,
 }
 
-fn rms_rows<T: num_traits::Float + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+/// `x / sqrt(mean(x²) + eps) * w` for each row of `x` (rows as long as `w`).
+pub(crate) fn rms_rows<T: num_traits::Float + Send + Sync>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let n = w.len();
     let eps = T::from(eps).unwrap_or_else(T::zero);
     let mut out = vec![T::zero(); x.len()];
@@ -99,6 +100,23 @@ fn rms_rows<T: num_traits::Float + Send + Sync>(x: &[T], w: &[T], eps: f64) -> V
         }
     });
     out
+}
+
+/// The input gradient of [`rms_rows`] for upstream `dy` (the weight is frozen):
+/// `dx = r·g − x·r³·mean(g ⊙ x)` with `g = dy ⊙ w`, `r = 1/sqrt(mean(x²) + eps)`.
+pub(crate) fn rms_rows_backward<T: num_traits::Float + Send + Sync>(x: &[T], w: &[T], eps: f64, dy: &[T]) -> Vec<T> {
+    let n = w.len();
+    let (eps, len) = (T::from(eps).unwrap_or_else(T::zero), T::from(n).unwrap_or_else(T::one));
+    let mut dx = vec![T::zero(); x.len()];
+    dx.par_chunks_mut(n).zip(x.par_chunks(n).zip(dy.par_chunks(n))).for_each(|(d, (row, dy))| {
+        let r = (row.iter().fold(T::zero(), |a, &v| a + v * v) / len + eps).sqrt().recip();
+        let dot = row.iter().zip(dy).zip(w).fold(T::zero(), |a, ((&v, &g), &wv)| a + g * wv * v) / len;
+        let c = r * r * r * dot;
+        for (((d, &v), &g), &wv) in d.iter_mut().zip(row).zip(dy).zip(w) {
+            *d = g * wv * r - v * c;
+        }
+    });
+    dx
 }
 
 impl CustomOp2 for RmsNorm {

@@ -231,6 +231,21 @@ impl Linear {
         self.lora = lora;
     }
 
+    /// This projection as a part of a fused training op ([`fused::project`]), or `None` when
+    /// its LoRA update uses dropout in training (the composed path draws the mask) or its
+    /// weight or bias is itself being differentiated (the op treats them as frozen).
+    pub(crate) fn fused_part(&self, training: bool) -> Option<fused::Part<'_>> {
+        if self.weight.track_op() || self.bias.as_ref().is_some_and(Tensor::track_op) {
+            return None;
+        }
+        let lora = match &self.lora {
+            Some(l) if training && l.dropout > 0.0 => return None,
+            Some(l) => Some(fused::PartLora { a: l.a.as_tensor(), b: l.b.as_tensor(), scale: l.scale }),
+            None => None,
+        };
+        Some(fused::Part { weight: &self.weight, bias: self.bias.as_ref(), lora })
+    }
+
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {

@@ -1,8 +1,9 @@
 //! Causal self-attention with rotary embedding as one op that keeps no score matrix.
 //!
-//! Input: the projections `q` `[b, t, heads·d]`, `k` and `v` `[b, t, kv_heads·d]` straight
-//! from their linear layers (no transposed copies); output `[b, t, heads·d]`, ready for the
-//! output projection. Positions are `0..t` in every row (training: right padding, no cache).
+//! Input: the projections `q` `[b, t, heads·d]`, `k` and `v` `[b, t, kv_heads·d]` side by
+//! side in one tensor `[b, t, (heads + 2·kv_heads)·d]`, as one fused q/k/v projection
+//! writes them (no transposed copies); output `[b, t, heads·d]`, ready for the output
+//! projection. Positions are `0..t` in every row (training: right padding, no cache).
 //! Query head `h` reads key/value head `h / (heads / kv_heads)` (grouped-query attention,
 //! as HF's `repeat_kv`).
 //!
@@ -14,7 +15,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{gemm, slice_of, tensor, with_slice, Float, Threads, Trans};
@@ -26,16 +27,28 @@ const BLOCK: usize = 64;
 /// rotate-half rotary embedding with tables `cos`, `sin` `[t, d/2]` to `q` and `k` first.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let (b, t, qw) = q.dims3()?;
-    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || qw % heads != 0 {
-        candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {qw}");
+    let (kb, kt, kw) = k.dims3()?;
+    if v.dims3()? != (kb, kt, kw) || (kb, kt) != (b, t) || kw * heads != qw * kv_heads {
+        candle_core::bail!("causal_attention: q {:?}, k {:?}, v {:?} do not fit {heads} heads and {kv_heads} key/value heads", q.dims(), k.dims(), v.dims());
     }
-    let d = qw / heads;
-    if k.dims3()? != (b, t, kv_heads * d) || v.dims3()? != (b, t, kv_heads * d) || cos.dims2()? != (t, d / 2) || sin.dims2()? != (t, d / 2) {
-        candle_core::bail!("causal_attention: shapes q {:?} k {:?} v {:?} cos {:?} do not fit", q.dims(), k.dims(), v.dims(), cos.dims());
+    causal_attention_joined(&Tensor::cat(&[q, k, v], 2)?, heads, kv_heads, cos, sin)
+}
+
+/// [`causal_attention`] of `qkv` `[b, t, (heads + 2·kv_heads)·d]`: the queries, keys and
+/// values side by side in each row (one fused q/k/v projection's output).
+pub fn causal_attention_joined(qkv: &Tensor, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, width) = qkv.dims3()?;
+    let per_head = heads + 2 * kv_heads;
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || width % per_head != 0 {
+        candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {width}");
+    }
+    let d = width / per_head;
+    if cos.dims2()? != (t, d / 2) || sin.dims2()? != (t, d / 2) {
+        candle_core::bail!("causal_attention: rotary tables {:?} do not fit {t} positions of head size {d}", cos.dims());
     }
     let table = |x: &Tensor| -> candle_core::Result<Vec<f64>> { x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1() };
     let op = CausalAttention { dims: Dims { b, t, heads, kv_heads, d }, cos: table(cos)?, sin: table(sin)?, lse: Mutex::new(Vec::new()) };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    qkv.contiguous()?.apply_op1(op)
 }
 
 #[derive(Clone, Copy)]
@@ -51,6 +64,31 @@ impl Dims {
     fn n_rep(&self) -> usize {
         self.heads / self.kv_heads
     }
+
+    /// Width of a joined q/k/v row.
+    fn width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.d
+    }
+
+    /// Width of an output row (all query heads).
+    fn out_width(&self) -> usize {
+        self.heads * self.d
+    }
+
+    /// Column of query head `h` in a q/k/v row (and in an output row).
+    fn q_col(&self, h: usize) -> usize {
+        h * self.d
+    }
+
+    /// Column of key head `kh` in a q/k/v row.
+    fn k_col(&self, kh: usize) -> usize {
+        (self.heads + kh) * self.d
+    }
+
+    /// Column of value head `kh` in a q/k/v row.
+    fn v_col(&self, kh: usize) -> usize {
+        (self.heads + self.kv_heads + kh) * self.d
+    }
 }
 
 struct CausalAttention {
@@ -61,20 +99,21 @@ struct CausalAttention {
     lse: Mutex<Vec<f64>>,
 }
 
-/// Head `h` of row `bi` of `src` `[b, t, width]` as a packed `[t, d]` matrix.
-fn gather_head<T: Float>(src: &[T], bi: usize, h: usize, t: usize, width: usize, d: usize) -> Vec<T> {
+/// The `d` columns from `col` of batch row `bi` of `src` `[b, t, width]` (one head) as a
+/// packed `[t, d]` matrix.
+fn gather_head<T: Float>(src: &[T], bi: usize, col: usize, t: usize, width: usize, d: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(t * d);
     for i in 0..t {
-        let start = (bi * t + i) * width + h * d;
+        let start = (bi * t + i) * width + col;
         out.extend_from_slice(&src[start..start + d]);
     }
     out
 }
 
-/// Writes a packed `[t, d]` head back into `dst` `[b, t, width]`.
-fn scatter_head<T: Float>(dst: &mut [T], head: &[T], bi: usize, h: usize, t: usize, width: usize, d: usize) {
+/// Writes a packed `[t, d]` head back into the `d` columns from `col` of `dst` `[b, t, width]`.
+fn scatter_head<T: Float>(dst: &mut [T], head: &[T], bi: usize, col: usize, t: usize, width: usize, d: usize) {
     for i in 0..t {
-        let start = (bi * t + i) * width + h * d;
+        let start = (bi * t + i) * width + col;
         dst[start..start + d].copy_from_slice(&head[i * d..(i + 1) * d]);
     }
 }
@@ -114,31 +153,32 @@ struct GroupInputs<T> {
     values: Vec<T>,
 }
 
-/// Gathers group `g`'s keys (rotated) and values.
-fn group_inputs<T: Float>(k: &[T], v: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> GroupInputs<T> {
+/// Gathers group `g`'s keys (rotated) and values from the q/k/v rows.
+fn group_inputs<T: Float>(qkv: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> GroupInputs<T> {
     let (bi, kh) = (g / dm.kv_heads, g % dm.kv_heads);
     let scale = T::from(1.0 / (dm.d as f64).sqrt()).unwrap_or_else(T::one);
-    let keys = rotated_head(k, bi, kh, dm.kv_heads, dm, cos, sin);
-    let values = gather_head(v, bi, kh, dm.t, dm.kv_heads * dm.d, dm.d);
+    let keys = rotated_head(qkv, bi, dm.k_col(kh), dm, cos, sin);
+    let values = gather_head(qkv, bi, dm.v_col(kh), dm.t, dm.width(), dm.d);
     GroupInputs { bi, kh, scale, keys, values }
 }
 
-/// Head `h` of row `bi` of `src` `[b, t, heads·d]`, packed `[t, d]` and rotated by position.
-fn rotated_head<T: Float>(src: &[T], bi: usize, h: usize, heads: usize, dm: Dims, cos: &[f64], sin: &[f64]) -> Vec<T> {
-    let mut x = gather_head(src, bi, h, dm.t, heads * dm.d, dm.d);
+/// The head at column `col` of batch row `bi` of the q/k/v rows, packed `[t, d]` and
+/// rotated by position.
+fn rotated_head<T: Float>(qkv: &[T], bi: usize, col: usize, dm: Dims, cos: &[f64], sin: &[f64]) -> Vec<T> {
+    let mut x = gather_head(qkv, bi, col, dm.t, dm.width(), dm.d);
     rotate(&mut x, dm.t, dm.d, cos, sin, 1.0);
     x
 }
 
 /// One group's forward: outputs `[n_rep][t, d]` and log-sum-exps `[n_rep][t]`.
-fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<Vec<f64>>) {
-    let Dims { t, heads, d, .. } = dm;
-    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(k, v, dm, g, cos, sin);
+fn forward_group<T: Float>(qkv: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<Vec<f64>>) {
+    let Dims { t, d, .. } = dm;
+    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(qkv, dm, g, cos, sin);
     let mut s = vec![T::zero(); BLOCK * t];
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for r in 0..dm.n_rep() {
         let h = kh * dm.n_rep() + r;
-        let qb = rotated_head(q, bi, h, heads, dm, cos, sin);
+        let qb = rotated_head(qkv, bi, dm.q_col(h), dm, cos, sin);
         let mut o = vec![T::zero(); t * d];
         let mut lse = vec![0f64; t];
         for (i0, rows, keys) in blocks(t) {
@@ -170,29 +210,18 @@ fn forward_group<T: Float>(q: &[T], k: &[T], v: &[T], dm: Dims, g: usize, cos: &
 
 /// Gradients of one group: `dq` per query head `[n_rep][t, d]`, and `dk`, `dv` `[t, d]`.
 #[allow(clippy::too_many_arguments)]
-fn backward_group<T: Float>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    o: &[T],
-    dout: &[T],
-    lse: &[f64],
-    dm: Dims,
-    g: usize,
-    cos: &[f64],
-    sin: &[f64],
-) -> (Vec<Vec<T>>, Vec<T>, Vec<T>) {
+fn backward_group<T: Float>(qkv: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dims, g: usize, cos: &[f64], sin: &[f64]) -> (Vec<Vec<T>>, Vec<T>, Vec<T>) {
     let Dims { t, heads, d, .. } = dm;
-    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(k, v, dm, g, cos, sin);
+    let GroupInputs { bi, kh, scale, keys: kb, values: vb } = group_inputs(qkv, dm, g, cos, sin);
     let (mut dk, mut dv) = (vec![T::zero(); t * d], vec![T::zero(); t * d]);
     let mut p = vec![T::zero(); BLOCK * t];
     let mut ds = vec![T::zero(); BLOCK * t];
     let mut dqs = Vec::new();
     for r in 0..dm.n_rep() {
         let h = kh * dm.n_rep() + r;
-        let qb = rotated_head(q, bi, h, heads, dm, cos, sin);
-        let ob = gather_head(o, bi, h, t, heads * d, d);
-        let dob = gather_head(dout, bi, h, t, heads * d, d);
+        let qb = rotated_head(qkv, bi, dm.q_col(h), dm, cos, sin);
+        let ob = gather_head(o, bi, dm.q_col(h), t, dm.out_width(), d);
+        let dob = gather_head(dout, bi, dm.q_col(h), t, dm.out_width(), d);
         let lse = &lse[(bi * heads + h) * t..(bi * heads + h + 1) * t];
         let mut dq = vec![T::zero(); t * d];
         for (i0, rows, keys) in blocks(t) {
@@ -232,16 +261,16 @@ fn backward_group<T: Float>(
 }
 
 impl CausalAttention {
-    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+    fn forward<T: Float>(&self, qkv: &[T]) -> Vec<T> {
         let dm = self.dims;
-        let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| forward_group(q, k, v, dm, g, &self.cos, &self.sin)).collect();
-        let mut out = vec![T::zero(); dm.b * dm.t * dm.heads * dm.d];
+        let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| forward_group(qkv, dm, g, &self.cos, &self.sin)).collect();
+        let mut out = vec![T::zero(); dm.b * dm.t * dm.out_width()];
         let mut lse = vec![0f64; dm.b * dm.heads * dm.t];
         for (g, (outs, lses)) in groups.into_iter().enumerate() {
             let (bi, kh) = (g / dm.kv_heads, g % dm.kv_heads);
             for (r, (o, l)) in outs.iter().zip(&lses).enumerate() {
                 let h = kh * dm.n_rep() + r;
-                scatter_head(&mut out, o, bi, h, dm.t, dm.heads * dm.d, dm.d);
+                scatter_head(&mut out, o, bi, dm.q_col(h), dm.t, dm.out_width(), dm.d);
                 lse[(bi * dm.heads + h) * dm.t..(bi * dm.heads + h + 1) * dm.t].copy_from_slice(l);
             }
         }
@@ -249,53 +278,49 @@ impl CausalAttention {
         out
     }
 
-    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], o: &[T], dout: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    /// The gradient of the q/k/v rows, laid out like them.
+    fn backward<T: Float>(&self, qkv: &[T], o: &[T], dout: &[T]) -> Vec<T> {
         let dm = self.dims;
         let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| backward_group(q, k, v, o, dout, &lse, dm, g, &self.cos, &self.sin)).collect();
-        let kvw = dm.kv_heads * dm.d;
-        let mut dq = vec![T::zero(); dm.b * dm.t * dm.heads * dm.d];
-        let (mut dk, mut dv) = (vec![T::zero(); dm.b * dm.t * kvw], vec![T::zero(); dm.b * dm.t * kvw]);
+        let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| backward_group(qkv, o, dout, &lse, dm, g, &self.cos, &self.sin)).collect();
+        let mut dqkv = vec![T::zero(); dm.b * dm.t * dm.width()];
         for (g, (dqs, dkg, dvg)) in groups.into_iter().enumerate() {
             let (bi, kh) = (g / dm.kv_heads, g % dm.kv_heads);
             for (r, dqh) in dqs.iter().enumerate() {
-                scatter_head(&mut dq, dqh, bi, kh * dm.n_rep() + r, dm.t, dm.heads * dm.d, dm.d);
+                scatter_head(&mut dqkv, dqh, bi, dm.q_col(kh * dm.n_rep() + r), dm.t, dm.width(), dm.d);
             }
-            scatter_head(&mut dk, &dkg, bi, kh, dm.t, kvw, dm.d);
-            scatter_head(&mut dv, &dvg, bi, kh, dm.t, kvw, dm.d);
+            scatter_head(&mut dqkv, &dkg, bi, dm.k_col(kh), dm.t, dm.width(), dm.d);
+            scatter_head(&mut dqkv, &dvg, bi, dm.v_col(kh), dm.t, dm.width(), dm.d);
         }
-        (dq, dk, dv)
+        dqkv
     }
 }
 
-impl CustomOp3 for CausalAttention {
+impl CustomOp1 for CausalAttention {
     fn name(&self) -> &'static str {
         "causal-attention"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(slice_of(s1, l1)?, slice_of(s2, l2)?, slice_of(s3, l3)?)),
-            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(slice_of(s1, l1)?, slice_of(s2, l2)?, slice_of(s3, l3)?)),
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(slice_of(s, l)?)),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(slice_of(s, l)?)),
             _ => candle_core::bail!("causal_attention supports f32 and f64"),
         };
-        Ok((out, l1.shape().clone()))
+        let dm = self.dims;
+        Ok((out, Shape::from((dm.b, dm.t, dm.out_width()))))
     }
 
-    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(op: &CausalAttention, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-            let (dq, dk, dv) = with_slice::<T, _>(q, |q| {
-                with_slice::<T, _>(k, |k| {
-                    with_slice::<T, _>(v, |v| with_slice::<T, _>(o, |o| with_slice::<T, _>(dout, |dout| Ok(op.backward(q, k, v, o, dout)))))
-                })
-            })?;
-            Ok((tensor(dq, q.dims())?, tensor(dk, k.dims())?, tensor(dv, v.dims())?))
+    fn bwd(&self, qkv: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        fn run<T: Float>(op: &CausalAttention, qkv: &Tensor, o: &Tensor, dout: &Tensor) -> candle_core::Result<Tensor> {
+            let dqkv = with_slice::<T, _>(qkv, |qkv| with_slice::<T, _>(o, |o| with_slice::<T, _>(dout, |dout| Ok(op.backward(qkv, o, dout)))))?;
+            tensor(dqkv, qkv.dims())
         }
-        let (dq, dk, dv) = match q.dtype() {
-            candle_core::DType::F32 => run::<f32>(self, q, k, v, o, dout)?,
-            candle_core::DType::F64 => run::<f64>(self, q, k, v, o, dout)?,
+        let dqkv = match qkv.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, qkv, o, dout)?,
+            candle_core::DType::F64 => run::<f64>(self, qkv, o, dout)?,
             dt => candle_core::bail!("causal_attention supports f32 and f64, got {dt:?}"),
         };
-        Ok((Some(dq), Some(dk), Some(dv)))
+        Ok(Some(dqkv))
     }
 }

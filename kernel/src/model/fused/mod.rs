@@ -17,12 +17,14 @@
 mod attention;
 mod lm_head_loss;
 mod lora_linear;
+mod projection;
 mod swiglu;
 
-pub use attention::causal_attention;
 pub(crate) use attention::rotate;
+pub use attention::{causal_attention, causal_attention_joined};
 pub use lm_head_loss::lm_head_cross_entropy;
 pub use lora_linear::lora_linear;
+pub use projection::{project, Input, Part, PartLora};
 pub use swiglu::swiglu;
 
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, WithDType};
@@ -87,30 +89,77 @@ pub(crate) enum Threads {
 /// that ran at 105–127 GFLOP/s against 95–107 for the `gemm` crate's own threading.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], ta: Trans, b: &[T], tb: Trans, c: &mut [T], accumulate: bool, alpha: T, threads: Threads) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: operands smaller than {m}×{k} · {k}×{n}");
+    let lda = if ta == Trans::No { k } else { m };
+    let ldb = if tb == Trans::No { n } else { k };
+    gemm_strided(m, n, k, Operand { data: a, ld: lda, trans: ta }, Operand { data: b, ld: ldb, trans: tb }, c, n, accumulate, alpha, threads);
+}
+
+/// One input of [`gemm_strided`]: a row-major matrix as stored, its row stride (at least its
+/// stored width; larger for a column block of a wider matrix) and whether it is read
+/// transposed.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a, T> {
+    pub(crate) data: &'a [T],
+    pub(crate) ld: usize,
+    pub(crate) trans: Trans,
+}
+
+impl<'a, T> Operand<'a, T> {
+    /// A tightly packed operand of `width` stored columns.
+    pub(crate) fn packed(data: &'a [T], width: usize, trans: Trans) -> Self {
+        Self { data, ld: width, trans }
+    }
+
+    /// `(row stride, column stride)` of the logical (possibly transposed) matrix.
+    fn strides(&self) -> (usize, usize) {
+        match self.trans {
+            Trans::No => (self.ld, 1),
+            Trans::Yes => (1, self.ld),
+        }
+    }
+
+    /// Whether the slice holds a logical `rows × cols` matrix with these strides.
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        let (stored_rows, stored_cols) = if self.trans == Trans::No { (rows, cols) } else { (cols, rows) };
+        stored_rows == 0 || stored_cols == 0 || (stored_cols <= self.ld && self.data.len() >= (stored_rows - 1) * self.ld + stored_cols)
+    }
+}
+
+/// [`gemm`] on operands with any row strides: `C` `[m, n]` has row stride `ldc`, so the
+/// product can read or write a column block of a wider matrix (one projection's columns of
+/// a fused q/k/v output, say).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<T>,
+    b: Operand<T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    alpha: T,
+    threads: Threads,
+) {
+    let c_fits = m == 0 || n == 0 || (n <= ldc && c.len() >= (m - 1) * ldc + n);
+    assert!(a.holds(m, k) && b.holds(k, n) && c_fits, "gemm: operands smaller than {m}×{k} · {k}×{n}");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(T::zero());
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(T::zero());
+            }
         }
         return;
     }
-    // (row stride, column stride) of the logical op(A) [m, k] and op(B) [k, n].
-    let (a_rs, a_cs) = match ta {
-        Trans::No => (k, 1),
-        Trans::Yes => (1, m),
-    };
-    let (b_rs, b_cs) = match tb {
-        Trans::No => (n, 1),
-        Trans::Yes => (1, k),
-    };
+    let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
     let parts = match threads {
         Threads::All if m * n * k >= 1 << 18 => rayon::current_num_threads().max(1),
         _ => 1,
     };
-    let (ap, bp, cp) = (SendPtr(a.as_ptr().cast_mut()), SendPtr(b.as_ptr().cast_mut()), SendPtr(c.as_mut_ptr()));
+    let (ap, bp, cp) = (SendPtr(a.data.as_ptr().cast_mut()), SendPtr(b.data.as_ptr().cast_mut()), SendPtr(c.as_mut_ptr()));
     // Block i covers rows (or columns) [i·len/parts, (i+1)·len/parts).
     let by_rows = m >= 8 * parts || m >= n;
     let len = if by_rows { m } else { n };
@@ -124,14 +173,14 @@ pub(crate) fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], ta: Trans, b
         unsafe {
             let (ap, bp, cp) = (ap.get(), bp.get(), cp.get());
             let (mm, nn, a0, b0, c0) =
-                if by_rows { (hi - lo, n, ap.add(lo * a_rs), bp, cp.add(lo * n)) } else { (m, hi - lo, ap, bp.add(lo * b_cs), cp.add(lo)) };
+                if by_rows { (hi - lo, n, ap.add(lo * a_rs), bp, cp.add(lo * ldc)) } else { (m, hi - lo, ap, bp.add(lo * b_cs), cp.add(lo)) };
             gemm::gemm(
                 mm,
                 nn,
                 k,
                 c0,
                 1,
-                n as isize,
+                ldc as isize,
                 accumulate,
                 a0,
                 a_cs as isize,

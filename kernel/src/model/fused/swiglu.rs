@@ -23,29 +23,68 @@ fn sigmoid<T: Float>(x: T) -> T {
     (T::one() + (-x).exp()).recip()
 }
 
+/// `silu(g)·u` for one element.
+#[inline]
+fn silu_mul<T: Float>(g: T, u: T) -> T {
+    g * sigmoid(g) * u
+}
+
+/// `(dg, du)` of [`silu_mul`] for upstream gradient `dy`:
+/// `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dy·silu(g)`.
+#[inline]
+fn silu_mul_grad<T: Float>(g: T, u: T, dy: T) -> (T, T) {
+    let s = sigmoid(g);
+    (dy * u * s * (T::one() + g * (T::one() - s)), dy * g * s)
+}
+
 fn forward<T: Float>(g: &[T], u: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.len()];
     out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
         for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = g * sigmoid(g) * u;
+            *o = silu_mul(g, u);
         }
     });
     out
 }
 
-/// `(dg, du)`: `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dy·silu(g)`.
+/// `(dg, du)` for upstream gradient `dy`.
 fn backward<T: Float>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let (mut dg, mut du) = (vec![T::zero(); g.len()], vec![T::zero(); g.len()]);
     dg.par_chunks_mut(CHUNK).zip(du.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK))).for_each(
         |((dg, du), ((g, u), dy))| {
             for i in 0..g.len() {
-                let s = sigmoid(g[i]);
-                du[i] = dy[i] * g[i] * s;
-                dg[i] = dy[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+                (dg[i], du[i]) = silu_mul_grad(g[i], u[i], dy[i]);
             }
         },
     );
     (dg, du)
+}
+
+/// `silu(g)·u` `[rows, f]` of rows laid out `[g | u]` (`[rows, 2f]`, as one fused gate/up
+/// projection writes them).
+pub(crate) fn forward_joined<T: Float>(gu: &[T], f: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); gu.len() / 2];
+    out.par_chunks_mut(f).zip(gu.par_chunks(2 * f)).for_each(|(o, row)| {
+        let (g, u) = row.split_at(f);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = silu_mul(g, u);
+        }
+    });
+    out
+}
+
+/// The gradient `[rows, 2f]` (laid out `[dg | du]`) of [`forward_joined`] for upstream `dy`
+/// `[rows, f]`.
+pub(crate) fn backward_joined<T: Float>(gu: &[T], dy: &[T], f: usize) -> Vec<T> {
+    let mut dgu = vec![T::zero(); gu.len()];
+    dgu.par_chunks_mut(2 * f).zip(gu.par_chunks(2 * f).zip(dy.par_chunks(f))).for_each(|(d, (row, dy))| {
+        let (g, u) = row.split_at(f);
+        let (dg, du) = d.split_at_mut(f);
+        for i in 0..f {
+            (dg[i], du[i]) = silu_mul_grad(g[i], u[i], dy[i]);
+        }
+    });
+    dgu
 }
 
 impl CustomOp2 for SwiGlu {
