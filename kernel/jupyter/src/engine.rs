@@ -66,6 +66,12 @@ fn preload_commands(lib: &Path) -> Result<Vec<String>, String> {
         ":preserve_vars_on_panic 1".into(),
         ":cache 4000".into(),
         ":opt 2".into(),
+        // evcxr builds cells and every dependency (candle, gemm, tunelab) in a profile with
+        // debug assertions and overflow checks on; in tunelab's loops those checks made
+        // training run at 0.45× the CLI's speed. Cells are built like release code instead.
+        ":build_env CARGO_PROFILE_DEV_OPT_LEVEL=3".into(),
+        ":build_env CARGO_PROFILE_DEV_DEBUG_ASSERTIONS=false".into(),
+        ":build_env CARGO_PROFILE_DEV_OVERFLOW_CHECKS=false".into(),
         format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{}\" }}", lib.display()),
         INSTALL_HANDLER.into(),
     ])

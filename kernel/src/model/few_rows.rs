@@ -57,16 +57,41 @@ fn avx512_available() -> bool {
 /// [`available`] first.
 pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert!(w.len() >= n * k, "few-rows matmul: weights smaller than {n}×{k}");
-    matmul_rows(m, n, k, x, Weights::Dense(w))
+    matmul_rows(m, n, k, x, Weights::Dense(w), None)
 }
 
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` with `w` in quantized blocks: each task turns its weight
 /// rows back into f32 (exactly the dense values) in a scratch buffer that stays in cache,
 /// so the result equals [`matmul_t`] on the dense weights bit for bit, while memory
 /// traffic is the blocks' bytes. Callers check [`available`] first.
-pub fn matmul_t_packed(m: usize, x: &[f32], w: &PackedRows) -> Vec<f32> {
+pub fn matmul_t_packed(m: usize, x: &[f32], w: &PackedRows, low_rank: Option<LowRank<'_>>) -> Vec<f32> {
     let (n, k) = w.dims();
-    matmul_rows(m, n, k, x, Weights::Packed(w))
+    matmul_rows(m, n, k, x, Weights::Packed(w), low_rank)
+}
+
+/// A LoRA update's term added to a product's output rows: `y[i, j] += t[i, :] · B[j, :]`
+/// with `t = scale · x·Aᵀ` `[m, r]` (computed once) and `B` `[n, r]`. Each task adds it to
+/// its own output columns, so the update runs in parallel with no transposed copy of `B`.
+#[derive(Clone, Copy)]
+pub struct LowRank<'a> {
+    /// `scale · x·Aᵀ`, `[m, r]`.
+    pub t: &'a [f32],
+    /// `B`, `[n, r]`.
+    pub b: &'a [f32],
+    /// The rank `r`.
+    pub rank: usize,
+}
+
+impl LowRank<'_> {
+    /// Adds the term to `tile` `[m, hi - lo]`, output columns `lo..hi`.
+    fn add_to(&self, tile: &mut [f32], lo: usize, hi: usize) {
+        let r = self.rank;
+        for (row, t) in tile.chunks_exact_mut(hi - lo).zip(self.t.chunks_exact(r)) {
+            for (y, b) in row.iter_mut().zip(self.b[lo * r..hi * r].chunks_exact(r)) {
+                *y += t.iter().zip(b).map(|(t, b)| t * b).sum::<f32>();
+            }
+        }
+    }
 }
 
 /// Where a product's weight rows come from.
@@ -81,8 +106,11 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>) -> Vec<f32> {
+fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>, low_rank: Option<LowRank<'_>>) -> Vec<f32> {
     assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
+    if let Some(l) = low_rank {
+        assert!(l.t.len() >= m * l.rank && l.b.len() >= n * l.rank, "few-rows matmul: low-rank term smaller than {m}×{0} and {n}×{0}", l.rank);
+    }
     assert!(available(), "few-rows matmul needs AVX2 and FMA");
     let wide = avx512_available();
     let mut y = vec![0f32; m * n];
@@ -119,6 +147,9 @@ fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>) -> Vec<f
                     columns(scratch, &mut tile[g - lo..]);
                 }
             }),
+        }
+        if let Some(l) = low_rank {
+            l.add_to(&mut tile, lo, hi);
         }
         for (i, row) in tile.chunks_exact(hi - lo).enumerate() {
             // SAFETY: row i's columns lo..hi lie inside y and belong to this task alone.

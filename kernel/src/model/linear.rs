@@ -258,9 +258,10 @@ impl Linear {
                 None => Ok(y),
             };
         }
-        // Decoding passes with few rows read the file's blocks: the same values as the f32
-        // weight, the same kernel, so the same result, from fewer bytes.
-        if let (Some(p), OpMode::Inference) = (&self.packed, mode) {
+        // Inference passes with few rows (decoding steps, short prompts) read the file's
+        // blocks: the same values as the f32 weight, the same kernel, so the same result,
+        // from fewer bytes, with a LoRA term added in the same parallel tasks.
+        if let (Some(p), OpMode::Inference | OpMode::Prompt) = (&self.packed, mode) {
             let lora = self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale));
             if let Some(y) = packed_matmul(x, p, lora)? {
                 return match &self.bias {

@@ -76,45 +76,36 @@ impl candle_core::CustomOp3 for PackedLoraMatmul {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (out, shape) = candle_core::CustomOp1::cpu_fwd(&PackedMatmul(self.0.clone()), s1, l1)?;
-        let (CpuStorage::F32(mut y), CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) = (out, s1, s2, s3) else {
+        let (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2, s3) else {
             candle_core::bail!("packed LoRA matmul takes f32 inputs");
         };
         let ((m, k), (r, ak), (n, br)) = (l1.shape().dims2()?, l2.shape().dims2()?, l3.shape().dims2()?);
-        if ak != k || br != r || n != self.0.dims().0 {
-            candle_core::bail!("packed LoRA matmul: A is {r}×{ak} and B {n}×{br} for inputs {m}×{k}");
+        if ak != k || br != r || (n, k) != self.0.dims() {
+            candle_core::bail!("packed LoRA matmul: A is {r}×{ak} and B {n}×{br} for inputs {m}×{k} and weight {:?}", self.0.dims());
         }
-        add_low_rank(&mut y, slice(x, l1)?, slice(a, l2)?, slice(b, l3)?, (m, k, r, n), self.1);
-        Ok((CpuStorage::F32(y), shape))
+        let (x, a, b) = (slice(x, l1)?, slice(a, l2)?, slice(b, l3)?);
+        let t = scaled_bottleneck(x, a, (m, k, r), self.1);
+        let y = super::few_rows::matmul_t_packed(m, x, &self.0, Some(super::few_rows::LowRank { t: &t, b, rank: r }));
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 }
 
-/// `y[m, n] += scale · (x[m, k] · A[r, k]ᵀ) · B[n, r]ᵀ`, as `r` row updates per row of `y`
-/// (axpy over `Bᵀ`'s rows, which vectorizes) after `r` dot products per row of `x`.
-fn add_low_rank(y: &mut [f32], x: &[f32], a: &[f32], b: &[f32], (m, k, r, n): (usize, usize, usize, usize), scale: f32) {
-    let mut bt = vec![0f32; r * n];
-    for (j, row) in b.chunks_exact(r).enumerate() {
-        for (q, v) in row.iter().enumerate() {
-            bt[q * n + j] = *v;
-        }
-    }
-    for i in 0..m {
-        let xi = &x[i * k..(i + 1) * k];
-        let yi = &mut y[i * n..(i + 1) * n];
-        for (q, aq) in a.chunks_exact(k).enumerate() {
-            // Sixteen partial sums, so that the compiler vectorizes the reduction.
+/// `scale · x·Aᵀ` `[m, r]` for `x` `[m, k]` and `A` `[r, k]`, each dot in sixteen partial
+/// sums so that the compiler vectorizes it.
+fn scaled_bottleneck(x: &[f32], a: &[f32], (m, k, r): (usize, usize, usize), scale: f32) -> Vec<f32> {
+    let mut t = vec![0f32; m * r];
+    for (xi, ti) in x.chunks_exact(k).zip(t.chunks_exact_mut(r)).take(m) {
+        for (aq, tq) in a.chunks_exact(k).zip(ti.iter_mut()) {
             let mut partial = [0f32; 16];
             for (xs, as_) in xi.chunks(16).zip(aq.chunks(16)) {
                 for (l, (xv, av)) in xs.iter().zip(as_).enumerate() {
                     partial[l] += xv * av;
                 }
             }
-            let t = scale * partial.iter().sum::<f32>();
-            for (yv, bv) in yi.iter_mut().zip(&bt[q * n..(q + 1) * n]) {
-                *yv += t * bv;
-            }
+            *tq = scale * partial.iter().sum::<f32>();
         }
     }
+    t
 }
 
 impl candle_core::CustomOp1 for PackedMatmul {
@@ -129,7 +120,7 @@ impl candle_core::CustomOp1 for PackedMatmul {
             candle_core::bail!("packed matmul: input width {k}, weight width {wk}");
         }
         let CpuStorage::F32(x) = s else { candle_core::bail!("packed matmul takes f32 input, got {:?}", s.dtype()) };
-        Ok((CpuStorage::F32(super::few_rows::matmul_t_packed(m, slice(x, l)?, &self.0)), Shape::from((m, n))))
+        Ok((CpuStorage::F32(super::few_rows::matmul_t_packed(m, slice(x, l)?, &self.0, None)), Shape::from((m, n))))
     }
 }
 
