@@ -83,8 +83,28 @@ pub struct LowRank<'a> {
 }
 
 impl LowRank<'_> {
-    /// Adds the term to `tile` `[m, hi - lo]`, output columns `lo..hi`.
+    /// Adds the term to `tile` `[m, hi - lo]`, output columns `lo..hi` (compiled for AVX2
+    /// and FMA, which this module's kernels need anyway).
     fn add_to(&self, tile: &mut [f32], lo: usize, hi: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the few-rows kernels run only where `available` found AVX2 and FMA.
+        unsafe {
+            self.add_to_avx2(tile, lo, hi)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.add_to_portable(tile, lo, hi)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn add_to_avx2(&self, tile: &mut [f32], lo: usize, hi: usize) {
+        self.add_to_portable(tile, lo, hi)
+    }
+
+    #[inline(always)]
+    fn add_to_portable(&self, tile: &mut [f32], lo: usize, hi: usize) {
         let r = self.rank;
         for (row, t) in tile.chunks_exact_mut(hi - lo).zip(self.t.chunks_exact(r)) {
             for (y, b) in row.iter_mut().zip(self.b[lo * r..hi * r].chunks_exact(r)) {

@@ -84,28 +84,12 @@ impl candle_core::CustomOp3 for PackedLoraMatmul {
             candle_core::bail!("packed LoRA matmul: A is {r}×{ak} and B {n}×{br} for inputs {m}×{k} and weight {:?}", self.0.dims());
         }
         let (x, a, b) = (slice(x, l1)?, slice(a, l2)?, slice(b, l3)?);
-        let t = scaled_bottleneck(x, a, (m, k, r), self.1);
+        // The bottleneck `scale · x·Aᵀ` `[m, r]` is itself a few-rows product.
+        let mut t = super::few_rows::matmul_t(m, r, k, x, a);
+        t.iter_mut().for_each(|v| *v *= self.1);
         let y = super::few_rows::matmul_t_packed(m, x, &self.0, Some(super::few_rows::LowRank { t: &t, b, rank: r }));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
-}
-
-/// `scale · x·Aᵀ` `[m, r]` for `x` `[m, k]` and `A` `[r, k]`, each dot in sixteen partial
-/// sums so that the compiler vectorizes it.
-fn scaled_bottleneck(x: &[f32], a: &[f32], (m, k, r): (usize, usize, usize), scale: f32) -> Vec<f32> {
-    let mut t = vec![0f32; m * r];
-    for (xi, ti) in x.chunks_exact(k).zip(t.chunks_exact_mut(r)).take(m) {
-        for (aq, tq) in a.chunks_exact(k).zip(ti.iter_mut()) {
-            let mut partial = [0f32; 16];
-            for (xs, as_) in xi.chunks(16).zip(aq.chunks(16)) {
-                for (l, (xv, av)) in xs.iter().zip(as_).enumerate() {
-                    partial[l] += xv * av;
-                }
-            }
-            *tq = scale * partial.iter().sum::<f32>();
-        }
-    }
-    t
 }
 
 impl candle_core::CustomOp1 for PackedMatmul {
