@@ -146,6 +146,38 @@ def test_live_display_updates_in_place_while_the_cell_runs(kernel, tmp_path):
     assert updates[-1]["data"]["text/html"] == "<b>step 2</b>"
 
 
+def test_output_keeps_its_order_and_precedes_the_result(kernel):
+    """stdout lines and live display updates arrive in the order the cell produced them, and
+    everything the cell wrote on either stream — 200 stderr lines written as it ends
+    included — arrives before its result. The kernel waits for the cell's end markers on
+    both streams and a barrier through its output pump, not for a fixed time."""
+    code = (
+        "use tunelab::prelude::*;\n"
+        "let mut d = LiveDisplay::new();\n"
+        "for i in 0..20 { println!(\"line {i}\"); d.show(&format!(\"<b>{i}</b>\"), &format!(\"{i}\")); }\n"
+        "for i in 0..200 { eprintln!(\"err {i}\"); }\n"
+        "println!(\"last\");\n"
+        "\"value\""
+    )
+    reply, msgs = run(kernel, code)
+    assert reply["status"] == "ok", reply
+    sequence, stderr, last_output = [], [], -1
+    for i, (t, c) in enumerate(msgs):
+        if t == "stream" and c["name"] == "stdout":
+            sequence += c["text"].splitlines()
+        elif t == "stream":
+            stderr += c["text"].splitlines()
+        elif t in ("display_data", "update_display_data"):
+            sequence.append("display " + c["data"]["text/plain"])
+        else:
+            continue
+        last_output = i
+    assert sequence == [x for i in range(20) for x in (f"line {i}", f"display {i}")] + ["last"], sequence
+    assert stderr == [f"err {i}" for i in range(200)], stderr
+    results = [i for i, (t, _) in enumerate(msgs) if t == "execute_result"]
+    assert len(results) == 1 and results[0] > last_output, [t for t, _ in msgs]
+
+
 def test_interrupt_stops_a_running_loop(kernel):
     """SIGINT sets tunelab's interrupt flag: a loop watching it (as the trainer does) ends
     gracefully and the kernel stays usable."""

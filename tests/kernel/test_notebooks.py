@@ -51,6 +51,27 @@ def test_quickstart_notebook():
     assert last < first, f"loss did not fall: {first} -> {last}"
     # Model output is escaped: the comparison table never contains raw tags from generations.
     assert any("adapter" in h and "<th>" in h for h in html)
+    print_training_speed(NOTEBOOKS.parent / "runs/notebook-quickstart/trainer_log.jsonl")
+
+
+def throughputs(log):
+    return [json.loads(line)["throughput"] for line in Path(log).read_text().splitlines() if '"throughput"' in line]
+
+
+def print_training_speed(kernel_log, steps=6):
+    """Prints the notebook's training tokens/s (the kernel's code-running process) beside
+    `tunelab train` from the CLI on the same data, settings and seed, so on the same batches
+    (a figure, not an assertion)."""
+    import statistics
+    import subprocess
+    import tempfile
+    kernel = throughputs(kernel_log)[:steps]
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([TUNELAB_BIN, "train", "--data", str(NOTEBOOKS.parent / "examples/security-audit/train.jsonl"), "--out", out,
+                        "--lr", "5e-4", "--max-steps", str(steps), "--batch-size", "2", "--cutoff", "384"], check=True, stdout=subprocess.DEVNULL)
+        cli = throughputs(Path(out) / "trainer_log.jsonl")
+    k, c = statistics.median(kernel[1:]), statistics.median(cli[1:])
+    print(f"\ntraining tokens/s, steps 2-{steps} (median): notebook kernel {k:.1f}, tunelab train {c:.1f}, ratio {k / c:.2f}")
 
 
 def test_compare_adapters_notebook():

@@ -21,7 +21,14 @@ pub enum Output {
     Stream { stderr: bool, text: String },
     /// A live display update.
     Display(DisplayLine),
+    /// Sent after a cell's last output: acknowledged once everything sent before it has been
+    /// published, so the cell's result goes out after its output.
+    Barrier(std::sync::mpsc::Sender<()>),
 }
+
+/// How long the engine waits for a cell's end markers or the publisher's acknowledgement
+/// before giving up on ordering (a subprocess without tunelab's stdout hook, a lost pipe).
+const ORDERING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a cell ended.
 #[derive(Debug)]
@@ -77,6 +84,25 @@ fn preload_commands(lib: &Path) -> Result<Vec<String>, String> {
     ])
 }
 
+/// Compiles the notebook library into evcxr's cache, as the first cell of a kernel on a new
+/// machine would (minutes on 2 cores), so that later kernels start in seconds. Cargo's
+/// progress lines go to this process's stderr.
+pub fn warm(lib: &Path) -> anyhow::Result<()> {
+    let commands = preload_commands(lib).map_err(|e| anyhow::anyhow!("{}", e.trim()))?;
+    let started = std::time::Instant::now();
+    eprintln!("tunelab-kernel: compiling the notebook library into evcxr's cache (5–10 minutes on 2 cores the first time, seconds when it is already there)");
+    let (mut ctx, outputs) = evcxr::CommandContext::new().map_err(|e| anyhow::anyhow!("evcxr failed to start: {e}"))?;
+    // evcxr hands the subprocess's lines over channels that must be read, or it stalls.
+    for lines in [outputs.stdout, outputs.stderr] {
+        std::thread::spawn(move || lines.iter().filter(|l| !user_error::is_end_marker(l)).for_each(|l| eprintln!("{l}")));
+    }
+    for cmd in commands {
+        ctx.execute(&cmd).map_err(|e| anyhow::anyhow!("preloading failed at `{cmd}`: {e}"))?;
+    }
+    eprintln!("tunelab-kernel: the notebook library is compiled ({:.0} s); new kernels start warm", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 impl Engine {
     /// Starts the engine thread with the tunelab library in `lib` preloaded; outputs go to
     /// `out`, and a cell asking for input (see `tunelab::notebook::input`) gets the answer
@@ -98,8 +124,10 @@ impl Engine {
             *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
             let _ = started_tx.send(Ok(()));
             let watch = Arc::new(Mutex::new(StderrWatch::default()));
-            forward(outputs.stdout, out.clone(), false, watch.clone());
-            forward(outputs.stderr, out.clone(), true, watch.clone());
+            let (ends_tx, ends) = std::sync::mpsc::channel();
+            let stdout_turn = Arc::new(Mutex::new(()));
+            forward_stdout(outputs.stdout, out.clone(), stdout_turn.clone());
+            forward_stderr(outputs.stderr, out.clone(), watch.clone(), ends_tx);
             let mut callbacks = evcxr::EvalCallbacks { input_reader: &|request| input(request.prompt, request.is_password) };
             match preload_commands(&lib) {
                 Ok(commands) => {
@@ -118,14 +146,23 @@ impl Engine {
                 match job {
                     Job::Execute(code, done) => {
                         *watch.lock().expect("not poisoned") = StderrWatch::default();
+                        // End markers of an earlier cell whose wait gave up.
+                        while ends.try_recv().is_ok() {}
                         let pid = |ctx: &evcxr::CommandContext| ctx.process_handle().lock().ok().map(|c| c.id());
                         let before = pid(&ctx);
                         let result = match ctx.execute_with_callbacks(&code, &mut callbacks) {
                             Ok(o) => {
+                                // The code ran. evcxr returns once its stdout lines are taken
+                                // from the channel; holding the stdout forwarder's turn means
+                                // the last of them has been handed on too. Once stderr has
+                                // delivered the cell's end marker, every stderr line has been
+                                // forwarded (and seen by the stderr watch). The barrier then
+                                // waits until all of it is published.
+                                drop(stdout_turn.lock().expect("not poisoned"));
+                                wait_for_end(&ends);
+                                barrier(&out);
                                 // evcxr catches a panic (keeping variables) or a `?` error and
-                                // reports success; stderr is how we know. Give the stderr reader
-                                // a moment: the message was written before the cell ended.
-                                std::thread::sleep(std::time::Duration::from_millis(100));
+                                // reports success; stderr is how we know.
                                 match watch.lock().expect("not poisoned").failure.take() {
                                     Some((ename, msg)) => CellResult::Err { ename, evalue: msg.clone(), traceback: vec![msg] },
                                     None => CellResult::Ok(o.content_by_mime_type),
@@ -250,18 +287,53 @@ impl StderrWatch {
     }
 }
 
-/// Forwards one output stream; stderr lines also go through the cell's [`StderrWatch`].
-fn forward(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, stderr: bool, watch: Arc<Mutex<StderrWatch>>) {
+/// Waits until stderr has delivered a cell's end marker (or the timeout).
+fn wait_for_end(ends: &std::sync::mpsc::Receiver<()>) {
+    let _ = ends.recv_timeout(ORDERING_TIMEOUT);
+}
+
+/// Waits until the publisher has published every output sent before this call.
+fn barrier(out: &mpsc::UnboundedSender<Output>) {
+    let (ack, acked) = std::sync::mpsc::channel();
+    if out.send(Output::Barrier(ack)).is_ok() {
+        let _ = acked.recv_timeout(ORDERING_TIMEOUT);
+    }
+}
+
+/// Forwards stdout lines (text, or live-display lines) to `out`. Each line is taken from
+/// the channel and handed on while holding `turn`, so whoever holds `turn` next knows that
+/// no line taken so far is still on its way.
+fn forward_stdout(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, turn: Arc<Mutex<()>>) {
+    std::thread::spawn(move || loop {
+        let _turn = turn.lock().expect("not poisoned");
+        let line = match rx.recv_timeout(std::time::Duration::from_millis(10)) {
+            Ok(line) => line,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        let msg = match bridge::parse(&line) {
+            Some(d) => Output::Display(d),
+            None => Output::Stream { stderr: false, text: format!("{line}\n") },
+        };
+        if out.send(msg).is_err() {
+            return;
+        }
+    });
+}
+
+/// Forwards stderr lines to `out` through the cell's [`StderrWatch`]; a cell's end marker
+/// is not forwarded but reported on `ends`.
+fn forward_stderr(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, watch: Arc<Mutex<StderrWatch>>, ends: std::sync::mpsc::Sender<()>) {
     std::thread::spawn(move || {
         while let Ok(line) = rx.recv() {
-            if stderr && !watch.lock().expect("not poisoned").see(&line) {
+            if user_error::is_end_marker(&line) {
+                let _ = ends.send(());
                 continue;
             }
-            let msg = match (!stderr).then(|| bridge::parse(&line)).flatten() {
-                Some(d) => Output::Display(d),
-                None => Output::Stream { stderr, text: format!("{line}\n") },
-            };
-            if out.send(msg).is_err() {
+            if !watch.lock().expect("not poisoned").see(&line) {
+                continue;
+            }
+            if out.send(Output::Stream { stderr: true, text: format!("{line}\n") }).is_err() {
                 break;
             }
         }

@@ -31,6 +31,10 @@ pub struct InstallArgs {
     /// default `$TUNELAB_KERNEL_LIB`, else the checkout this binary was built from.
     #[arg(long, value_name = "DIR")]
     lib: Option<PathBuf>,
+    /// Only write the kernelspec; the first kernel then compiles the library itself
+    /// (minutes on a new machine) instead of this command doing it now.
+    #[arg(long)]
+    no_warm: bool,
 }
 
 const NAME: &str = "tunelab";
@@ -54,7 +58,7 @@ impl Location {
 }
 
 /// Writes `kernels/tunelab/kernel.json`, refusing a library location that does not hold
-/// the library.
+/// the library, then (unless `--no-warm`) compiles the library into evcxr's cache.
 pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
     let lib = library::for_install(args.lib.as_deref())?;
     let dir = args.location.kernels_dir()?.join(NAME);
@@ -63,6 +67,9 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
     let path = dir.join("kernel.json");
     std::fs::write(&path, serde_json::to_string_pretty(&kernel_spec(&exe, &lib))?).with_context(|| format!("writing {}", path.display()))?;
     println!("installed kernelspec {NAME} in {} (library: {})", dir.display(), lib.display());
+    if !args.no_warm {
+        crate::engine::warm(&lib)?;
+    }
     Ok(())
 }
 
@@ -98,7 +105,8 @@ mod tests {
         let prefix = std::env::temp_dir().join(format!("tunelab-install-{}", std::process::id()));
         let not_lib = prefix.join("not-a-checkout");
         std::fs::create_dir_all(&not_lib).unwrap();
-        let args = InstallArgs { location: Location { user: false, sys_prefix: false, prefix: Some(prefix.clone()) }, lib: Some(not_lib.clone()) };
+        let args =
+            InstallArgs { location: Location { user: false, sys_prefix: false, prefix: Some(prefix.clone()) }, lib: Some(not_lib.clone()), no_warm: true };
         let e = install(&args).unwrap_err().to_string();
         assert!(e.contains(&not_lib.display().to_string()) && e.contains(library::ENV), "{e}");
         // Nothing was written.

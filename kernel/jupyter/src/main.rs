@@ -13,6 +13,7 @@ mod install;
 mod library;
 mod server;
 mod user_error;
+mod work_dir;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     user_error::watch_stdout();
     evcxr::runtime_hook();
     tune_cell_allocator();
+    work_dir::claim();
     let cli = Cli::parse();
     match (cli.command, cli.control_file) {
         (Some(Command::Install(args)), _) => install::install(&args),

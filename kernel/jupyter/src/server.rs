@@ -206,9 +206,9 @@ async fn execute(req: &JupyterMessage, content: &Value, count: u32, engine: &Eng
              The first start on a new machine takes about 5–10 minutes on 2 cores; later starts reuse the compiled cache and take seconds.\n"}),
         ));
     }
+    // The engine answers after the cell's output has been published (its end markers and a
+    // barrier through the output pump), so the result below follows it on IOPub.
     let result = engine.execute(code.clone()).await;
-    // Let output already produced by the cell reach IOPub before the result.
-    tokio::time::sleep(Duration::from_millis(60)).await;
     *shared.current.lock().expect("not poisoned") = None;
     let plain = match &result {
         CellResult::Ok(bundle) => bundle.get("text/plain").map(String::as_str),
@@ -232,6 +232,11 @@ async fn execute(req: &JupyterMessage, content: &Value, count: u32, engine: &Eng
 async fn pump_outputs(mut rx: mpsc::UnboundedReceiver<Output>, shared: Arc<Shared>) {
     let mut shown: HashSet<String> = HashSet::new();
     while let Some(out) = rx.recv().await {
+        if let Output::Barrier(ack) = out {
+            // Everything received before it has been handed to the IOPub sender.
+            let _ = ack.send(());
+            continue;
+        }
         let parent = shared.current.lock().expect("not poisoned").clone();
         let Some(parent) = parent else {
             // Output outside a cell (preloading): keep it in the kernel's log.
@@ -243,6 +248,7 @@ async fn pump_outputs(mut rx: mpsc::UnboundedReceiver<Output>, shared: Arc<Share
         let m = match out {
             Output::Stream { stderr, text } => message(&parent, "stream", json!({"name": if stderr { "stderr" } else { "stdout" }, "text": text})),
             Output::Display(d) if d.clear => message(&parent, "clear_output", json!({"wait": d.wait})),
+            Output::Barrier(_) => continue,
             Output::Display(d) => {
                 let transient = json!({"display_id": d.display_id});
                 if d.update && shown.contains(&d.display_id) {

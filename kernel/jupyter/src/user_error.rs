@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 const USER_ERROR_OCCURRED: &str = "EVCXR_ERROR_OCCURRED";
 /// The line evcxr's generated code prints when it caught a panic in the cell.
 const PANIC_NOTIFICATION: &str = "EVCXR_PANIC_NOTIFICATION";
+/// The line evcxr's runtime prints on the subprocess's stdout after running a cell's code.
+const EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
 
 /// The environment variable holding the kernel's secret (inherited by the subprocess; the
 /// library's `notebook::markers::NONCE_ENV`).
@@ -64,6 +66,18 @@ impl Failure {
 /// The stderr line that reports `failure` for the running cell.
 pub fn marker(failure: Failure) -> String {
     format!("{MARKER_PREFIX}{} {}", failure.tag(), nonce())
+}
+
+/// The line the subprocess writes on stderr when a cell's code has finished, before evcxr's
+/// own end-of-execution line on stdout: everything the cell wrote to stderr comes before it,
+/// so the kernel knows when it has seen all of a cell's stderr output.
+pub fn end_marker() -> String {
+    format!("{MARKER_PREFIX}end {}", nonce())
+}
+
+/// Whether `line` is this kernel's [`end_marker`].
+pub fn is_end_marker(line: &str) -> bool {
+    line.strip_prefix(MARKER_PREFIX).and_then(|rest| rest.strip_prefix("end ")) == Some(nonce())
 }
 
 /// The failure a stderr line reports, if it is one of this kernel's markers (checked
@@ -130,6 +144,11 @@ fn copy_lines(mut reader: impl BufRead, mut out: std::fs::File) {
             eprintln!("{}", marker(Failure::UserError));
         } else if text == PANIC_NOTIFICATION.as_bytes() {
             eprintln!("{}", marker(Failure::Panic));
+        } else if text == EXECUTION_COMPLETE.as_bytes() {
+            // The cell's own writes to stderr happened before this line was printed. (Not on
+            // stdout: evcxr waits until its stdout lines are consumed, and nothing consumes
+            // them while its context starts.)
+            eprintln!("{}", end_marker());
         }
         if out.write_all(&line).and_then(|_| out.flush()).is_err() {
             return;
