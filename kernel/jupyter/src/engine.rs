@@ -323,7 +323,12 @@ fn forward_stdout(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedS
 
 /// Forwards stderr lines to `out` through the cell's [`StderrWatch`]; a cell's end marker
 /// is not forwarded but reported on `ends`.
-fn forward_stderr(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, watch: Arc<Mutex<StderrWatch>>, ends: std::sync::mpsc::Sender<()>) {
+fn forward_stderr(
+    rx: crossbeam_channel::Receiver<String>,
+    out: mpsc::UnboundedSender<Output>,
+    watch: Arc<Mutex<StderrWatch>>,
+    ends: std::sync::mpsc::Sender<()>,
+) {
     std::thread::spawn(move || {
         while let Ok(line) = rx.recv() {
             if user_error::is_end_marker(&line) {
