@@ -63,14 +63,18 @@ pub fn causal_lm_loss_and_grads(model: &Transformer, ids: &Tensor, labels: &Tens
 }
 
 /// Mean loss over `data` with the inference kernels (no dropout, no gradients), weighted by
-/// labelled tokens.
+/// labelled tokens. Like the training loss, the output head runs only on labelled positions
+/// and, on the fused path, a chunk of rows at a time: no `[batch, seq, vocab]` logits (half
+/// a gigabyte at 4 × 585 tokens) are ever held.
 pub fn eval_loss(model: &Transformer, data: &[Encoded], batch_size: usize, pad_id: u32) -> Result<f64> {
     let (mut total, mut count) = (0.0, 0usize);
     for chunk in data.chunks(batch_size.max(1)) {
         let items: Vec<&Encoded> = chunk.iter().collect();
         let batch = Batch::collate(&items, pad_id, model.device())?;
-        let logits = model.forward(&batch.input_ids)?;
-        let (loss, n) = masked_cross_entropy(&logits, &batch.labels)?;
+        let hidden = model.forward_hidden(&batch.input_ids)?;
+        let (pos, targets) = labelled_positions(&batch.labels)?;
+        let n = targets.len();
+        let loss = head_loss(model, &hidden, pos, &targets)?.detach();
         total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * n as f64;
         count += n;
     }
@@ -93,7 +97,44 @@ fn head_loss(model: &Transformer, hidden: &Tensor, pos: Vec<u32>, targets: &[u32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Architecture, ModelConfig, Weights};
     use candle_core::Device;
+
+    #[test]
+    fn held_out_loss_equals_cross_entropy_over_the_full_logits() {
+        let cfg = ModelConfig {
+            architecture: Architecture::Llama,
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            vocab_size: 11,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 32,
+            tie_word_embeddings: true,
+        };
+        let model = Transformer::load(&cfg, &Weights::random(&cfg, 4, candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let encoded = |ids: &[u32], prompt: usize| Encoded {
+            input_ids: ids.to_vec(),
+            labels: ids.iter().enumerate().map(|(i, &t)| if i < prompt { IGNORE_INDEX } else { i64::from(t) }).collect(),
+            prompt_tokens: prompt,
+            response_tokens: ids.len() - prompt,
+            truncated: false,
+        };
+        // Two batches of two, different lengths (right padding), prompts masked.
+        let data = [encoded(&[1, 4, 2, 9, 3, 7], 2), encoded(&[5, 6, 2], 1), encoded(&[3, 3, 8, 1, 10], 3), encoded(&[2, 7, 9, 4], 0)];
+        let (mut total, mut count) = (0.0, 0);
+        for chunk in data.chunks(2) {
+            let batch = Batch::collate(&chunk.iter().collect::<Vec<_>>(), 0, &Device::Cpu).unwrap();
+            let (loss, n) = masked_cross_entropy(&model.forward(&batch.input_ids).unwrap(), &batch.labels).unwrap();
+            total += f64::from(loss.to_scalar::<f32>().unwrap()) * n as f64;
+            count += n;
+        }
+        let got = eval_loss(&model, &data, 2, 0).unwrap();
+        assert!((got - total / count as f64).abs() < 1e-5, "{got} vs {}", total / count as f64);
+    }
 
     #[test]
     fn prompt_positions_contribute_nothing() {

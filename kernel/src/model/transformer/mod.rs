@@ -421,6 +421,12 @@ impl Transformer {
         Ok(super::grad_ops::cross_entropy_rows(&logits, targets)?)
     }
 
+    /// Final hidden states `[batch, seq, hidden]` from the fast inference kernels (no
+    /// gradients): held-out losses apply the output head only where a label counts.
+    pub fn forward_hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.hidden(ids, None, &Padding::default(), OpMode::Prompt)
+    }
+
     /// Logits for every position, using the fast inference kernels (no gradients).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden(ids, None, &Padding::default(), OpMode::Prompt)?;
