@@ -75,22 +75,6 @@ fn fused_inference_ops_equal_differentiable_ops() {
     }
 }
 
-fn tiny_config(architecture: Architecture) -> ModelConfig {
-    ModelConfig {
-        architecture,
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        vocab_size: 11,
-        rope_theta: 10_000.0,
-        rms_norm_eps: 1e-6,
-        max_position_embeddings: 32,
-        tie_word_embeddings: true,
-    }
-}
-
 /// Cross-entropy of next-token prediction through the whole network, differentiated with
 /// respect to what training updates (LoRA A and B on every kind of projection) and to the
 /// norm weights and Qwen2 biases, which must carry gradients too. Base projection weights
@@ -98,7 +82,7 @@ fn tiny_config(architecture: Architecture) -> ModelConfig {
 #[test]
 fn whole_transformer_gradient() {
     for arch in [Architecture::Llama, Architecture::Qwen2] {
-        let cfg = tiny_config(arch);
+        let cfg = ModelConfig::tiny(arch);
         let base = Weights::random(&cfg, 11, DType::F64, &Device::Cpu).unwrap();
         let model = Transformer::load(&cfg, &base).unwrap();
         let ids = Tensor::new(&[[1u32, 4, 2, 9, 3, 7]], &Device::Cpu).unwrap();
@@ -160,7 +144,7 @@ fn whole_transformer_gradient() {
 
 #[test]
 fn kv_cache_and_padding_reproduce_the_full_forward() {
-    let cfg = tiny_config(Architecture::Llama);
+    let cfg = ModelConfig::tiny(Architecture::Llama);
     let w = Weights::random(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
     let model = Transformer::load(&cfg, &w).unwrap();
     let seq = [1u32, 4, 2, 9, 3, 7, 5];
@@ -204,7 +188,7 @@ fn cross_entropy_gradient() {
 #[test]
 fn recomputed_layers_give_the_same_gradients() {
     for arch in [Architecture::Llama, Architecture::Qwen2] {
-        let cfg = tiny_config(arch);
+        let cfg = ModelConfig::tiny(arch);
         let model = Transformer::load(&cfg, &Weights::random(&cfg, 21, DType::F64, &Device::Cpu).unwrap()).unwrap();
         let adapter = AdapterSet::new(&model, LoraConfig::default(), 3).unwrap();
         for (i, layer) in adapter.layers().values().enumerate() {

@@ -66,6 +66,25 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// A tiny configuration of `architecture` (hidden 16, two layers, four heads over two
+    /// key/value heads, vocabulary 11, 32 positions) for tests and examples, with
+    /// [`super::Weights::random`] as its weights.
+    pub fn tiny(architecture: Architecture) -> Self {
+        Self {
+            architecture,
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            vocab_size: 11,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 32,
+            tie_word_embeddings: true,
+        }
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads

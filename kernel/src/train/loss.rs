@@ -102,19 +102,7 @@ mod tests {
 
     #[test]
     fn held_out_loss_equals_cross_entropy_over_the_full_logits() {
-        let cfg = ModelConfig {
-            architecture: Architecture::Llama,
-            hidden_size: 16,
-            intermediate_size: 24,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            vocab_size: 11,
-            rope_theta: 10_000.0,
-            rms_norm_eps: 1e-6,
-            max_position_embeddings: 32,
-            tie_word_embeddings: true,
-        };
+        let cfg = ModelConfig::tiny(Architecture::Llama);
         let model = Transformer::load(&cfg, &Weights::random(&cfg, 4, candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
         let encoded = |ids: &[u32], prompt: usize| Encoded {
             input_ids: ids.to_vec(),
