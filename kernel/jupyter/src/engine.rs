@@ -125,8 +125,8 @@ impl Engine {
             let _ = started_tx.send(Ok(()));
             let watch = Arc::new(Mutex::new(StderrWatch::default()));
             let (ends_tx, ends) = std::sync::mpsc::channel();
-            let stdout_turn = Arc::new(Mutex::new(()));
-            forward_stdout(outputs.stdout, out.clone(), stdout_turn.clone());
+            let (stdout_flush, flush_requests) = crossbeam_channel::unbounded();
+            forward_stdout(outputs.stdout, out.clone(), flush_requests);
             forward_stderr(outputs.stderr, out.clone(), watch.clone(), ends_tx);
             let mut callbacks = evcxr::EvalCallbacks { input_reader: &|request| input(request.prompt, request.is_password) };
             match preload_commands(&lib) {
@@ -153,12 +153,12 @@ impl Engine {
                         let result = match ctx.execute_with_callbacks(&code, &mut callbacks) {
                             Ok(o) => {
                                 // The code ran. evcxr returns once its stdout lines are taken
-                                // from the channel; holding the stdout forwarder's turn means
-                                // the last of them has been handed on too. Once stderr has
+                                // from the channel; a flush of the stdout forwarder makes
+                                // sure the last of them has been handed on too. Once stderr has
                                 // delivered the cell's end marker, every stderr line has been
                                 // forwarded (and seen by the stderr watch). The barrier then
                                 // waits until all of it is published.
-                                drop(stdout_turn.lock().expect("not poisoned"));
+                                flush_stdout(&stdout_flush);
                                 wait_for_end(&ends);
                                 barrier(&out);
                                 // evcxr catches a panic (keeping variables) or a `?` error and
@@ -300,25 +300,49 @@ fn barrier(out: &mpsc::UnboundedSender<Output>) {
     }
 }
 
-/// Forwards stdout lines (text, or live-display lines) to `out`. Each line is taken from
-/// the channel and handed on while holding `turn`, so whoever holds `turn` next knows that
-/// no line taken so far is still on its way.
-fn forward_stdout(rx: crossbeam_channel::Receiver<String>, out: mpsc::UnboundedSender<Output>, turn: Arc<Mutex<()>>) {
-    std::thread::spawn(move || loop {
-        let _turn = turn.lock().expect("not poisoned");
-        let line = match rx.recv_timeout(std::time::Duration::from_millis(10)) {
-            Ok(line) => line,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-        };
+/// Forwards stdout lines (text, or live-display lines) to `out`. A flush request is
+/// answered once every line taken so far, and any still queued, has been handed on: one
+/// loop does both, so no line can be between the channel and `out` when it answers.
+fn forward_stdout(
+    rx: crossbeam_channel::Receiver<String>,
+    out: mpsc::UnboundedSender<Output>,
+    flushes: crossbeam_channel::Receiver<std::sync::mpsc::Sender<()>>,
+) {
+    let send = move |line: String| {
         let msg = match bridge::parse(&line) {
             Some(d) => Output::Display(d),
             None => Output::Stream { stderr: false, text: format!("{line}\n") },
         };
-        if out.send(msg).is_err() {
-            return;
+        out.send(msg).is_ok()
+    };
+    std::thread::spawn(move || loop {
+        crossbeam_channel::select! {
+            recv(rx) -> line => {
+                if !line.is_ok_and(&send) {
+                    return;
+                }
+            },
+            recv(flushes) -> ack => {
+                for line in rx.try_iter() {
+                    if !send(line) {
+                        return;
+                    }
+                }
+                if let Ok(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
         }
     });
+}
+
+/// Waits until the stdout forwarder has handed on every line evcxr has queued so far
+/// (evcxr returns from a cell only once its stdout lines are queued and taken).
+fn flush_stdout(flush: &crossbeam_channel::Sender<std::sync::mpsc::Sender<()>>) {
+    let (ack, acked) = std::sync::mpsc::channel();
+    if flush.send(ack).is_ok() {
+        let _ = acked.recv_timeout(ORDERING_TIMEOUT);
+    }
 }
 
 /// Forwards stderr lines to `out` through the cell's [`StderrWatch`]; a cell's end marker
