@@ -141,6 +141,14 @@ pub enum Error {
         /// The cause.
         source: polars::error::PolarsError,
     },
+    /// A review study's database failed.
+    #[error("{path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
     /// The model library failed (loading, templates, tokenizing, generating).
     #[error(transparent)]
     Kernel(#[from] tunelab::Error),

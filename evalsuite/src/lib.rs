@@ -14,6 +14,8 @@
 //! 7. [`run`] ties these together and writes a run directory; [`run::summary`] reads it back.
 //! 8. [`compare`] reads stored runs back and compares them: paired statistics, the report
 //!    and the regression gate.
+//! 9. [`review`] pairs stored runs' answers for blind A/B review: studies, the vote store,
+//!    results, and the review service.
 
 #![warn(missing_docs)]
 
@@ -27,6 +29,7 @@ pub mod excerpt;
 pub mod guard;
 pub mod hashing;
 pub mod metrics;
+pub mod review;
 pub mod rubric;
 pub mod run;
 pub mod scorers;

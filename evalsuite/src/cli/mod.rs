@@ -7,6 +7,7 @@ mod decoding;
 mod eval;
 mod generate;
 mod merge;
+mod review;
 mod train;
 
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ enum Command {
     /// Speed benchmarks (compare with shared/bench/ reference scripts).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Blind A/B review studies: create, invite reviewers, close, results.
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
+    /// The blind review service reviewers open in a browser.
+    Serve(review::ServeArgs),
 }
 
 /// Parses the command line, runs the command, and turns errors into a message and exit code.
@@ -57,6 +63,8 @@ pub fn run() -> ExitCode {
         Command::Merge(args) => merge::run(args).map(|()| true),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| true),
+        Command::Review(cmd) => review::run(cmd),
+        Command::Serve(args) => review::serve(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

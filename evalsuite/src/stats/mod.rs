@@ -2,10 +2,14 @@
 //! confidence intervals (cases resampled with replacement, seeded so summaries are
 //! reproducible). [`paired`]: two runs on the same cases; [`proportion`]: pass-rate
 //! intervals that stay honest at small n; [`hypothesis`]: McNemar's exact test and Holm's
-//! correction; [`normal`]: the normal distribution the intervals and power use.
+//! correction; [`normal`]: the normal distribution the intervals and power use;
+//! [`agreement`]: Krippendorff's α and Cohen's κ between reviewers; [`bradley_terry`]:
+//! strengths from pairwise preferences.
 //! Each is checked against values recorded from scipy and statsmodels
 //! (`tests/vectors/stats.json`, written by `tests/vectors/record_stats.py`).
 
+pub mod agreement;
+pub mod bradley_terry;
 pub mod hypothesis;
 pub mod normal;
 pub mod paired;

@@ -50,3 +50,80 @@ pub fn score_predictions(suite: &std::path::Path, predictions: &std::path::Path,
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).output().expect("run tunelab");
     assert!(run.status.success(), "tunelab {args:?} failed:\n{}", String::from_utf8_lossy(&run.stderr));
 }
+
+/// A suite of `n` cases (alternately `seen` and `guard`) scored by a length check, and one
+/// predictions run per `(name, answer)` in `runs`, written under `dir`; returns the run
+/// directories. `answer(i)` is the run's output for case `i`.
+pub fn review_runs(dir: &std::path::Path, n: usize, runs: &[(&str, &dyn Fn(usize) -> String)]) -> Vec<PathBuf> {
+    std::fs::write(dir.join("rubric.toml"), "name = \"r\"\n[[checks]]\nname = \"len\"\nscorer = \"length\"\nmin_chars = 1\n").unwrap();
+    for category in ["seen", "guard"] {
+        let cases: String = (0..n)
+            .filter(|i| (i % 2 == 0) == (category == "seen"))
+            .map(|i| {
+                serde_json::json!({"id": format!("c{i}"), "instruction": format!("Question {i}: explain item {i}."), "output": format!("reference {i}")})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{category}.jsonl")), cases).unwrap();
+    }
+    std::fs::write(
+        dir.join("suite.toml"),
+        "name = \"review\"\nrubric = \"rubric.toml\"\n[[sets]]\ncategory = \"seen\"\ncases = \"seen.jsonl\"\n[[sets]]\ncategory = \"guard\"\ncases = \"guard.jsonl\"\n",
+    )
+    .unwrap();
+    runs.iter()
+        .map(|(name, answer)| {
+            let preds: String = (0..n).map(|i| serde_json::json!({"id": format!("c{i}"), "output": answer(i)}).to_string() + "\n").collect();
+            let file = dir.join(format!("{name}.jsonl"));
+            std::fs::write(&file, preds).unwrap();
+            score_predictions(&dir.join("suite.toml"), &file, dir, name);
+            dir.join(name)
+        })
+        .collect()
+}
+
+/// `tunelab review invite` for `reviewer`; returns the token from the printed link.
+pub fn invite(study: &std::path::Path, reviewer: &str) -> String {
+    let out = tunelab(&["review", "invite", study.to_str().unwrap(), "--reviewer", reviewer]);
+    assert!(out.status.success(), "invite failed: {}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8(out.stdout).unwrap();
+    link.trim().rsplit_once("#t=").expect("a link with a token").1.to_string()
+}
+
+/// A running `tunelab serve`, killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `tunelab serve` with `args` (and `--addr` unless given) and waits for its
+    /// "serving on" line.
+    pub fn start(args: &[&str], admin_token: Option<&str>) -> Self {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"));
+        cmd.arg("serve").args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+        if !args.contains(&"--addr") {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
+        match admin_token {
+            Some(t) => cmd.env("TUNELAB_ADMIN_TOKEN", t),
+            None => cmd.env_remove("TUNELAB_ADMIN_TOKEN"),
+        };
+        let mut child = cmd.spawn().expect("start tunelab serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the serve line");
+        let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
+        Self { child, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
