@@ -60,7 +60,8 @@ fn reviewer_loop(base: &str, token: &str, me: usize, stop: &AtomicBool) -> Tally
             }
             requests += 1;
             let start = Instant::now();
-            let reply = client.post(format!("{base}/api/vote")).bearer_auth(token).json(&json!({"task": task, "choice": choice, "request_id": request_id})).send();
+            let reply =
+                client.post(format!("{base}/api/vote")).bearer_auth(token).json(&json!({"task": task, "choice": choice, "request_id": request_id})).send();
             match reply {
                 Ok(r) if r.status().is_success() => {
                     tally.latencies_ms.push(start.elapsed().as_secs_f64() * 1e3);
@@ -92,7 +93,17 @@ fn acknowledged_votes_survive_a_sigkill_under_load_and_none_is_doubled() {
     let b = |i: usize| format!("second answer {i}");
     let runs = review_runs(&dir, 40, &[("run-a", &a), ("run-b", &b)]);
     let study = dir.join("study");
-    let out = tunelab(&["review", "new", "--runs", runs[0].to_str().unwrap(), runs[1].to_str().unwrap(), "--reviewers-per-item", "60", "--out", study.to_str().unwrap()]);
+    let out = tunelab(&[
+        "review",
+        "new",
+        "--runs",
+        runs[0].to_str().unwrap(),
+        runs[1].to_str().unwrap(),
+        "--reviewers-per-item",
+        "60",
+        "--out",
+        study.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tokens: Vec<String> = (0..REVIEWERS).map(|i| invite(&study, &format!("reviewer-{i}"))).collect();
 
@@ -161,6 +172,9 @@ fn acknowledged_votes_survive_a_sigkill_under_load_and_none_is_doubled() {
         }
     }
     let stored = rows.len();
-    println!("after the SIGKILL and restart: {acknowledged} acknowledged votes all stored once; {} stored but unacknowledged (in flight at the kill, never retried)", stored - acknowledged);
+    println!(
+        "after the SIGKILL and restart: {acknowledged} acknowledged votes all stored once; {} stored but unacknowledged (in flight at the kill, never retried)",
+        stored - acknowledged
+    );
     assert!(stored >= acknowledged && stored - acknowledged <= REVIEWERS, "{stored} rows for {acknowledged} acknowledged votes");
 }

@@ -213,6 +213,79 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     for needle in ["win rates", "Bradley–Terry", "Krippendorff's alpha", "Cohen's kappa ana / ben", "position bias", RUN_A, RUN_B] {
         assert!(text.contains(needle), "results text lacks {needle}:\n{text}");
     }
+
+    // The results are a section of the comparison report (HTML and Markdown).
+    for (format, file) in [("html", "report.html"), ("md", "report.md")] {
+        let page = dir.join(file);
+        let (a, b) = (dir.join(RUN_A), dir.join(RUN_B));
+        let out = tunelab(&[
+            "eval",
+            "report",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--review",
+            study.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            page.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let page = std::fs::read_to_string(page).unwrap();
+        for needle in ["Blind review: study", "Bradley–Terry", "Krippendorff", "Cohen", "22 votes from 2 reviewers"] {
+            assert!(page.contains(needle), "{format} report lacks {needle}");
+        }
+    }
+}
+
+#[test]
+fn admins_browse_runs_and_nothing_outside_the_runs_folder() {
+    let (dir, study) = study_setup("review-admin");
+    let server = Server::start(&["--study", study.to_str().unwrap(), "--runs", dir.to_str().unwrap()], Some(ADMIN));
+    let client = Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = client.get(format!("{}{path}", server.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(get("/api/admin/runs", None).0, 401);
+    assert_eq!(get("/api/admin/runs", Some("wrong-token-wrong-token")).0, 401);
+    let (status, body) = get("/api/admin/runs", Some(ADMIN));
+    assert_eq!(status, 200);
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs["runs"], json!([RUN_B, RUN_A]));
+    let (status, body) = get(&format!("/api/admin/runs/{RUN_A}"), Some(ADMIN));
+    assert!(status == 200 && body.contains("seen"), "{status} {body}");
+    for hostile in ["..", "..%2F..%2Fetc", "study", ".hidden", "%2Fetc%2Fpasswd"] {
+        let (status, body) = get(&format!("/api/admin/runs/{hostile}"), Some(ADMIN));
+        assert_eq!(status, 404, "{hostile}: {body}");
+    }
+    assert_eq!(get("/admin", None).0, 200, "the sign-in page itself is public");
+    assert_eq!(get("/api/admin/studies", Some(ADMIN)).0, 200);
+}
+
+#[test]
+fn more_than_two_runs_are_paired_so_every_pair_is_covered() {
+    let dir = scratch("review-three");
+    let answer = |k: usize| move |i: usize| format!("system {k} answer {i}");
+    let (a, b, c) = (answer(0), answer(1), answer(2));
+    let runs = review_runs(&dir, 9, &[("run-x", &a), ("run-y", &b), ("run-z", &c)]);
+    let study = dir.join("study");
+    let args: Vec<&str> = ["review", "new", "--runs"]
+        .into_iter()
+        .chain(runs.iter().map(|r| r.to_str().unwrap()))
+        .chain(["--sample", "6", "--seed", "3", "--out", study.to_str().unwrap()])
+        .collect();
+    let out = tunelab(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_slice(&std::fs::read(study.join("study.json")).unwrap()).unwrap();
+    assert_eq!(s["items"].as_array().unwrap().len(), 6, "--sample 6");
+    let mut pairs: Vec<String> = s["tasks"].as_array().unwrap().iter().map(|t| t["pair"].to_string()).collect();
+    pairs.sort();
+    assert_eq!(pairs, ["[0,1]", "[0,1]", "[0,2]", "[0,2]", "[1,2]", "[1,2]"], "each of the three pairs twice");
 }
 
 #[test]

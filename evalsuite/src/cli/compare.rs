@@ -76,6 +76,9 @@ pub struct ReportArgs {
     /// With --format overview: the full report's path, named under the tables.
     #[arg(long, value_name = "PATH")]
     full_report: Option<String>,
+    /// A blind review study whose results become a section of the report (repeatable).
+    #[arg(long = "review", value_name = "STUDY")]
+    reviews: Vec<PathBuf>,
     #[command(flatten)]
     stats: StatsArgs,
 }
@@ -117,7 +120,10 @@ pub fn report(args: ReportArgs) -> anyhow::Result<bool> {
             args.runs.iter().position(|r| r.canonicalize().is_ok_and(|r| r == b)).context("--baseline must be one of the runs given")?
         }
     };
-    let report = report::build(&runs, baseline, &args.stats.options())?;
+    let mut report = report::build(&runs, baseline, &args.stats.options())?;
+    for study in &args.reviews {
+        report.reviews.push(tunelab_evalsuite::review::study_results(study).with_context(|| format!("--review {}", study.display()))?);
+    }
     let text = match args.format {
         ReportFormat::Html => html::render(&report)?,
         ReportFormat::Json => report.to_json(),

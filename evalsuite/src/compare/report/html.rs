@@ -55,6 +55,7 @@ fn context(report: &Report, full_report: Option<&str>, data: Option<String>) -> 
         runs => Value::from_serialize(&report.runs),
         comparisons => Value::from_serialize(&report.comparisons),
         loss_curves => Value::from_serialize(&report.loss_curves),
+        reviews => Value::from_serialize(&report.reviews),
         cases_count => report.cases.len(),
         level => level,
         data => data,

@@ -51,5 +51,8 @@ pub fn render(report: &Report) -> String {
         }
         out.push('\n');
     }
+    for r in &report.reviews {
+        let _ = writeln!(out, "## Blind review: {}\n\n```\n{}```\n", cell(&r.study), crate::review::results::render_text(r));
+    }
     out
 }

@@ -65,6 +65,9 @@ pub struct Report {
     pub cases: Vec<ReportCase>,
     /// Loss curves of adapters whose training log was found.
     pub loss_curves: Vec<LossCurve>,
+    /// Results of blind review studies attached with `eval report --review` (their text
+    /// is in the runs' names and the reviewers' names only).
+    pub reviews: Vec<crate::review::ReviewResults>,
 }
 
 /// Builds the report for `runs`, comparing each with `runs[baseline]`.
@@ -84,6 +87,7 @@ pub fn build(runs: &[RunTable], baseline: usize, opts: &CompareOptions) -> Resul
         comparisons,
         cases: aligned_cases(&ordered),
         loss_curves: ordered.iter().filter_map(|r| loss_curve(r)).collect(),
+        reviews: Vec::new(),
     })
 }
 
