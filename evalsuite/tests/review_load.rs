@@ -162,8 +162,8 @@ fn acknowledged_votes_survive_a_sigkill_under_load_and_none_is_doubled() {
     let store = Store::open(&study).unwrap();
     let names: HashMap<i64, String> = store.reviewers().unwrap().into_iter().map(|r| (r.id, r.name)).collect();
     let mut rows: HashMap<(String, String), usize> = HashMap::new();
-    for (_, reviewer, _, request_id) in store.all_votes().unwrap() {
-        *rows.entry((names[&reviewer].clone(), request_id.expect("every vote carries its request id"))).or_default() += 1;
+    for vote in store.all_votes().unwrap() {
+        *rows.entry((names[&vote.reviewer].clone(), vote.request_id.expect("every vote carries its request id"))).or_default() += 1;
     }
     for (i, t) in tallies.iter().enumerate() {
         for rid in &t.acknowledged {

@@ -132,7 +132,7 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     assert_eq!((status, ack["replayed"].clone()), (200, json!(true)));
 
     // Ben votes too: his sides are his own; he prefers the first system's answer.
-    let mut ben_votes = 0;
+    let (mut ben_votes, mut ben_left) = (0, 0);
     loop {
         let next = ben.json("/api/next");
         if next["finished"] == true {
@@ -140,6 +140,7 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
         }
         let left_is_first_system = next["left"].as_str().unwrap().starts_with("Answer from the first system");
         let choice = if left_is_first_system { "left" } else { "right" };
+        ben_left += usize::from(left_is_first_system);
         assert_eq!(ben.vote(next["task"].as_str().unwrap(), choice, &format!("ben-{ben_votes}")).0, 200);
         ben_votes += 1;
     }
@@ -173,13 +174,20 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     assert_eq!(ana.vote(&first, "left; DROP TABLE votes", "ana-y").0, 400, "bad choice");
     assert_eq!(ana.vote(&first, "left", "../../etc").0, 400, "bad request id");
 
-    // Admin endpoints need the admin token; with it, results name the runs.
+    // Admin endpoints need the admin token; with it, results, naming the runs only once the
+    // study is closed.
     assert_eq!(ana.get(&format!("/api/admin/results?study={}", "study")).0, 401, "a reviewer token is not an admin token");
-    let admin_results: Value = client.get(format!("{}/api/admin/results?study=study", server.base)).bearer_auth(ADMIN).send().unwrap().json().unwrap();
-    assert_eq!(admin_results["runs"], json!([RUN_A, RUN_B]));
+    let admin_results = || -> Value { client.get(format!("{}/api/admin/results?study=study", server.base)).bearer_auth(ADMIN).send().unwrap().json().unwrap() };
+    let open = admin_results();
+    assert_eq!(open["unblinded"], false);
+    let open_text = open.to_string();
+    assert!(!open_text.contains(RUN_A) && !open_text.contains(RUN_B), "results name runs while the study is open");
+    assert_eq!(open["results"]["votes"], 22);
 
-    // Close: every later vote, replayed or new, is refused.
+    // Close: every later vote, replayed or new, is refused; admins now see the runs' names.
     assert!(tunelab(&["review", "close", study.to_str().unwrap()]).status.success());
+    let closed = admin_results();
+    assert_eq!((closed["unblinded"].clone(), closed["results"]["runs"].clone()), (json!(true), json!([RUN_A, RUN_B])));
     assert_eq!(ana.vote(&first, "left", "ana-change").0, 409, "replayed after close");
     assert_eq!(ana.vote(&first, "left", "ana-after").0, 409);
     assert_eq!(ana.json("/api/next")["closed"], true);
@@ -205,7 +213,8 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     let ties = all["ties"]["k"].as_u64().unwrap();
     assert_eq!(ties, 1);
     assert!(a_wins >= 11, "ben's 11 votes all prefer {RUN_A}: {all}");
-    assert_eq!(r["left_share"]["k"].as_u64().unwrap() + 0, r["left_share"]["k"].as_u64().unwrap());
+    // Position bias: ana's ten remaining "left" votes and ben's left choices, of 21 decisive.
+    assert_eq!((r["left_share"]["k"].as_u64().unwrap(), r["left_share"]["n"].as_u64().unwrap()), (10 + ben_left as u64, 21));
     assert!(r["ratings"][0]["rating"].as_f64().unwrap() > r["ratings"][1]["rating"].as_f64().unwrap());
     assert_eq!(r["kappas"].as_array().unwrap().len(), 1);
     assert_eq!(r["kappas"][0]["shared"], 11);

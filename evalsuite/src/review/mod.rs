@@ -7,7 +7,8 @@
 //!   under an opaque system id) and the tasks (an item and a pair of systems) — everything
 //!   the service serves from, and nothing that names a run, model or adapter;
 //! - `key.json` ([`study::StudyKey`]): which run each opaque system id stands for, read only
-//!   by `tunelab review results` and the admin-only results endpoint;
+//!   by `tunelab review results` and, once the study is closed, the admin-only results
+//!   endpoint;
 //! - `review.db` ([`store::Store`]): reviewers (hashed tokens), reservations and every vote
 //!   with the order its sides were shown in (WAL, synchronous commits).
 
@@ -18,6 +19,6 @@ pub mod store;
 pub mod study;
 pub mod token;
 
-pub use results::{study_results, ReviewResults};
+pub use results::{blinded_study_results, study_results, ReviewResults};
 pub use store::{Choice, Store};
 pub use study::{create_study, Study, StudyKey, StudyOptions};

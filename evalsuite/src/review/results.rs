@@ -130,10 +130,21 @@ pub struct ReviewResults {
     pub judge_agreement: Option<Proportion>,
 }
 
-/// Reads the study directory and computes its results.
+/// Reads the study directory and computes its results, naming the runs from the study's
+/// key (`key.json`).
 pub fn study_results(dir: &Path) -> Result<ReviewResults> {
+    results_with(dir, Some(StudyKey::read(dir)?))
+}
+
+/// [`study_results`] without reading the key: systems are named by their opaque ids (what
+/// the service shows admins while voting is open).
+pub fn blinded_study_results(dir: &Path) -> Result<ReviewResults> {
+    results_with(dir, None)
+}
+
+fn results_with(dir: &Path, key: Option<StudyKey>) -> Result<ReviewResults> {
     let study = Study::read(dir)?;
-    let key = StudyKey::read(dir)?;
+    let key = key.unwrap_or_else(|| StudyKey { schema_version: study.schema_version, systems: Vec::new(), excluded: Vec::new() });
     let store = Store::open(dir)?;
     let votes = store.latest_votes(&study)?;
     let names: HashMap<i64, String> = store.reviewers()?.into_iter().map(|r| (r.id, r.name)).collect();

@@ -1,6 +1,7 @@
 //! The review service (axum): the review page and its JSON API for reviewers (each request
-//! carries the reviewer's token as `Authorization: Bearer …`), admin-only results and a
-//! read-only browser of runs, and `GET /healthz`.
+//! carries the reviewer's token as `Authorization: Bearer …`), admin-only results (with the
+//! runs' names only once the study is closed: the service reads the key, `key.json`, for
+//! nothing else) and a read-only browser of runs, and `GET /healthz`.
 //!
 //! Blinding: nothing served to a reviewer names a run, model, adapter or the side mapping —
 //! answers are served as `left` and `right` only, the task ids are random, and errors are
@@ -21,7 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::results::{study_results, ReviewResults};
+use super::results::{blinded_study_results, study_results, ReviewResults};
 use super::store::{Choice, Next, Refusal, Store};
 use super::study::Study;
 use super::token::{self, TokenHash};
@@ -114,11 +115,32 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// A refused request: a status and a fixed sentence (never text from the study or the
+/// request).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiError {
+    status: StatusCode,
+    message: &'static str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        refuse(self.status, self.message)
+    }
+}
+
+fn reject(status: StatusCode, message: &'static str) -> ApiError {
+    ApiError { status, message }
+}
+
+/// What the handlers return.
+type Reply = std::result::Result<Response, ApiError>;
+
 /// An internal failure: reported to the service's error sink (the binary prints it); the
 /// client gets a fixed sentence that reveals nothing of the study.
-fn internal(state: &ServiceState, e: Error) -> Response {
+fn internal(state: &ServiceState, e: Error) -> ApiError {
     (state.on_error)(&e);
-    refuse(StatusCode::INTERNAL_SERVER_ERROR, "the server could not complete this request; try again")
+    reject(StatusCode::INTERNAL_SERVER_ERROR, "the server could not complete this request; try again")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -128,12 +150,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The study and reviewer a token belongs to.
-fn reviewer(state: &ServiceState, headers: &HeaderMap) -> std::result::Result<(usize, i64), Response> {
-    let unauthorized = || refuse(StatusCode::UNAUTHORIZED, "a valid review link is needed");
+fn reviewer(state: &ServiceState, headers: &HeaderMap) -> std::result::Result<(usize, i64), ApiError> {
+    let unauthorized = || reject(StatusCode::UNAUTHORIZED, "a valid review link is needed");
     let token = bearer(headers).ok_or_else(unauthorized)?;
     let mut found = None;
     for (s, handle) in state.studies.iter().enumerate() {
-        let reviewers = handle.store.lock().unwrap_or_else(|p| p.into_inner()).reviewers().map_err(|e| internal(&state, e))?;
+        let reviewers = handle.store.lock().unwrap_or_else(|p| p.into_inner()).reviewers().map_err(|e| internal(state, e))?;
         let known: Vec<(i64, TokenHash)> = reviewers.iter().map(|r| (r.id, r.token_hash)).collect();
         if let Some(id) = token::find(token, &known) {
             found = Some((s, id));
@@ -142,8 +164,8 @@ fn reviewer(state: &ServiceState, headers: &HeaderMap) -> std::result::Result<(u
     found.ok_or_else(unauthorized)
 }
 
-fn admin(state: &ServiceState, headers: &HeaderMap) -> std::result::Result<(), Response> {
-    let unauthorized = || refuse(StatusCode::UNAUTHORIZED, "the admin token is needed");
+fn admin(state: &ServiceState, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
+    let unauthorized = || reject(StatusCode::UNAUTHORIZED, "the admin token is needed");
     let (Some(expected), Some(token)) = (state.admin.as_ref(), bearer(headers)) else { return Err(unauthorized()) };
     if token::equal(&token::hash(token), expected) {
         Ok(())
@@ -157,10 +179,10 @@ fn now_ms() -> i64 {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::result::Result<T, Response> + Send + 'static) -> std::result::Result<T, Response> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static) -> std::result::Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the server could not complete this request; try again")))
+        .unwrap_or_else(|_| Err(reject(StatusCode::INTERNAL_SERVER_ERROR, "the server could not complete this request; try again")))
 }
 
 /// A task as a reviewer sees it: prompt, reference (when shown), the two answers in this
@@ -181,12 +203,9 @@ fn task_view(handle: &StudyHandle, reviewer: i64, t: usize, choice: Option<Choic
     })
 }
 
-async fn next(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Response {
-    let (s, who) = match reviewer(&state, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let result = blocking(move || {
+async fn next(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Reply {
+    let (s, who) = reviewer(&state, &headers)?;
+    blocking(move || {
         let handle = &state.studies[s];
         let mut store = handle.store.lock().unwrap_or_else(|p| p.into_inner());
         let closed = store.closed_at().map_err(|e| internal(&state, e))?.is_some();
@@ -200,43 +219,34 @@ async fn next(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Res
             Next::Finished => Json(json!({ "finished": true, "closed": false, "progress": progress })).into_response(),
         })
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
-async fn task(State(state): State<Arc<ServiceState>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    let (s, who) = match reviewer(&state, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let result = blocking(move || {
+async fn task(State(state): State<Arc<ServiceState>>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Reply {
+    let (s, who) = reviewer(&state, &headers)?;
+    blocking(move || {
         let handle = &state.studies[s];
-        let Some(&t) = handle.index.get(&id) else { return Err(refuse(StatusCode::NOT_FOUND, "no such item")) };
+        let Some(&t) = handle.index.get(&id) else { return Err(reject(StatusCode::NOT_FOUND, "no such item")) };
         let mut store = handle.store.lock().unwrap_or_else(|p| p.into_inner());
         let history = store.history(&handle.study, who).map_err(|e| internal(&state, e))?;
-        let Some(&(_, choice)) = history.iter().find(|(h, _)| *h == t) else { return Err(refuse(StatusCode::NOT_FOUND, "no such item")) };
+        let Some(&(_, choice)) = history.iter().find(|(h, _)| *h == t) else { return Err(reject(StatusCode::NOT_FOUND, "no such item")) };
         let progress = store.progress(&handle.study, who, now_ms()).map_err(|e| internal(&state, e))?;
         let closed = store.closed_at().map_err(|e| internal(&state, e))?.is_some();
         Ok(Json(task_view(handle, who, t, Some(choice), progress, closed)).into_response())
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
-async fn history(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Response {
-    let (s, who) = match reviewer(&state, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let result = blocking(move || {
+async fn history(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Reply {
+    let (s, who) = reviewer(&state, &headers)?;
+    blocking(move || {
         let handle = &state.studies[s];
         let store = handle.store.lock().unwrap_or_else(|p| p.into_inner());
         let history = store.history(&handle.study, who).map_err(|e| internal(&state, e))?;
         let tasks: Vec<Value> = history.iter().map(|(t, c)| json!({ "task": handle.study.tasks[*t].id, "choice": c.as_str() })).collect();
         Ok(Json(json!({ "tasks": tasks })).into_response())
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
 /// A vote as posted by the page.
@@ -251,34 +261,31 @@ struct VoteBody {
     request_id: Option<String>,
 }
 
-async fn vote(State(state): State<Arc<ServiceState>>, headers: HeaderMap, body: std::result::Result<Json<VoteBody>, JsonRejection>) -> Response {
-    let (s, who) = match reviewer(&state, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+async fn vote(State(state): State<Arc<ServiceState>>, headers: HeaderMap, body: std::result::Result<Json<VoteBody>, JsonRejection>) -> Reply {
+    let (s, who) = reviewer(&state, &headers)?;
     let body = match body {
         Ok(Json(b)) => b,
-        Err(JsonRejection::BytesRejection(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large"),
-        Err(JsonRejection::MissingJsonContentType(_)) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the vote as application/json"),
+        Err(JsonRejection::BytesRejection(_)) => return Err(reject(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")),
+        Err(JsonRejection::MissingJsonContentType(_)) => return Err(reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the vote as application/json")),
         Err(_) => {
-            return refuse(
+            return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "the vote must be JSON with task, choice (left, right, tie or both_bad), an optional comment and request_id",
-            )
+            ))
         }
     };
-    let Some(choice) = Choice::parse(&body.choice) else { return refuse(StatusCode::BAD_REQUEST, "choice must be left, right, tie or both_bad") };
+    let Some(choice) = Choice::parse(&body.choice) else { return Err(reject(StatusCode::BAD_REQUEST, "choice must be left, right, tie or both_bad")) };
     if body.comment.chars().count() > MAX_COMMENT_CHARS {
-        return refuse(StatusCode::BAD_REQUEST, "the comment is too long (2000 characters at most)");
+        return Err(reject(StatusCode::BAD_REQUEST, "the comment is too long (2000 characters at most)"));
     }
     if let Some(rid) = &body.request_id {
         if rid.is_empty() || rid.len() > 64 || !rid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return refuse(StatusCode::BAD_REQUEST, "request_id must be 1-64 letters, digits, '-' or '_'");
+            return Err(reject(StatusCode::BAD_REQUEST, "request_id must be 1-64 letters, digits, '-' or '_'"));
         }
     }
-    let result = blocking(move || {
+    blocking(move || {
         let handle = &state.studies[s];
-        let Some(&t) = handle.index.get(&body.task) else { return Err(refuse(StatusCode::NOT_FOUND, "no such item")) };
+        let Some(&t) = handle.index.get(&body.task) else { return Err(reject(StatusCode::NOT_FOUND, "no such item")) };
         let mut store = handle.store.lock().unwrap_or_else(|p| p.into_inner());
         let at = crate::run::now_utc().1;
         let outcome =
@@ -288,21 +295,18 @@ async fn vote(State(state): State<Arc<ServiceState>>, headers: HeaderMap, body: 
                 let progress = store.progress(&handle.study, who, now_ms()).map_err(|e| internal(&state, e))?;
                 Ok(Json(json!({ "ok": true, "replayed": ack.replayed, "progress": progress })).into_response())
             }
-            Err(Refusal::Closed) => Err(refuse(StatusCode::CONFLICT, "this study is closed; votes are no longer accepted")),
-            Err(Refusal::NotAvailable) => Err(refuse(StatusCode::FORBIDDEN, "this item is not assigned to you")),
+            Err(Refusal::Closed) => Err(reject(StatusCode::CONFLICT, "this study is closed; votes are no longer accepted")),
+            Err(Refusal::NotAvailable) => Err(reject(StatusCode::FORBIDDEN, "this item is not assigned to you")),
         }
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
-async fn admin_studies(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = admin(&state, &headers) {
-        return e;
-    }
+async fn admin_studies(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Reply {
+    admin(&state, &headers)?;
     let studies: Vec<Value> =
         state.studies.iter().map(|h| json!({ "name": h.study.name, "tasks": h.study.tasks.len(), "created_at": h.study.created_at })).collect();
-    Json(json!({ "studies": studies })).into_response()
+    Ok(Json(json!({ "studies": studies })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -310,17 +314,17 @@ struct StudyQuery {
     study: String,
 }
 
-async fn admin_results(State(state): State<Arc<ServiceState>>, headers: HeaderMap, Query(q): Query<StudyQuery>) -> Response {
-    if let Err(e) = admin(&state, &headers) {
-        return e;
-    }
-    let result = blocking(move || {
-        let Some(handle) = state.studies.iter().find(|h| h.study.name == q.study) else { return Err(refuse(StatusCode::NOT_FOUND, "no such study")) };
-        let results: ReviewResults = study_results(&handle.dir).map_err(|e| internal(&state, e))?;
-        Ok(Json(results).into_response())
+async fn admin_results(State(state): State<Arc<ServiceState>>, headers: HeaderMap, Query(q): Query<StudyQuery>) -> Reply {
+    admin(&state, &headers)?;
+    blocking(move || {
+        let Some(handle) = state.studies.iter().find(|h| h.study.name == q.study) else { return Err(reject(StatusCode::NOT_FOUND, "no such study")) };
+        // The key is read only once voting has ended: while the study is open, even admins
+        // see the systems under their opaque ids.
+        let closed = handle.store.lock().unwrap_or_else(|p| p.into_inner()).closed_at().map_err(|e| internal(&state, e))?.is_some();
+        let results: ReviewResults = if closed { study_results(&handle.dir) } else { blinded_study_results(&handle.dir) }.map_err(|e| internal(&state, e))?;
+        Ok(Json(json!({ "unblinded": closed, "results": results })).into_response())
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
 /// A run directory's name, if it is a plain child of the runs folder holding a run.
@@ -330,34 +334,28 @@ fn run_dir(root: &Path, name: &str) -> Option<PathBuf> {
     (plain && dir.join(crate::run::store::RUN_FILE).is_file()).then_some(dir)
 }
 
-async fn admin_runs(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = admin(&state, &headers) {
-        return e;
-    }
-    let Some(root) = state.runs.clone() else { return refuse(StatusCode::NOT_FOUND, "the service was started without --runs") };
-    let result = blocking(move || {
+async fn admin_runs(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Reply {
+    admin(&state, &headers)?;
+    let Some(root) = state.runs.clone() else { return Err(reject(StatusCode::NOT_FOUND, "the service was started without --runs")) };
+    blocking(move || {
         let mut names: Vec<String> = std::fs::read_dir(&root)
-            .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "the runs folder cannot be read"))?
+            .map_err(|_| reject(StatusCode::INTERNAL_SERVER_ERROR, "the runs folder cannot be read"))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| run_dir(&root, n).is_some())
             .collect();
         names.sort();
         Ok(Json(json!({ "runs": names })).into_response())
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }
 
-async fn admin_run(State(state): State<Arc<ServiceState>>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(e) = admin(&state, &headers) {
-        return e;
-    }
-    let Some(root) = state.runs.clone() else { return refuse(StatusCode::NOT_FOUND, "the service was started without --runs") };
-    let result = blocking(move || {
-        let Some(dir) = run_dir(&root, &name) else { return Err(refuse(StatusCode::NOT_FOUND, "no such run")) };
+async fn admin_run(State(state): State<Arc<ServiceState>>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Reply {
+    admin(&state, &headers)?;
+    let Some(root) = state.runs.clone() else { return Err(reject(StatusCode::NOT_FOUND, "the service was started without --runs")) };
+    blocking(move || {
+        let Some(dir) = run_dir(&root, &name) else { return Err(reject(StatusCode::NOT_FOUND, "no such run")) };
         let summary = crate::run::summary::summarize(&dir).map_err(|e| internal(&state, e))?;
         Ok(Json(json!({ "run": name, "summary": crate::run::summary::render_text(&summary) })).into_response())
     })
-    .await;
-    result.unwrap_or_else(|e| e)
+    .await
 }

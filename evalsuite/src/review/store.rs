@@ -321,12 +321,24 @@ impl Store {
             .collect())
     }
 
-    /// Every vote row ever written (for audits and the durability test): `(id, reviewer,
-    /// task id, request id)`.
-    pub fn all_votes(&self) -> Result<Vec<(i64, i64, String, Option<String>)>> {
+    /// Every vote row ever written, oldest first (for audits and the durability test).
+    pub fn all_votes(&self) -> Result<Vec<StoredVote>> {
         let mut stmt = self.db(self.conn.prepare_cached("SELECT id, reviewer_id, task, request_id FROM votes ORDER BY id"))?;
-        self.db(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).and_then(|r| r.collect()))
+        self.db(stmt.query_map([], |r| Ok(StoredVote { id: r.get(0)?, reviewer: r.get(1)?, task: r.get(2)?, request_id: r.get(3)? })).and_then(|r| r.collect()))
     }
+}
+
+/// One stored vote row, as [`Store::all_votes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVote {
+    /// Row id (the order votes were committed in).
+    pub id: i64,
+    /// Reviewer row id.
+    pub reviewer: i64,
+    /// The task's opaque id.
+    pub task: String,
+    /// The client's request id, when it sent one.
+    pub request_id: Option<String>,
 }
 
 /// `r` with a database error attributed to the file at `path`.
@@ -398,5 +410,72 @@ pub fn sides(study: &Study, reviewer: i64, task: &Task) -> [usize; 2] {
         task.pair
     } else {
         [task.pair[1], task.pair[0]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::study::{Item, Study, Task};
+
+    fn study(tasks: usize, seed: u64) -> Study {
+        Study {
+            schema_version: 1,
+            name: "s".into(),
+            created_at: String::new(),
+            systems: vec!["sa".into(), "sb".into()],
+            items: vec![Item {
+                case_id: "c".into(),
+                category: "seen".into(),
+                prompt: "p".into(),
+                reference: String::new(),
+                answers: vec!["a".into(), "b".into()],
+                judge_scores: vec![],
+            }],
+            tasks: (0..tasks).map(|i| Task { id: format!("t{i}"), item: 0, pair: [0, 1] }).collect(),
+            reviewers_per_item: 1,
+            show_reference: false,
+            seed,
+            excluded: 0,
+        }
+    }
+
+    #[test]
+    fn sides_are_stable_per_reviewer_and_task_and_vary_between_them() {
+        let s = study(200, 42);
+        let shown: Vec<[usize; 2]> = s.tasks.iter().map(|t| sides(&s, 1, t)).collect();
+        assert_eq!(shown, s.tasks.iter().map(|t| sides(&s, 1, t)).collect::<Vec<_>>(), "a reload shows the same sides");
+        let swapped = shown.iter().filter(|p| **p == [1, 0]).count();
+        assert!((60..=140).contains(&swapped), "{swapped} of 200 swapped");
+        let other: Vec<[usize; 2]> = s.tasks.iter().map(|t| sides(&s, 2, t)).collect();
+        assert_ne!(shown, other, "another reviewer gets other sides");
+        assert_ne!(reviewer_order(&s, 1), reviewer_order(&s, 2), "reviewers get their own order");
+    }
+
+    #[test]
+    fn a_vote_is_refused_once_the_task_has_its_reviewers_and_after_close() {
+        let dir = std::env::temp_dir().join(format!("tunelab-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = study(1, 7);
+        let mut store = Store::open(&dir).unwrap();
+        let (a, b) = (store.add_reviewer("a", &[1; 32], "t").unwrap(), store.add_reviewer("b", &[2; 32], "t").unwrap());
+        assert!(store.add_reviewer("a", &[3; 32], "t").is_err(), "names are unique");
+        assert_eq!(store.next_task(&s, a, 0).unwrap().0, Next::Task(0));
+        // b finds the only task reserved for a.
+        assert_eq!(store.next_task(&s, b, 1).unwrap().0, Next::Finished);
+        assert_eq!(store.record_vote(&s, b, 0, Choice::Left, "", Some("b1"), 1, "t").unwrap(), Err(Refusal::NotAvailable));
+        let ack = store.record_vote(&s, a, 0, Choice::Tie, "", Some("a1"), 2, "t").unwrap().unwrap();
+        assert!(!ack.replayed);
+        assert_eq!(store.record_vote(&s, a, 0, Choice::Left, "", Some("a1"), 3, "t").unwrap().unwrap(), Ack { vote_id: ack.vote_id, replayed: true });
+        // The reservation expires, but the task has its one reviewer.
+        assert_eq!(store.next_task(&s, b, RESERVATION_MS + 10).unwrap().0, Next::Finished);
+        assert!(store.close("t").unwrap());
+        assert!(!store.close("t").unwrap(), "already closed");
+        assert_eq!(store.record_vote(&s, a, 0, Choice::Right, "", Some("a2"), 4, "t").unwrap(), Err(Refusal::Closed));
+        let votes = store.latest_votes(&s).unwrap();
+        assert_eq!(votes.len(), 1);
+        assert_eq!(votes[0].choice, Choice::Tie);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
