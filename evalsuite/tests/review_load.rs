@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{invite, review_runs, scratch, tunelab, Server};
+use common::{invite, new_study, review_runs, scratch, Server};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use tunelab_evalsuite::review::Store;
@@ -93,18 +93,7 @@ fn acknowledged_votes_survive_a_sigkill_under_load_and_none_is_doubled() {
     let b = |i: usize| format!("second answer {i}");
     let runs = review_runs(&dir, 40, &[("run-a", &a), ("run-b", &b)]);
     let study = dir.join("study");
-    let out = tunelab(&[
-        "review",
-        "new",
-        "--runs",
-        runs[0].to_str().unwrap(),
-        runs[1].to_str().unwrap(),
-        "--reviewers-per-item",
-        "60",
-        "--out",
-        study.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    new_study(&runs, &study, &["--reviewers-per-item", "60"]);
     let tokens: Vec<String> = (0..REVIEWERS).map(|i| invite(&study, &format!("reviewer-{i}"))).collect();
 
     let server = Arc::new(Mutex::new(Server::start(&["--study", study.to_str().unwrap()], None)));

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{invite, review_runs, scratch, tunelab, Server};
+use common::{invite, new_study, review_runs, scratch, tunelab, Server};
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 
@@ -63,19 +63,7 @@ fn study_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let b = |i: usize| if i == 3 { format!("I am {RUN_B}, answering {i}.") } else { format!("The second system's answer {i}.") };
     let runs = review_runs(&dir, 12, &[(RUN_A, &a), (RUN_B, &b)]);
     let study = dir.join("study");
-    let out = tunelab(&[
-        "review",
-        "new",
-        "--runs",
-        runs[0].to_str().unwrap(),
-        runs[1].to_str().unwrap(),
-        "--reviewers-per-item",
-        "2",
-        "--out",
-        study.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "review new failed: {}", String::from_utf8_lossy(&out.stderr));
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = new_study(&runs, &study, &["--reviewers-per-item", "2"]);
     assert!(printed.contains("11 items") && printed.contains("left out c3"), "{printed}");
     (dir, study)
 }
@@ -283,13 +271,7 @@ fn more_than_two_runs_are_paired_so_every_pair_is_covered() {
     let (a, b, c) = (answer(0), answer(1), answer(2));
     let runs = review_runs(&dir, 9, &[("run-x", &a), ("run-y", &b), ("run-z", &c)]);
     let study = dir.join("study");
-    let args: Vec<&str> = ["review", "new", "--runs"]
-        .into_iter()
-        .chain(runs.iter().map(|r| r.to_str().unwrap()))
-        .chain(["--sample", "6", "--seed", "3", "--out", study.to_str().unwrap()])
-        .collect();
-    let out = tunelab(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    new_study(&runs, &study, &["--sample", "6", "--seed", "3"]);
     let s: Value = serde_json::from_slice(&std::fs::read(study.join("study.json")).unwrap()).unwrap();
     assert_eq!(s["items"].as_array().unwrap().len(), 6, "--sample 6");
     let mut pairs: Vec<String> = s["tasks"].as_array().unwrap().iter().map(|t| t["pair"].to_string()).collect();

@@ -2,8 +2,7 @@
 installed `tunelab` kernelspec, with a sample for every feature the kernel offers. Each
 message the kernel sends is checked against the protocol's schema by the suite itself.
 
-Not offered, so not sampled: the pager (`payload` pages; the kernel has no `?`-help magic);
-history `search` requests without `n` and `unique` (see below).
+Not offered, so not sampled: the pager (`payload` pages; the kernel has no `?`-help magic).
 """
 import unittest
 
@@ -38,10 +37,10 @@ class TunelabKernelConformance(jupyter_kernel_test.KernelTests):
 
     code_clear_output = 'println!("soon gone");\ntunelab::notebook::clear_output(false);'
 
-    # `search` is answered (kernel/jupyter/src/history.rs) when a request carries `n` and
-    # `unique`; the suite's search requests leave them out, which the protocol crate the
-    # kernel reads messages with (jupyter-protocol 2.0) cannot parse, so it is not sampled.
-    supported_history_operations = ("tail", "range")
+    # The suite's `search` requests leave out `n` and `unique` (optional in the spec); the
+    # kernel fills them in before parsing (kernel/jupyter/src/wire.rs).
+    supported_history_operations = ("tail", "range", "search")
+    code_history_pattern = "1 + *"
 
     code_inspect_sample = "std::vec::Vec"
 

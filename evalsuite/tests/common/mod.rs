@@ -127,3 +127,15 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// `tunelab review new --runs RUNS… EXTRA… --out study`; returns what it printed, panics
+/// with its stderr when it fails.
+pub fn new_study(runs: &[PathBuf], study: &std::path::Path, extra: &[&str]) -> String {
+    let mut args: Vec<&str> = vec!["review", "new", "--runs"];
+    args.extend(runs.iter().map(|r| r.to_str().unwrap()));
+    args.extend(extra);
+    args.extend(["--out", study.to_str().unwrap()]);
+    let out = tunelab(&args);
+    assert!(out.status.success(), "tunelab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

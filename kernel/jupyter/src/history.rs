@@ -2,9 +2,8 @@
 //! IPython answers them): front ends use it for up-arrow recall and `%history`-like views.
 //! Kept in memory for the kernel's lifetime, as one session numbered [`SESSION`].
 //!
-//! A `search` request reaches this code only when it carries every field (`n` and
-//! `unique` too): the protocol crate (jupyter-protocol 2.0) cannot parse one without them,
-//! and the message is lost before the kernel sees it.
+//! Requests arrive with the spec's optional fields filled in (`wire::fill_optional_fields`):
+//! a `search` without `n` asks for every match.
 
 use serde_json::{json, Value};
 

@@ -13,6 +13,7 @@ mod install;
 mod library;
 mod server;
 mod user_error;
+mod wire;
 mod work_dir;
 
 use std::path::PathBuf;

@@ -122,7 +122,7 @@ async fn serve(info: ConnectionInfo, lib: PathBuf) -> anyhow::Result<()> {
 
     let mut count = 0u32;
     loop {
-        let req = match shell.read().await {
+        let req = match crate::wire::read(&mut shell).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("tunelab-kernel: bad shell message: {e}");
