@@ -30,6 +30,20 @@ def test_execute_result_streams_and_counts(kernel):
     assert any(t == "execute_input" for t, _ in msgs)
 
 
+def test_timing_shows_each_cell_s_phases(kernel):
+    # A cell of `:` commands runs no code in the subprocess and ends at once; `:timing` then
+    # reports each later cell's phases after its output.
+    reply, msgs = run(kernel, ":timing")
+    assert reply["status"] == "ok", reply
+    try:
+        reply, msgs = run(kernel, 'println!("timed"); 7')
+        assert reply["status"] == "ok", reply
+        text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+        assert text.index("timed") < text.index("Took") and "Final compile" in text and "Execution" in text, text
+    finally:
+        run(kernel, ":timing")
+
+
 def test_compile_error_is_an_error(kernel):
     reply, msgs = run(kernel, 'let n: u32 = "not a number";')
     assert reply["status"] == "error"

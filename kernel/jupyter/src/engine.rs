@@ -159,7 +159,17 @@ impl Engine {
                                 // forwarded (and seen by the stderr watch). The barrier then
                                 // waits until all of it is published.
                                 flush_stdout(&stdout_flush);
-                                wait_for_end(&ends);
+                                // Only code that ran in the subprocess ends with a marker;
+                                // a cell of `:` commands alone has no "Execution" phase.
+                                if o.phases.iter().any(|p| p.name == "Execution") {
+                                    wait_for_end(&ends);
+                                }
+                                if let Some(took) = o.timing {
+                                    let _ = out.send(Output::Stream {
+                                        stderr: false,
+                                        text: timing_text(took, o.phases.iter().map(|p| (p.name.as_str(), p.duration))),
+                                    });
+                                }
                                 barrier(&out);
                                 // evcxr catches a panic (keeping variables) or a `?` error and
                                 // reports success; stderr is how we know.
@@ -285,6 +295,15 @@ impl StderrWatch {
         self.last_line = Some(line.to_string());
         true
     }
+}
+
+/// What `:timing` shows after a cell: the total and each of evcxr's phases.
+fn timing_text<'a>(took: std::time::Duration, phases: impl Iterator<Item = (&'a str, std::time::Duration)>) -> String {
+    let mut text = format!("Took {}ms\n", took.as_millis());
+    for (name, duration) in phases {
+        text.push_str(&format!("  {name}: {}ms\n", duration.as_millis()));
+    }
+    text
 }
 
 /// Waits until stderr has delivered a cell's end marker (or the timeout).
