@@ -88,6 +88,7 @@ fn a_registered_toy_scorer_runs_through_eval_run() {
         cache: None,
         categories: Vec::new(),
         limit_per_category: None,
+        shard: None,
         overwrite: true,
         judges: Default::default(),
         command: "test".into(),

@@ -25,6 +25,8 @@ pub enum EvalCommand {
     Run(Box<RunArgs>),
     /// Per-category scores with 95 % intervals for a run directory.
     Summary(SummaryArgs),
+    /// Join the runs of a sharded evaluation (`eval run --shard I/N`) into one run.
+    Merge(MergeArgs),
     /// Compare stored runs with a baseline: paired statistics as HTML, JSON or Markdown.
     Report(super::compare::ReportArgs),
     /// Decide whether a candidate run may ship: exit 0 pass, 1 regressed, 2 data error.
@@ -74,6 +76,10 @@ pub struct RunArgs {
     /// At most N cases per category.
     #[arg(long)]
     limit: Option<usize>,
+    /// Evaluate only slice I of N (cases assigned by a hash of category and id, the same on
+    /// every machine); join the slices' runs with `eval merge`.
+    #[arg(long, value_name = "I/N", value_parser = tunelab_evalsuite::run::record::Shard::parse)]
+    shard: Option<tunelab_evalsuite::run::record::Shard>,
     #[command(flatten)]
     decoding: DecodingArgs,
     /// Cases the local backend decodes together (continuous batching, at most 64; answers
@@ -120,6 +126,23 @@ pub struct SummaryArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Options of `eval merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard runs (slices 1..N of one N, each once).
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+    /// Name of the merged run.
+    #[arg(long)]
+    name: String,
+    /// Folder for the merged run directory.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Replace an existing run directory of the same name.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// `eval suite …`.
@@ -172,6 +195,12 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
         EvalCommand::Run(args) => run_suite(*args),
         EvalCommand::Report(args) => super::compare::report(args),
         EvalCommand::Gate(args) => super::compare::gate(args),
+        EvalCommand::Merge(args) => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let merged = tunelab_evalsuite::run::shards::merge_shards(&args.shards, &args.out, &args.name, args.overwrite, &command)?;
+            println!("merged {} shards: {} cases, {} result rows → {}", args.shards.len(), merged.cases, merged.rows, merged.dir.display());
+            Ok(true)
+        }
         EvalCommand::Summary(args) => {
             let mut all = Vec::new();
             for dir in &args.runs {
@@ -281,6 +310,7 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
         cache: args.cache.clone(),
         categories: args.categories.clone(),
         limit_per_category: args.limit,
+        shard: args.shard,
         overwrite: args.overwrite,
         judges: JudgePolicy {
             allowed_endpoints: args.allow_judge_endpoints.clone(),

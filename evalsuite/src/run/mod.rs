@@ -4,6 +4,7 @@
 
 pub mod record;
 pub mod score;
+pub mod shards;
 pub mod store;
 pub mod summary;
 
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub categories: Vec<String>,
     /// At most this many cases per category.
     pub limit_per_category: Option<usize>,
+    /// Only this slice of the selected cases (`eval merge` joins the slices' runs).
+    pub shard: Option<record::Shard>,
     /// Replace an existing run directory of the same name.
     pub overwrite: bool,
     /// Where LLM judges may send outputs, and the key variable they send.
@@ -107,7 +110,7 @@ pub struct RunOutcome {
     pub scoring_s: f64,
 }
 
-/// The cases a run evaluates: category filter, then a per-category limit.
+/// The cases a run evaluates: category filter, then a per-category limit, then the shard.
 pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<ScoredCase<'a>> {
     let mut per_category: std::collections::HashMap<&str, usize> = Default::default();
     suite
@@ -118,6 +121,7 @@ pub fn select_cases<'a>(suite: &'a Suite, opts: &RunOptions) -> Vec<ScoredCase<'
             *n += 1;
             opts.limit_per_category.is_none_or(|l| *n <= l)
         })
+        .filter(|c| opts.shard.is_none_or(|s| s.contains(&c.case.category, &c.case.id)))
         .collect()
 }
 

@@ -84,6 +84,45 @@ pub struct Selection {
     pub categories: Vec<String>,
     /// At most this many cases per category.
     pub limit_per_category: Option<usize>,
+    /// The slice of the selected cases this run evaluated (`None`: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Slice `index` of `count` (1-based): the cases whose `category`/`id` hash to it, so a
+/// case always lands in the same shard, whatever the suite's order or the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Which slice, 1..=count.
+    pub index: usize,
+    /// How many slices.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `I/N` (1 ≤ I ≤ N).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let (i, n) = text.split_once('/').ok_or_else(|| format!("shard {text:?} is not I/N (e.g. 2/4)"))?;
+        let (index, count) = (i.trim().parse::<usize>(), n.trim().parse::<usize>());
+        match (index, count) {
+            (Ok(index), Ok(count)) if count >= 1 && (1..=count).contains(&index) => Ok(Self { index, count }),
+            _ => Err(format!("shard {text:?} must be I/N with 1 ≤ I ≤ N")),
+        }
+    }
+
+    /// Whether the case `category`/`id` belongs to this shard.
+    pub fn contains(&self, category: &str, id: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new().chain_update(category.as_bytes()).chain_update([0u8]).chain_update(id.as_bytes()).finalize();
+        let bucket = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) % self.count as u64;
+        bucket as usize == self.index - 1
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Where a run ran.

@@ -104,6 +104,15 @@ pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFr
 
 /// Writes the run directory; returns the number of result rows.
 pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Result<usize> {
+    let df = results_frame(&meta.opts.name, outcomes).map_err(|source| Error::Table { path: dest.staging.join(RESULTS_FILE), source })?;
+    let trainer_log = meta.backend.adapter.as_ref().map(|a| Path::new(a).join(TRAINER_LOG_FILE)).filter(|p| p.is_file());
+    write_table(dest, &record(meta, outcomes), df, trainer_log.as_deref())
+}
+
+/// Writes a run directory from its record and results table (and the adapter's training
+/// log, when there is one): staged, synced, then installed in one rename. Returns the
+/// number of result rows.
+pub fn write_table(dest: &Destination, record: &RunRecord, mut df: DataFrame, trainer_log: Option<&Path>) -> Result<usize> {
     let staging = &dest.staging;
     if staging.exists() {
         std::fs::remove_dir_all(staging).map_err(|e| Error::io("clearing", staging, e))?;
@@ -112,18 +121,17 @@ pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Re
     let result = (|| -> Result<usize> {
         let table = |name: &str| staging.join(name);
         let writing = |name: &'static str| move |e: std::io::Error| Error::io("writing", staging.join(name), e);
-        let mut df = results_frame(&meta.opts.name, outcomes).map_err(|source| Error::Table { path: table(RESULTS_FILE), source })?;
         let file = std::fs::File::create(table(RESULTS_FILE)).map_err(writing(RESULTS_FILE))?;
         ParquetWriter::new(file).finish(&mut df).map_err(|source| Error::Table { path: table(RESULTS_FILE), source })?;
         let mut csv = std::fs::File::create(table(CSV_FILE)).map_err(writing(CSV_FILE))?;
         CsvWriter::new(&mut csv).include_header(true).finish(&mut df).map_err(|source| Error::Table { path: table(CSV_FILE), source })?;
-        let run_json = record(meta, outcomes).to_json().map_err(|e| Error::Invalid(format!("cannot write the run record: {e}")))?;
+        let run_json = record.to_json().map_err(|e| Error::Invalid(format!("cannot write the run record: {e}")))?;
         std::fs::write(table(RUN_FILE), run_json).map_err(writing(RUN_FILE))?;
         let mut written = vec![RESULTS_FILE, CSV_FILE, RUN_FILE];
         // The adapter's training log travels with the run, so a report can draw its loss curve
         // after the adapter directory has moved.
-        if let Some(log) = meta.backend.adapter.as_ref().map(|a| Path::new(a).join(TRAINER_LOG_FILE)).filter(|p| p.is_file()) {
-            std::fs::copy(&log, table(TRAINER_LOG_FILE)).map_err(writing(TRAINER_LOG_FILE))?;
+        if let Some(log) = trainer_log {
+            std::fs::copy(log, table(TRAINER_LOG_FILE)).map_err(writing(TRAINER_LOG_FILE))?;
             written.push(TRAINER_LOG_FILE);
         }
         for name in written {
@@ -165,7 +173,7 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
         backend: meta.backend.clone(),
         decoding: meta.opts.decoding.clone(),
         seed: meta.opts.decoding.seed,
-        selection: Selection { categories: meta.opts.categories.clone(), limit_per_category: meta.opts.limit_per_category },
+        selection: Selection { categories: meta.opts.categories.clone(), limit_per_category: meta.opts.limit_per_category, shard: meta.opts.shard },
         machine: Machine::current(),
         durations_s: Durations { generation: meta.generation_s, scoring: meta.scoring_s, total: meta.generation_s + meta.scoring_s },
         counts: Counts {

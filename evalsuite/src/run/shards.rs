@@ -1,0 +1,121 @@
+//! Joining the runs of a sharded evaluation (`eval run --shard I/N`, one run per slice,
+//! perhaps on different machines) into one run directory, as if one `eval run` had done it.
+//!
+//! The shards must be slices 1..N of the same N, each once, and agree on everything that
+//! decides a result: suite (by hash), rubrics, backend (model and adapter by hash), decoding
+//! and seed, and the case selection. Anything else is refused with the field and the runs
+//! named; nothing is written then.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{Column, DataFrame};
+
+use super::record::RunRecord;
+use super::store::{prepare_destination, read_record, read_results, write_table, TRAINER_LOG_FILE};
+use crate::error::{Error, Result};
+
+/// What [`merge_shards`] wrote.
+#[derive(Debug)]
+pub struct MergedRun {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Cases in it.
+    pub cases: usize,
+    /// Result rows (case × check).
+    pub rows: usize,
+}
+
+/// Checks that `a` and `b` could be slices of one run; names the first field they differ in.
+fn same_run(a: &RunRecord, b: &RunRecord) -> std::result::Result<(), &'static str> {
+    let fields: [(&'static str, bool); 7] = [
+        ("suite (its files' hashes)", a.suite.sha256 == b.suite.sha256),
+        ("rubrics", a.rubrics == b.rubrics),
+        ("backend (model, adapter, endpoint)", a.backend == b.backend),
+        ("decoding settings", a.decoding == b.decoding),
+        ("seed", a.seed == b.seed),
+        ("categories", a.selection.categories == b.selection.categories),
+        ("per-category limit", a.selection.limit_per_category == b.selection.limit_per_category),
+    ];
+    fields.into_iter().find(|(_, same)| !same).map_or(Ok(()), |(field, _)| Err(field))
+}
+
+/// Merges the shard runs in `dirs` into `out/name`.
+pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, command: &str) -> Result<MergedRun> {
+    let records: Vec<RunRecord> = dirs.iter().map(|d| read_record(d)).collect::<Result<_>>()?;
+    let Some(first) = records.first() else { return Err(Error::Invalid("give the shard runs to merge".into())) };
+    let mut shards = Vec::new();
+    for (dir, r) in dirs.iter().zip(&records) {
+        let shard = r.selection.shard.ok_or_else(|| Error::Invalid(format!("{} is not a shard (it was not run with --shard I/N)", dir.display())))?;
+        shards.push(shard);
+        if let Err(field) = same_run(first, r) {
+            return Err(Error::Invalid(format!(
+                "{} and {} differ in their {field}; the shards of one run share suite, rubrics, backend, decoding and selection",
+                dirs[0].display(),
+                dir.display()
+            )));
+        }
+    }
+    let count = shards[0].count;
+    if let Some((dir, s)) = dirs.iter().zip(&shards).find(|(_, s)| s.count != count) {
+        return Err(Error::Invalid(format!("{} is shard {s}, but {} is one of {count}", dir.display(), dirs[0].display())));
+    }
+    let mut seen = vec![None; count];
+    for (dir, s) in dirs.iter().zip(&shards) {
+        if let Some(other) = seen[s.index - 1].replace(dir) {
+            return Err(Error::Invalid(format!("shard {s} is given twice: {} and {}", other.display(), dir.display())));
+        }
+    }
+    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, d)| d.is_none()).map(|(i, _)| format!("{}/{count}", i + 1)).collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!("shard(s) {} missing; a merged run needs all {count}", missing.join(", "))));
+    }
+
+    let mut merged: Option<DataFrame> = None;
+    let mut cases: HashSet<(String, String)> = HashSet::new();
+    for dir in dirs {
+        let df = read_results(dir)?;
+        let column = |c: &str| -> Result<Vec<String>> {
+            let col = df.column(c).and_then(|c| c.str().cloned()).map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source })?;
+            Ok(col.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        };
+        let shard_cases: HashSet<(String, String)> = column("category")?.into_iter().zip(column("case_id")?).collect();
+        if let Some((category, id)) = shard_cases.iter().find(|c| cases.contains(*c)) {
+            return Err(Error::Invalid(format!(
+                "case {category}/{id} is in two shards (the last is {}); were they cut from the same selection?",
+                dir.display()
+            )));
+        }
+        cases.extend(shard_cases);
+        let mut df = df;
+        let height = df.height();
+        df.with_column(Column::new("run".into(), vec![name.to_string(); height]))
+            .map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source })?;
+        merged = Some(match merged {
+            None => df,
+            Some(mut all) => {
+                all.vstack_mut(&df).map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source })?;
+                all
+            }
+        });
+    }
+    let df = merged.expect("at least one shard");
+
+    let mut record = first.clone();
+    record.name = name.to_string();
+    record.command = command.to_string();
+    record.selection.shard = None;
+    record.started_at = records.iter().map(|r| r.started_at.clone()).min().unwrap_or_default();
+    record.durations_s.generation = records.iter().map(|r| r.durations_s.generation).sum();
+    record.durations_s.scoring = records.iter().map(|r| r.durations_s.scoring).sum();
+    record.durations_s.total = records.iter().map(|r| r.durations_s.total).sum();
+    record.counts.cases = records.iter().map(|r| r.counts.cases).sum();
+    record.counts.cached = records.iter().map(|r| r.counts.cached).sum();
+    record.counts.rows = records.iter().map(|r| r.counts.rows).sum();
+    record.counts.errored_checks = records.iter().map(|r| r.counts.errored_checks).sum();
+
+    let dest = prepare_destination(out, name, overwrite)?;
+    let log = dirs.iter().map(|d| d.join(TRAINER_LOG_FILE)).find(|p| p.is_file());
+    let rows = write_table(&dest, &record, df, log.as_deref())?;
+    Ok(MergedRun { dir: dest.final_dir, cases: cases.len(), rows })
+}
