@@ -260,6 +260,10 @@ fn admins_browse_runs_and_nothing_outside_the_runs_folder() {
         let (status, body) = get(&format!("/api/admin/runs/{hostile}"), Some(ADMIN));
         assert_eq!(status, 404, "{hostile}: {body}");
     }
+    let (status, body) = get(&format!("/api/admin/compare?baseline={RUN_A}&candidate={RUN_B}"), Some(ADMIN));
+    assert!(status == 200 && body.contains("seen") && body.contains(RUN_B), "{status} {body}");
+    assert_eq!(get(&format!("/api/admin/compare?baseline=..&candidate={RUN_B}"), Some(ADMIN)).0, 404);
+    assert_eq!(get(&format!("/api/admin/compare?baseline={RUN_A}&candidate={RUN_B}"), None).0, 401);
     assert_eq!(get("/admin", None).0, 200, "the sign-in page itself is public");
     assert_eq!(get("/api/admin/studies", Some(ADMIN)).0, 200);
 }

@@ -325,3 +325,65 @@ pub fn render_text(r: &ReviewResults) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::review::study::{Item, SystemIdentity, Task};
+
+    fn identity(id: &str, run: &str) -> SystemIdentity {
+        SystemIdentity { id: id.into(), run: run.into(), run_dir: String::new(), model: String::new(), adapter: None }
+    }
+
+    /// Two items; the judge prefers system 1 on the first and system 0 on the second.
+    fn study() -> (Study, StudyKey) {
+        let item = |judge: [f64; 2], category: &str| Item {
+            case_id: String::new(),
+            category: category.into(),
+            prompt: String::new(),
+            reference: String::new(),
+            answers: vec!["a".into(), "b".into()],
+            judge_scores: judge.iter().map(|&j| Some(j)).collect(),
+        };
+        let study = Study {
+            schema_version: 1,
+            name: "s".into(),
+            created_at: String::new(),
+            systems: vec!["s0".into(), "s1".into()],
+            items: vec![item([0.2, 0.9], "seen"), item([0.8, 0.1], "guard")],
+            tasks: vec![Task { id: "t0".into(), item: 0, pair: [0, 1] }, Task { id: "t1".into(), item: 1, pair: [0, 1] }],
+            reviewers_per_item: 2,
+            show_reference: false,
+            seed: 1,
+            excluded: 0,
+        };
+        (study, StudyKey { schema_version: 1, systems: vec![identity("s0", "base"), identity("s1", "adapter")], excluded: vec![] })
+    }
+
+    #[test]
+    fn votes_count_by_the_system_chosen_not_the_side() {
+        let (study, key) = study();
+        // Reviewer 1 saw system 1 on the left of task 0 and chose it; reviewer 2 saw it on
+        // the right and chose it too: both are wins of system 1, one left and one right.
+        let votes = [
+            VoteRow { reviewer: 1, task: 0, choice: Choice::Left, left: 1, right: 0 },
+            VoteRow { reviewer: 2, task: 0, choice: Choice::Right, left: 0, right: 1 },
+            VoteRow { reviewer: 1, task: 1, choice: Choice::Left, left: 1, right: 0 },
+            VoteRow { reviewer: 2, task: 1, choice: Choice::Tie, left: 0, right: 1 },
+        ];
+        let names = HashMap::from([(1, "ana".to_string()), (2, "ben".to_string())]);
+        let r = compute(&study, &key, &votes, &names, None);
+        let all = r.pairs.iter().find(|p| p.category == "all").unwrap();
+        assert_eq!((all.a.as_str(), all.b.as_str()), ("base", "adapter"));
+        assert_eq!((all.a_wins.k, all.b_wins.k, all.ties.k, all.both_bad.k, all.votes), (0, 3, 1, 0, 4));
+        assert_eq!((r.left_share.k, r.left_share.n), (2, 3));
+        // The judge preferred system 1 on task 0 (two human wins for it: agree) and system 0
+        // on task 1 (the human chose system 1: disagree); the tie is not decisive.
+        let judge = r.judge_agreement.unwrap();
+        assert_eq!((judge.k, judge.n), (2, 3));
+        assert_eq!(r.kappas.len(), 1);
+        assert_eq!((r.kappas[0].a.as_str(), r.kappas[0].b.as_str(), r.kappas[0].shared), ("ana", "ben", 2));
+        assert_eq!(r.alpha_units, 2);
+        assert!(r.ratings[1].rating.rating > r.ratings[0].rating.rating);
+    }
+}

@@ -1,7 +1,8 @@
 //! The review service (axum): the review page and its JSON API for reviewers (each request
 //! carries the reviewer's token as `Authorization: Bearer …`), admin-only results (with the
 //! runs' names only once the study is closed: the service reads the key, `key.json`, for
-//! nothing else) and a read-only browser of runs, and `GET /healthz`.
+//! nothing else) and a read-only browser of runs (summaries, and the comparison report of
+//! any two as Markdown), and `GET /healthz`.
 //!
 //! Blinding: nothing served to a reviewer names a run, model, adapter or the side mapping —
 //! answers are served as `left` and `right` only, the task ids are random, and errors are
@@ -94,6 +95,7 @@ pub fn router(state: Arc<ServiceState>) -> Router {
         .route("/api/admin/results", get(admin_results))
         .route("/api/admin/runs", get(admin_runs))
         .route("/api/admin/runs/{name}", get(admin_run))
+        .route("/api/admin/compare", get(admin_compare))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(secure_headers))
@@ -356,6 +358,29 @@ async fn admin_run(State(state): State<Arc<ServiceState>>, headers: HeaderMap, U
         let Some(dir) = run_dir(&root, &name) else { return Err(reject(StatusCode::NOT_FOUND, "no such run")) };
         let summary = crate::run::summary::summarize(&dir).map_err(|e| internal(&state, e))?;
         Ok(Json(json!({ "run": name, "summary": crate::run::summary::render_text(&summary) })).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct CompareQuery {
+    baseline: String,
+    candidate: String,
+}
+
+/// The comparison report (Markdown) of two runs under `--runs`.
+async fn admin_compare(State(state): State<Arc<ServiceState>>, headers: HeaderMap, Query(q): Query<CompareQuery>) -> Reply {
+    admin(&state, &headers)?;
+    let Some(root) = state.runs.clone() else { return Err(reject(StatusCode::NOT_FOUND, "the service was started without --runs")) };
+    blocking(move || {
+        let (Some(baseline), Some(candidate)) = (run_dir(&root, &q.baseline), run_dir(&root, &q.candidate)) else {
+            return Err(reject(StatusCode::NOT_FOUND, "no such run"));
+        };
+        let runs = [baseline, candidate].map(|d| crate::compare::table::RunTable::load(&d));
+        let [baseline, candidate] = runs;
+        let runs = [baseline.map_err(|e| internal(&state, e))?, candidate.map_err(|e| internal(&state, e))?];
+        let report = crate::compare::report::build(&runs, 0, &crate::compare::CompareOptions::default()).map_err(|e| internal(&state, e))?;
+        Ok(Json(json!({ "report": crate::compare::report::markdown::render(&report) })).into_response())
     })
     .await
 }

@@ -38,9 +38,16 @@
       }
       $("runs").replaceChildren();
       try {
-        for (const r of (await api("/api/admin/runs")).runs) {
+        const runs = (await api("/api/admin/runs")).runs;
+        for (const r of runs) {
           item($("runs"), r, async () => {
             try { detail("Run " + r, (await api("/api/admin/runs/" + encodeURIComponent(r))).summary); } catch (e) { detail("Run " + r, e.message); }
+            for (const other of runs.filter((o) => o !== r)) {
+              item($("runs"), "report: " + r + " against " + other, async () => {
+                const q = "?baseline=" + encodeURIComponent(other) + "&candidate=" + encodeURIComponent(r);
+                try { detail("Report: " + r + " against " + other, (await api("/api/admin/compare" + q)).report); } catch (e) { detail("Report", e.message); }
+              });
+            }
           });
         }
       } catch (e) { $("runs").textContent = e.message; }
