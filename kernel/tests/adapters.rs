@@ -114,6 +114,14 @@ fn adapters_that_do_not_fit_the_base_are_refused_with_reasons() {
     let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();
     assert!(e.contains("model.layers.0.mlp.up_proj: lora_B is missing"), "{e}");
 
+    // A PEFT config asking for DoRA: refused naming the field, not loaded as plain LoRA.
+    let config_path = dir.join("adapter_config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["use_dora"] = serde_json::json!(true);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();
+    assert!(e.contains("use_dora is true") && e.contains("adapter_config.json"), "{e}");
+
     std::fs::write(dir.join("adapter_config.json"), "{\"peft_type\": \"LORA\",\n \"r\": }").unwrap();
     let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();
     assert!(e.contains("adapter_config.json") && e.contains("line 2"), "{e}");

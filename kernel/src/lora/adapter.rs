@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::layer::init_rng;
+use super::peft_compat;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::model::{Linear, LoraLayer, Transformer, Weights, PROJECTION_NAMES};
@@ -244,8 +245,10 @@ impl AdapterSet {
     pub fn load(dir: &Path, model: &Transformer) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
         let text = fsutil::read_input_text(&cfg_path)?;
-        let config: LoraConfig =
+        let mut raw: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config at line {}: {e}", e.line())))?;
+        peft_compat::normalize(&mut raw).map_err(|m| Error::bad_model(&cfg_path, m))?;
+        let config: LoraConfig = serde_json::from_value(raw).map_err(|e| Error::bad_model(&cfg_path, format!("invalid adapter config: {e}")))?;
         if config.peft_type != "LORA" {
             return Err(Error::bad_model(&cfg_path, format!("peft_type is {:?}; only LORA adapters are supported", config.peft_type)));
         }
@@ -264,6 +267,10 @@ impl AdapterSet {
                 problems.push(format!("{key}: not a PEFT LoRA key (expected {PEFT_PREFIX}<module>.lora_A.weight)"));
                 continue;
             };
+            if rest.contains("lora_embedding_") || rest.contains("lora_magnitude_vector") {
+                problems.push(format!("{key}: embedding-layer LoRA and DoRA weights are not supported"));
+                continue;
+            }
             let (module, which) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
                 (m, 0)
             } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {

@@ -5,6 +5,7 @@
 
 mod adapter;
 mod layer;
+mod peft_compat;
 
 pub use crate::model::LoraLayer;
 pub use adapter::{AdapterSet, LoraConfig, ALL_TARGETS};
