@@ -230,3 +230,30 @@ fn hostile_outputs_show_as_text_in_a_real_browser() {
         }
     }
 }
+
+#[test]
+fn a_transformers_trainer_state_draws_the_adapter_s_loss_curve() {
+    // An adapter trained elsewhere (LLaMA-Factory) has trainer_state.json, no trainer_log.jsonl.
+    let dir = scratch("report-trainer-state");
+    let a = |i: usize| format!("answer {i}");
+    let runs = common::review_runs(&dir, 4, &[("base", &a), ("tuned", &a)]);
+    let adapter = dir.join("lf-adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::write(
+        adapter.join("trainer_state.json"),
+        r#"{"max_steps": 20, "log_history": [{"loss": 2.5, "learning_rate": 5e-05, "epoch": 1.0, "step": 10}, {"loss": 1.5, "learning_rate": 2e-05, "epoch": 2.0, "step": 20}, {"train_loss": 2.0, "step": 20}]}"#,
+    )
+    .unwrap();
+    // Point the second run at that adapter (as a run of it would record).
+    let record_path = runs[1].join("run.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record["backend"]["adapter"] = Value::from(adapter.display().to_string());
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let out_path = dir.join("report.json");
+    let out = tunelab(&["eval", "report", runs[0].to_str().unwrap(), runs[1].to_str().unwrap(), "--format", "json", "--out", out_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let curve = &report["loss_curves"][0];
+    assert_eq!(curve["run"], "tuned");
+    assert_eq!(curve["points"], serde_json::json!([[10, 2.5, 5e-05], [20, 1.5, 2e-05]]));
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, DataFrame};
 
 use super::record::RunRecord;
-use super::store::{prepare_destination, read_record, read_results, write_table, TRAINER_LOG_FILE};
+use super::store::{prepare_destination, read_record, read_results, training_files, write_table};
 use crate::error::{Error, Result};
 
 /// What [`merge_shards`] wrote.
@@ -115,7 +115,6 @@ pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, c
     record.counts.errored_checks = records.iter().map(|r| r.counts.errored_checks).sum();
 
     let dest = prepare_destination(out, name, overwrite)?;
-    let log = dirs.iter().map(|d| d.join(TRAINER_LOG_FILE)).find(|p| p.is_file());
-    let rows = write_table(&dest, &record, df, log.as_deref())?;
+    let rows = write_table(&dest, &record, df, &training_files(&dirs[0]))?;
     Ok(MergedRun { dir: dest.final_dir, cases: cases.len(), rows })
 }

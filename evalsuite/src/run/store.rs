@@ -24,6 +24,14 @@ pub const RUN_FILE: &str = "run.json";
 pub const CSV_FILE: &str = "results.csv";
 /// The evaluated adapter's training log, copied from its directory when it has one.
 pub const TRAINER_LOG_FILE: &str = "trainer_log.jsonl";
+/// A transformers Trainer's state (LLaMA-Factory writes it), copied likewise: its
+/// `log_history` draws the loss curve when there is no `trainer_log.jsonl`.
+pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+
+/// The training records an adapter directory holds, to copy into a run: `(source, name)`.
+pub fn training_files(adapter: &Path) -> Vec<(PathBuf, &'static str)> {
+    [TRAINER_LOG_FILE, TRAINER_STATE_FILE].into_iter().map(|name| (adapter.join(name), name)).filter(|(p, _)| p.is_file()).collect()
+}
 
 /// Where a run is staged and where it ends up.
 #[derive(Debug)]
@@ -105,14 +113,14 @@ pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFr
 /// Writes the run directory; returns the number of result rows.
 pub fn write(dest: &Destination, meta: &RunMeta, outcomes: &[CaseOutcome]) -> Result<usize> {
     let df = results_frame(&meta.opts.name, outcomes).map_err(|source| Error::Table { path: dest.staging.join(RESULTS_FILE), source })?;
-    let trainer_log = meta.backend.adapter.as_ref().map(|a| Path::new(a).join(TRAINER_LOG_FILE)).filter(|p| p.is_file());
-    write_table(dest, &record(meta, outcomes), df, trainer_log.as_deref())
+    let training = meta.backend.adapter.as_ref().map(|a| training_files(Path::new(a))).unwrap_or_default();
+    write_table(dest, &record(meta, outcomes), df, &training)
 }
 
-/// Writes a run directory from its record and results table (and the adapter's training
-/// log, when there is one): staged, synced, then installed in one rename. Returns the
-/// number of result rows.
-pub fn write_table(dest: &Destination, record: &RunRecord, mut df: DataFrame, trainer_log: Option<&Path>) -> Result<usize> {
+/// Writes a run directory from its record and results table, with `extra` files copied in
+/// (the adapter's training records, see [`training_files`]): staged, synced, then installed
+/// in one rename. Returns the number of result rows.
+pub fn write_table(dest: &Destination, record: &RunRecord, mut df: DataFrame, extra: &[(PathBuf, &'static str)]) -> Result<usize> {
     let staging = &dest.staging;
     if staging.exists() {
         std::fs::remove_dir_all(staging).map_err(|e| Error::io("clearing", staging, e))?;
@@ -128,11 +136,11 @@ pub fn write_table(dest: &Destination, record: &RunRecord, mut df: DataFrame, tr
         let run_json = record.to_json().map_err(|e| Error::Invalid(format!("cannot write the run record: {e}")))?;
         std::fs::write(table(RUN_FILE), run_json).map_err(writing(RUN_FILE))?;
         let mut written = vec![RESULTS_FILE, CSV_FILE, RUN_FILE];
-        // The adapter's training log travels with the run, so a report can draw its loss curve
-        // after the adapter directory has moved.
-        if let Some(log) = trainer_log {
-            std::fs::copy(log, table(TRAINER_LOG_FILE)).map_err(writing(TRAINER_LOG_FILE))?;
-            written.push(TRAINER_LOG_FILE);
+        // The adapter's training records travel with the run, so a report can draw its loss
+        // curve after the adapter directory has moved.
+        for (source, name) in extra {
+            std::fs::copy(source, table(name)).map_err(writing(name))?;
+            written.push(name);
         }
         for name in written {
             std::fs::File::open(table(name)).and_then(|f| f.sync_all()).map_err(writing(name))?;

@@ -129,6 +129,49 @@ impl TrainerLog {
     }
 }
 
+/// Reads the loss history of a Hugging Face `trainer_state.json` (what LLaMA-Factory and
+/// other `transformers.Trainer` runs write beside their checkpoints) as log records: each
+/// `log_history` entry with a `loss` or an `eval_loss` (`learning_rate` or `lr`, `epoch`,
+/// `grad_norm` where present); summary entries (`train_loss`, runtimes) are skipped. An entry
+/// without a usable `step` is an error naming its index.
+pub fn read_trainer_state(path: &Path) -> Result<Vec<LogRecord>> {
+    let text = crate::fsutil::read_input_text(path)?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{}: not a trainer_state.json: {e}", path.display())))?;
+    let history = state
+        .get("log_history")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: no log_history list", path.display())))?;
+    let total_steps = state.get("max_steps").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize;
+    let number = |e: &serde_json::Value, keys: &[&str]| keys.iter().find_map(|k| e.get(*k).and_then(serde_json::Value::as_f64));
+    let mut records = Vec::new();
+    for (i, entry) in history.iter().enumerate() {
+        let (loss, eval_loss) = (number(entry, &["loss"]), number(entry, &["eval_loss"]));
+        if loss.is_none() && eval_loss.is_none() {
+            continue;
+        }
+        let step = entry
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: log_history[{i}] has no step", path.display())))?;
+        records.push(LogRecord {
+            current_steps: step as usize,
+            total_steps,
+            loss,
+            eval_loss,
+            lr: number(entry, &["learning_rate", "lr"]).unwrap_or(0.0),
+            epoch: number(entry, &["epoch"]).unwrap_or(0.0),
+            percentage: if total_steps > 0 { round4(100.0 * step as f64 / total_steps as f64) } else { 0.0 },
+            elapsed_time: String::new(),
+            remaining_time: String::new(),
+            grad_norm: number(entry, &["grad_norm"]),
+            throughput: None,
+            peak_rss_mb: None,
+        });
+    }
+    Ok(records)
+}
+
 /// `H:MM:SS`, as LLaMA-Factory writes durations.
 pub fn format_duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -149,4 +192,34 @@ pub fn loss_chart(history: &[LogRecord]) -> LineChart {
         series.push(Series { name: "eval loss".into(), color: "#d62728".into(), points: eval });
     }
     LineChart { title: "training loss".into(), x_label: "step".into(), y_label: "loss".into(), series }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_state_history_reads_as_log_records() {
+        let dir = std::env::temp_dir().join(format!("tunelab-trainer-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("trainer_state.json");
+        // The shape transformers.Trainer writes (LLaMA-Factory's runs included).
+        std::fs::write(
+            &path,
+            r#"{"best_metric": null, "epoch": 3.0, "global_step": 30, "max_steps": 30, "log_history": [
+                {"epoch": 0.5, "grad_norm": 1.25, "learning_rate": 4.9e-05, "loss": 2.5, "step": 5},
+                {"epoch": 1.0, "grad_norm": 0.9, "learning_rate": 4.5e-05, "loss": 2.1, "step": 10},
+                {"epoch": 1.0, "eval_loss": 2.3, "eval_runtime": 1.2, "step": 10},
+                {"epoch": 3.0, "step": 30, "total_flos": 1.0, "train_loss": 1.9, "train_runtime": 60.0}
+            ]}"#,
+        )
+        .unwrap();
+        let records = read_trainer_state(&path).unwrap();
+        assert_eq!(records.len(), 3, "the summary entry is skipped");
+        assert_eq!((records[0].current_steps, records[0].total_steps, records[0].loss, records[0].lr), (5, 30, Some(2.5), 4.9e-05));
+        assert_eq!((records[2].loss, records[2].eval_loss), (None, Some(2.3)));
+        std::fs::write(&path, r#"{"log_history": [{"loss": 1.0}]}"#).unwrap();
+        assert!(read_trainer_state(&path).unwrap_err().to_string().contains("log_history[0] has no step"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -19,7 +19,7 @@ pub use cancel::{install_interrupt_handler, interrupt_flag};
 pub use checkpoint::{latest_checkpoint, Checkpoint, TrainerState};
 pub use config::TrainConfig;
 pub use events::{TrainEvent, TrainOutcome, TrainStatus};
-pub use log::{format_duration, loss_chart, LogRecord, TrainerLog};
+pub use log::{format_duration, loss_chart, read_trainer_state, LogRecord, TrainerLog};
 pub use loss::{causal_lm_loss, causal_lm_loss_and_grads, eval_loss, masked_cross_entropy};
 pub use memory::{available_memory_bytes, peak_rss_bytes, rss_bytes, MemoryEstimate};
 pub use optim::AdamW;

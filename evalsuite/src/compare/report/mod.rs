@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{compare, CompareOptions, Comparison, RunInfo, RunTable};
 use crate::error::{Error, Result};
-use crate::run::store::TRAINER_LOG_FILE;
+use crate::run::store::{TRAINER_LOG_FILE, TRAINER_STATE_FILE};
 
 /// The report's version (the JSON's `schema_version`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -132,8 +132,14 @@ fn aligned_cases(runs: &[&RunTable]) -> Vec<ReportCase> {
 /// `eval run` copies it), else in the adapter directory the run names.
 fn loss_curve(run: &RunTable) -> Option<LossCurve> {
     let adapter = std::path::PathBuf::from(run.record.backend.adapter.as_ref()?);
-    let log = [run.dir.join(TRAINER_LOG_FILE), adapter.join(TRAINER_LOG_FILE)].into_iter().find(|p| p.is_file())?;
-    let history = tunelab::train::TrainerLog::read(&log).ok().filter(|h| !h.is_empty())?;
+    // tunelab's (and LLaMA-Factory's) trainer_log.jsonl, else a transformers Trainer's
+    // trainer_state.json; the run directory's copy first (the adapter may have moved).
+    let dirs = [run.dir.as_path(), adapter.as_path()];
+    let history = match dirs.iter().map(|d| d.join(TRAINER_LOG_FILE)).find(|p| p.is_file()) {
+        Some(log) => tunelab::train::TrainerLog::read(&log).ok(),
+        None => dirs.iter().map(|d| d.join(TRAINER_STATE_FILE)).find(|p| p.is_file()).and_then(|s| tunelab::train::read_trainer_state(&s).ok()),
+    }
+    .filter(|h| !h.is_empty())?;
     let points = history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps, l, r.lr))).collect();
     let svg = tunelab::train::loss_chart(&history).to_svg(520.0, 220.0);
     Some(LossCurve { run: run.record.name.clone(), points, svg })
