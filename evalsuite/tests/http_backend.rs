@@ -281,3 +281,73 @@ fn a_dead_endpoint_fails_clearly_after_retries() {
     // Nothing was written for either failed run.
     assert_eq!(std::fs::read_dir(&dir).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count(), 0);
 }
+
+#[test]
+fn several_models_one_server_serves_by_name_make_one_run_each() {
+    // llama.cpp's server with two model names (as vLLM serves a base and `--lora-modules`):
+    // the same GGUF under two aliases, loaded by the server when a request names it.
+    let port = free_port();
+    let dir = scratch("http-two-models");
+    let model = |alias: &str| serde_json::json!({"model": model_path(), "model_alias": alias, "chat_format": "chatml", "n_ctx": 2048, "n_threads": 2});
+    let config = serde_json::json!({"host": "127.0.0.1", "port": port, "models": [model("base-model"), model("adapter-a")]});
+    std::fs::write(dir.join("server.json"), config.to_string()).unwrap();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let child = Command::new(python())
+        .args(["-m", "llama_cpp.server", "--config_file", dir.join("server.json").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(server.child.try_wait().unwrap().is_none(), "llama_cpp.server exited; see {}", dir.join("server.log").display());
+        assert!(start.elapsed() < Duration::from_secs(180), "llama_cpp.server did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let suite = root().join("rubrics/guard/suite.toml");
+    let out = tunelab(&[
+        "eval",
+        "run",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--endpoint",
+        &server.url,
+        "--api-model",
+        "base-model",
+        "--api-model",
+        "adapter-a",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "16",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "served",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (run, model) in [("served-base-model", "base-model"), ("served-adapter-a", "adapter-a")] {
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(run).join("run.json")).unwrap()).unwrap();
+        assert_eq!(record["backend"]["model"], model, "{run}");
+        assert!(read_results(&dir.join(run)).unwrap().height() > 0);
+    }
+    let twice = tunelab(&[
+        "eval",
+        "run",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--endpoint",
+        &server.url,
+        "--api-model",
+        "adapter-a",
+        "--api-model",
+        "adapter-a",
+        "--name",
+        "x",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!twice.status.success() && String::from_utf8_lossy(&twice.stderr).contains("a second time"));
+    let _ = server.child.kill();
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tunelab_evalsuite::backend::http::HttpBackend;
@@ -53,11 +53,13 @@ pub struct RunArgs {
     #[arg(long, requires = "adapters")]
     with_base: bool,
     /// An OpenAI-compatible endpoint (base URL).
-    #[arg(long, requires = "api_model", conflicts_with = "predictions")]
+    #[arg(long, requires = "api_models", conflicts_with = "predictions")]
     endpoint: Option<String>,
-    /// The model name the endpoint serves.
-    #[arg(long)]
-    api_model: Option<String>,
+    /// The model name the endpoint serves; repeat it to evaluate several models or LoRA
+    /// adapters one server serves by name (vLLM's `--lora-modules name=path`), one run each,
+    /// named NAME-MODEL.
+    #[arg(long = "api-model")]
+    api_models: Vec<String>,
     /// Environment variable holding the endpoint's API key.
     #[arg(long)]
     api_key_env: Option<String>,
@@ -274,13 +276,24 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             Ok(errors_allowed(errored, &args))
         }
         (None, Some(endpoint), None) => {
-            let mut cfg = HttpConfig::new(endpoint, args.api_model.clone().context("--endpoint needs --api-model")?);
-            cfg.api_key_env = args.api_key_env.clone();
-            cfg.concurrency = args.concurrency.max(1);
-            cfg.timeout = Duration::from_secs(args.timeout);
-            cfg.attempts = args.attempts.max(1);
-            cfg.max_body_bytes = args.max_response_mb << 20;
-            let errored = run_one(&suite, &HttpBackend::connect(cfg)?, &args, run_name(&args, None, false))?;
+            if args.api_models.is_empty() {
+                bail!("--endpoint needs --api-model");
+            }
+            let several = args.api_models.len() > 1;
+            let names: Vec<String> = args.api_models.iter().map(|m| api_run_name(&args, m, several)).collect();
+            if let Some((i, name)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+                bail!("--api-model {} would be written as run {name:?} a second time; give each model once", args.api_models[i]);
+            }
+            let mut errored = 0;
+            for (model, name) in args.api_models.iter().zip(names) {
+                let mut cfg = HttpConfig::new(endpoint, model.clone());
+                cfg.api_key_env = args.api_key_env.clone();
+                cfg.concurrency = args.concurrency.max(1);
+                cfg.timeout = Duration::from_secs(args.timeout);
+                cfg.attempts = args.attempts.max(1);
+                cfg.max_body_bytes = args.max_response_mb << 20;
+                errored += run_one(&suite, &HttpBackend::connect(cfg)?, &args, name)?;
+            }
             Ok(errors_allowed(errored, &args))
         }
         (None, None, Some(file)) => {
@@ -366,18 +379,33 @@ fn run_name(args: &RunArgs, adapter: Option<&Path>, several: bool) -> String {
     }
 }
 
+/// The run name for served model `model`: `--name` (with `-MODEL` when several models
+/// are evaluated), else `model-timestamp`.
+fn api_run_name(args: &RunArgs, model: &str, several: bool) -> String {
+    let safe = model.replace(['/', '\\', ':'], "_");
+    match &args.name {
+        Some(name) if several => format!("{name}-{safe}"),
+        Some(name) => name.clone(),
+        None => stamped(safe),
+    }
+}
+
 fn default_name(args: &RunArgs, adapter: Option<&Path>) -> String {
     let file_stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut name = match (&args.model, &args.api_model, &args.predictions) {
-        (Some(m), _, _) => file_stem(m),
-        (_, Some(m), _) => m.replace(['/', '\\', ':'], "_"),
-        (_, _, Some(p)) => file_stem(p),
+    let mut name = match (&args.model, &args.predictions) {
+        (Some(m), _) => file_stem(m),
+        (_, Some(p)) => file_stem(p),
         _ => "run".into(),
     };
     if let Some(a) = adapter {
         name.push('+');
         name.push_str(&stem(a));
     }
+    stamped(name)
+}
+
+/// `name-YYYYMMDDTHHMMSS`.
+fn stamped(name: String) -> String {
     let stamp = run::now_utc().1.replace([':', '-'], "");
     format!("{name}-{}", stamp.trim_end_matches('Z'))
 }
