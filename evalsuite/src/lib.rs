@@ -15,7 +15,7 @@
 //! 8. [`compare`] reads stored runs back and compares them: paired statistics, the report
 //!    and the regression gate.
 //! 9. [`review`] pairs stored runs' answers for blind A/B review: studies, the vote store,
-//!    results, and the review service.
+//!    results, and the review service. [`interop`] exports to LLaMA-Factory.
 
 #![warn(missing_docs)]
 
@@ -28,6 +28,7 @@ pub mod error;
 pub mod excerpt;
 pub mod guard;
 pub mod hashing;
+pub mod interop;
 pub mod metrics;
 pub mod review;
 pub mod rubric;

@@ -5,6 +5,7 @@ mod compare;
 mod data;
 mod decoding;
 mod eval;
+mod export;
 mod generate;
 mod merge;
 mod review;
@@ -43,6 +44,9 @@ enum Command {
     /// Speed benchmarks (compare with shared/bench/ reference scripts).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Hand data and settings to other tools (LLaMA-Factory).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Blind A/B review studies: create, invite reviewers, close, results.
     #[command(subcommand)]
     Review(review::ReviewCommand),
@@ -63,6 +67,7 @@ pub fn run() -> ExitCode {
         Command::Merge(args) => merge::run(args).map(|()| true),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(cmd) => bench::run(cmd).map(|()| true),
+        Command::Export(cmd) => export::run(cmd),
         Command::Review(cmd) => review::run(cmd),
         Command::Serve(args) => review::serve(args),
     };

@@ -1,0 +1,120 @@
+//! `tunelab export llamafactory`: the data in LLaMA-Factory's alpaca or sharegpt form (read
+//! back by tunelab, it is the same conversations), dataset_info.json entries, and YAML whose
+//! keys are all LLaMA-Factory arguments, with tunelab's hyper-parameters.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::{root, scratch, tunelab};
+use serde_json::Value;
+use tunelab::data::Dataset;
+use tunelab_evalsuite::interop::llamafactory::ACCEPTED_KEYS;
+
+fn yaml_keys(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap_or_else(|| panic!("not key: value: {l}"));
+            assert!(ACCEPTED_KEYS.contains(&k), "{k} is not a LLaMA-Factory argument");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn conversations(path: &Path) -> Vec<Vec<(String, String)>> {
+    Dataset::load(path).unwrap().examples.iter().map(|e| e.messages.iter().map(|m| (format!("{:?}", m.role), m.content.clone())).collect()).collect()
+}
+
+#[test]
+fn the_demo_data_exports_as_an_alpaca_project_tunelab_reads_back_unchanged() {
+    let dir = scratch("export-lf");
+    let (train, heldout) = (root().join("examples/security-audit/train.jsonl"), root().join("examples/security-audit/heldout.jsonl"));
+    let out = dir.join("lf");
+    let run = tunelab(&[
+        "export",
+        "llamafactory",
+        "--data",
+        train.to_str().unwrap(),
+        "--eval-data",
+        heldout.to_str().unwrap(),
+        "--model",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let info: Value = serde_json::from_slice(&std::fs::read(out.join("data/dataset_info.json")).unwrap()).unwrap();
+    assert_eq!(info["tunelab"]["file_name"], "tunelab.json");
+    assert_eq!(info["tunelab"]["formatting"], "alpaca");
+    assert_eq!(info["tunelab_eval"]["columns"]["response"], "output");
+    assert_eq!(conversations(&out.join("data/tunelab.json")), conversations(&train), "the exported training data is the same conversations");
+    assert_eq!(conversations(&out.join("data/tunelab_eval.json")), conversations(&heldout));
+
+    let t = yaml_keys(&out.join("train_lora_sft.yaml"));
+    for (k, v) in [
+        ("stage", "\"sft\""),
+        ("finetuning_type", "\"lora\""),
+        ("lora_rank", "8"),
+        ("lora_alpha", "16"),
+        ("lora_target", "\"all\""),
+        ("template", "\"smollm2\""),
+        ("learning_rate", "5.0e-5"),
+        ("num_train_epochs", "3.0"),
+        ("lr_scheduler_type", "\"cosine\""),
+        ("warmup_ratio", "0.1"),
+        ("cutoff_len", "1024"),
+        ("eval_dataset", "\"tunelab_eval\""),
+        ("plot_loss", "true"),
+        ("dataset_dir", "\"data\""),
+    ] {
+        assert_eq!(t.get(k).map(String::as_str), Some(v), "train_lora_sft.yaml {k}");
+    }
+    // PyYAML, which LLaMA-Factory reads its YAML with, sees numbers as numbers.
+    let python = std::env::var("TUNELAB_TEST_PYTHON").expect("set TUNELAB_TEST_PYTHON (scripts/test does): the PyYAML check never skips");
+    let check = "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(type(d['learning_rate']).__name__, type(d['lora_alpha']).__name__, type(d['warmup_ratio']).__name__, d['template'])";
+    let parsed = std::process::Command::new(python).args(["-c", check, out.join("train_lora_sft.yaml").to_str().unwrap()]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "float int float smollm2", "{}", String::from_utf8_lossy(&parsed.stderr));
+    let p = yaml_keys(&out.join("predict.yaml"));
+    for (k, v) in [("do_predict", "true"), ("predict_with_generate", "true"), ("do_sample", "false"), ("adapter_name_or_path", "\"saves/tunelab-lora\"")] {
+        assert_eq!(p.get(k).map(String::as_str), Some(v), "predict.yaml {k}");
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    for needle in ["FORCE_TORCHRUN=1 NNODES=2 NODE_RANK=1 MASTER_ADDR=", "ds_z3_config.json", "generated_predictions.jsonl", "--predictions"] {
+        assert!(readme.contains(needle), "README lacks {needle}");
+    }
+}
+
+#[test]
+fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
+    let dir = scratch("export-lf-sharegpt");
+    let data = dir.join("chat.jsonl");
+    let line = |turns: &[(&str, &str)]| {
+        serde_json::json!({"messages": turns.iter().map(|(r, c)| serde_json::json!({"role": r, "content": c})).collect::<Vec<_>>()}).to_string()
+    };
+    std::fs::write(
+        &data,
+        [
+            line(&[("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "2+2?"), ("assistant", "4")]),
+            line(&[("user", "Name a colour."), ("assistant", "Blue.")]),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = dir.join("lf");
+    let run = tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "Qwen/Qwen2.5-7B-Instruct", "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let info: Value = serde_json::from_slice(&std::fs::read(out.join("data/dataset_info.json")).unwrap()).unwrap();
+    assert_eq!(info["tunelab"]["formatting"], "sharegpt");
+    assert_eq!(info["tunelab"]["tags"]["assistant_tag"], "gpt");
+    assert_eq!(conversations(&out.join("data/tunelab.json")), conversations(&data));
+    let t = yaml_keys(&out.join("train_lora_sft.yaml"));
+    assert_eq!((t["template"].as_str(), t["val_size"].as_str()), ("\"qwen\"", "0.1"), "no eval data: LLaMA-Factory holds out 10 %");
+
+    let unknown =
+        tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "acme/mystery-7b", "--out", dir.join("x").to_str().unwrap()]);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("--template"));
+}
