@@ -114,6 +114,30 @@ fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
     let t = yaml_keys(&out.join("train_lora_sft.yaml"));
     assert_eq!((t["template"].as_str(), t["val_size"].as_str()), ("\"qwen\"", "0.1"), "no eval data: LLaMA-Factory holds out 10 %");
 
+    // A trained run's settings travel: train_config.json as `tunelab train` writes it.
+    let mut settings = tunelab::train::TrainConfig { learning_rate: 3e-4, epochs: 2, ..Default::default() };
+    settings.lora.r = 16;
+    let mut saved = serde_json::to_value(&settings).unwrap();
+    saved["base_model"] = Value::from("models/x.gguf");
+    std::fs::write(dir.join("train_config.json"), saved.to_string()).unwrap();
+    let with = dir.join("lf2");
+    let config = dir.join("train_config.json");
+    let run = tunelab(&[
+        "export",
+        "llamafactory",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--train-config",
+        config.to_str().unwrap(),
+        "--out",
+        with.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let t = yaml_keys(&with.join("train_lora_sft.yaml"));
+    assert_eq!((t["learning_rate"].as_str(), t["num_train_epochs"].as_str(), t["lora_rank"].as_str()), ("3.0e-4", "2.0", "16"));
+
     let unknown =
         tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "acme/mystery-7b", "--out", dir.join("x").to_str().unwrap()]);
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("--template"));

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunelab_evalsuite::interop::llamafactory::{export, ExportOptions};
 
@@ -31,27 +32,10 @@ pub struct LlamafactoryArgs {
     /// The dataset's name in dataset_info.json.
     #[arg(long, default_value = "tunelab")]
     name: String,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
-    rank: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    alpha: f64,
-    /// Learning rate.
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f64,
-    /// Epochs.
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    /// Examples per device and step.
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    /// Gradient accumulation steps.
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Longest tokenized example.
-    #[arg(long, default_value_t = 1024)]
-    cutoff: usize,
+    /// The settings to translate: a `train_config.json` that `tunelab train` wrote (default:
+    /// tunelab's defaults: rank 8, alpha 16, lr 5e-5, 3 epochs, batch 4, cutoff 1024).
+    #[arg(long)]
+    train_config: Option<PathBuf>,
     /// The project directory to write.
     #[arg(long)]
     out: PathBuf,
@@ -61,17 +45,17 @@ pub struct LlamafactoryArgs {
 pub fn run(cmd: ExportCommand) -> anyhow::Result<bool> {
     match cmd {
         ExportCommand::Llamafactory(a) => {
-            let mut train = tunelab::train::TrainConfig {
-                learning_rate: a.lr,
-                epochs: a.epochs,
-                batch_size: a.batch_size,
-                grad_accum: a.grad_accum,
-                cutoff_len: a.cutoff,
-                ..Default::default()
+            let train: tunelab::train::TrainConfig = match &a.train_config {
+                Some(path) => {
+                    let bytes = tunelab::fsutil::read_bounded(path, 1 << 20)?;
+                    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a train_config.json tunelab train wrote", path.display()))?
+                }
+                None => Default::default(),
             };
-            train.lora.r = a.rank;
-            train.lora.lora_alpha = a.alpha;
-            train.lora.check_usable().map_err(|m| anyhow::anyhow!("{m}"))?;
+            train
+                .lora
+                .check_usable()
+                .map_err(|m| anyhow::anyhow!("{}: {m}", a.train_config.as_deref().unwrap_or(std::path::Path::new("defaults")).display()))?;
             let opts = ExportOptions { data: a.data, eval_data: a.eval_data, model: a.model, template: a.template, name: a.name, train };
             let done = export(&opts, &a.out)?;
             println!("wrote {} ({} examples, {} format, template {}):", a.out.display(), done.examples, done.formatting, done.template);
