@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use polars::prelude::DataFrame;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -15,6 +14,7 @@ use super::leak::{identity_words, mentioned_identity};
 use super::token;
 use crate::error::{Error, Result};
 use crate::run::store::{read_record, read_results};
+use crate::run::summary::{floats, strings};
 
 /// The study's served content.
 pub const STUDY_FILE: &str = "study.json";
@@ -198,25 +198,14 @@ struct CaseRow {
     judge_scores: Vec<f64>,
 }
 
-fn text_column(df: &DataFrame, name: &str, run: &Path) -> Result<Vec<String>> {
-    let column = df.column(name).map_err(|_| Error::Invalid(format!("{}: the results table has no `{name}` column", run.display())))?;
-    let values = column.str().map_err(|_| Error::Invalid(format!("{}: column `{name}` is not text", run.display())))?;
-    Ok(values.iter().map(|v| v.unwrap_or_default().to_string()).collect())
-}
-
-fn number_column(df: &DataFrame, name: &str, run: &Path) -> Result<Vec<f64>> {
-    let column = df.column(name).map_err(|_| Error::Invalid(format!("{}: the results table has no `{name}` column", run.display())))?;
-    let values = column.f64().map_err(|_| Error::Invalid(format!("{}: column `{name}` is not numeric", run.display())))?;
-    Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-}
-
 fn read_run(dir: &Path) -> Result<RunCases> {
     let record = read_record(dir)?;
     let df = read_results(dir)?;
-    let [ids, categories, prompts, references, outputs, scorers] =
-        ["case_id", "category", "prompt", "reference", "output", "scorer"].map(|c| text_column(&df, c, dir));
-    let (ids, categories, prompts, references, outputs, scorers) = (ids?, categories?, prompts?, references?, outputs?, scorers?);
-    let scores = number_column(&df, "score", dir)?;
+    let table = |source| Error::Table { path: dir.join(crate::run::store::RESULTS_FILE), source };
+    let column = |name: &str| strings(&df, name).map_err(table);
+    let (ids, categories, prompts, references, outputs, scorers) =
+        (column("case_id")?, column("category")?, column("prompt")?, column("reference")?, column("output")?, column("scorer")?);
+    let scores = floats(&df, "score").map_err(table)?;
     let mut cases: BTreeMap<String, CaseRow> = BTreeMap::new();
     let mut order = Vec::new();
     for i in 0..ids.len() {

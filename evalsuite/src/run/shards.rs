@@ -75,10 +75,7 @@ pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, c
     let mut cases: HashSet<(String, String)> = HashSet::new();
     for dir in dirs {
         let df = read_results(dir)?;
-        let column = |c: &str| -> Result<Vec<String>> {
-            let col = df.column(c).and_then(|c| c.str().cloned()).map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source })?;
-            Ok(col.iter().map(|v| v.unwrap_or_default().to_string()).collect())
-        };
+        let column = |c: &str| super::summary::strings(&df, c).map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source });
         let shard_cases: HashSet<(String, String)> = column("category")?.into_iter().zip(column("case_id")?).collect();
         if let Some((category, id)) = shard_cases.iter().find(|c| cases.contains(*c)) {
             return Err(Error::Invalid(format!(
