@@ -58,14 +58,20 @@ fn start_server() -> Server {
         .stderr(log)
         .spawn()
         .expect("start llama_cpp.server");
-    let mut server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    wait_until_serving(Server { child, url: format!("http://127.0.0.1:{port}") }, port, "smollm2", Some(API_KEY))
+}
+
+/// Waits until the server on `port` lists `alias` among its models (sending `api_key` when
+/// it needs one); panics when the process exits or takes longer than three minutes.
+fn wait_until_serving(mut server: Server, port: u16, alias: &str, api_key: Option<&str>) -> Server {
     let start = Instant::now();
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(s, "GET /v1/models HTTP/1.0\r\nAuthorization: Bearer {API_KEY}\r\n\r\n");
+            let auth = api_key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+            let _ = write!(s, "GET /v1/models HTTP/1.0\r\n{auth}\r\n");
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
-            if buf.contains("smollm2") {
+            if buf.contains(alias) {
                 return server;
             }
         }
@@ -298,13 +304,7 @@ fn several_models_one_server_serves_by_name_make_one_run_each() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut server = Server { child, url: format!("http://127.0.0.1:{port}") };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(server.child.try_wait().unwrap().is_none(), "llama_cpp.server exited; see {}", dir.join("server.log").display());
-        assert!(start.elapsed() < Duration::from_secs(180), "llama_cpp.server did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let server = wait_until_serving(Server { child, url: format!("http://127.0.0.1:{port}") }, port, "adapter-a", None);
     let suite = root().join("rubrics/guard/suite.toml");
     let out = tunelab(&[
         "eval",
@@ -349,5 +349,4 @@ fn several_models_one_server_serves_by_name_make_one_run_each() {
         dir.to_str().unwrap(),
     ]);
     assert!(!twice.status.success() && String::from_utf8_lossy(&twice.stderr).contains("a second time"));
-    let _ = server.child.kill();
 }
