@@ -64,7 +64,7 @@ impl GenerationCache {
     /// The cache key of a case's generation.
     pub fn key(backend: &BackendInfo, decoding: &GenerationConfig, case: &Case) -> String {
         let messages: Vec<_> = case.messages.iter().map(|m| json!([m.role.as_str(), m.content])).collect();
-        let material = json!({
+        let mut material = json!({
             "kind": backend.kind,
             "model": if backend.model_sha256.is_some() { None } else { Some(&backend.model) },
             "model_sha256": backend.model_sha256,
@@ -73,6 +73,11 @@ impl GenerationCache {
             "decoding": decoding,
             "messages": messages,
         });
+        // Only rounding weights join the key, so caches written before the field existed
+        // still serve the exact weights' generations.
+        if let Some(w) = &backend.weights {
+            material["weights"] = json!(w);
+        }
         hashing::sha256_bytes(material.to_string().as_bytes())
     }
 

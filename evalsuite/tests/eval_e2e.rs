@@ -56,6 +56,15 @@ fn base_and_adapter_runs_write_run_directories_and_summaries() {
     // The same run again: every output comes from the cache.
     run_ok(&[&["eval", "run", "--name", "base-again"], &common[..]].concat());
     assert_eq!(meta(&dir.join("base-again"))["counts"]["cached"], 8);
+    // bf16 weights round, so they neither reuse the exact weights' cached outputs nor pass
+    // for them: the record names them.
+    run_ok(&[&["eval", "run", "--name", "base-bf16", "--weights", "bf16"], &common[..]].concat());
+    let rounded = meta(&dir.join("base-bf16"));
+    assert_eq!(rounded["counts"]["cached"], 0);
+    assert_eq!(rounded["backend"]["weights"], "bf16");
+    assert!(m1["backend"].get("weights").is_none(), "the exact weights' record has no weights field: {m1}");
+    let shown = run_ok(&["eval", "summary", dir.join("base-bf16").to_str().unwrap()]);
+    assert!(shown.contains("(bf16 weights)"), "{shown}");
     // An existing name is refused, and nothing is lost.
     let again = tunelab(&[&["eval", "run", "--name", "base"], &common[..]].concat());
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));

@@ -31,7 +31,7 @@ pub mod train;
 
 pub use chat::{ChatTemplate, Message, Role};
 pub use error::{Error, Result};
-pub use generate::{FinishReason, Generation, GenerationConfig, Generator};
+pub use generate::{DecodeWeights, FinishReason, Generation, GenerationConfig, Generator};
 pub use lora::{AdapterSet, LoraConfig};
 pub use model::{Model, ModelConfig, Tokenizer, Transformer};
 

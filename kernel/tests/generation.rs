@@ -88,35 +88,79 @@ fn q8_0_decoding_stays_close_to_f32() {
         .map(|p| model.template.render_prompt(None, p).unwrap())
         .collect();
     let cfg = GenerationConfig::greedy(48);
-    let (g32, g8) = (Generator::new(&model.transformer, &model.tokenizer), Generator::new(&q8, &model.tokenizer));
+    let g8 = Generator::new(&q8, &model.tokenizer);
     let batch = g8.generate_batch(&prompts, &cfg, |_, _| {}).unwrap();
-    let (mut agree, mut steps) = (0, 0);
     for (i, p) in prompts.iter().enumerate() {
         let single = g8.generate(p, &cfg, |_| {}).unwrap();
         assert_eq!(batch[i].token_ids, single.token_ids, "prompt {i}: batched q8_0 greedy differs from single");
-        let reference = g32.generate(p, &cfg, |_| {}).unwrap();
-        let same = reference.token_ids.iter().zip(&single.token_ids).take_while(|(a, b)| a == b).count();
-        // Top-1 agreement along f32's own answer (teacher-forced, so one near-tie does not
-        // decide the rest): the quantization's real effect on each choice.
+    }
+    let (agree, steps) = choices_along_f32_answers(&model, &q8, "q8_0", &prompts, &cfg);
+    assert!(agree * 100 >= steps * 95, "q8_0 picks f32's token at only {agree} of {steps} steps");
+}
+
+/// How often `other`'s greedy choice equals f32's along f32's own answers to `prompts`
+/// (teacher-forced, so one near-tie does not decide the rest: the rounding's real effect
+/// on each choice), as (agreeing steps, steps); each prompt's figures are printed.
+fn choices_along_f32_answers(model: &Model, other: &tunelab::Transformer, label: &str, prompts: &[String], cfg: &GenerationConfig) -> (usize, usize) {
+    let (g32, g) = (Generator::new(&model.transformer, &model.tokenizer), Generator::new(other, &model.tokenizer));
+    let (mut agree, mut steps) = (0, 0);
+    for (i, p) in prompts.iter().enumerate() {
+        let reference = g32.generate(p, cfg, |_| {}).unwrap();
+        let free = g.generate(p, cfg, |_| {}).unwrap();
+        let same = reference.token_ids.iter().zip(&free.token_ids).take_while(|(a, b)| a == b).count();
         let ids = model.tokenizer.encode_with_bos(p).unwrap();
-        let (mut cache, logits) = q8.prefill(&ids, ids.len() + reference.token_ids.len()).unwrap();
+        let (mut cache, logits) = other.prefill(&ids, ids.len() + reference.token_ids.len()).unwrap();
         let mut next = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
         let mut matched = 0;
         for (k, &want) in reference.token_ids.iter().enumerate() {
             matched += usize::from(next == want);
             if k + 1 < reference.token_ids.len() {
-                next = q8.decode_rows(&[want], &mut [&mut cache]).unwrap().get(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+                next = other.decode_rows(&[want], &mut [&mut cache]).unwrap().get(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
             }
         }
         eprintln!(
-            "prompt {i}: q8_0 greedy equals f32 for the first {same} of {} tokens; q8_0's choice equals f32's at {matched} of {} steps along f32's answer",
+            "prompt {i}: {label} greedy equals f32 for the first {same} of {} tokens; {label}'s choice equals f32's at {matched} of {} steps along f32's answer",
             reference.token_ids.len(),
             reference.token_ids.len()
         );
         agree += matched;
         steps += reference.token_ids.len();
     }
-    assert!(agree * 100 >= steps * 95, "q8_0 picks f32's token at only {agree} of {steps} steps");
+    (agree, steps)
+}
+
+/// bf16 weights (`--weights bf16`): prompt and decoding passes both read them, so their
+/// logits differ from f32's (the bf16 path ran) but stay close; continuous batching
+/// still equals one prompt at a time; and bf16 picks f32's token at ≥ 95 % of the steps
+/// along f32's greedy answers (printed).
+#[test]
+fn bf16_decoding_stays_close_to_f32() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let bf16 = model.transformer.bf16_for_decoding().unwrap();
+    let prompt = model.template.render_prompt(None, "Explain photosynthesis in three sentences.").unwrap();
+    let ids = model.tokenizer.encode_with_bos(&prompt).unwrap();
+    let (_, p32) = model.transformer.prefill(&ids, ids.len()).unwrap();
+    let (_, p16) = bf16.prefill(&ids, ids.len()).unwrap();
+    let scale = p32.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (&p32 - &p16).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    eprintln!("prompt logits: max |f32 − bf16| = {d:.4} (max |logit| {scale:.2})");
+    assert!(d > 0.0 && d < 0.05 * scale, "bf16 prompt logits differ by {d} (scale {scale})");
+
+    let prompts: Vec<String> = ["What is 2+2?", "Explain photosynthesis in three sentences.", "Summarize the benefits of unit testing."]
+        .iter()
+        .map(|p| model.template.render_prompt(None, p).unwrap())
+        .collect();
+    let cfg = GenerationConfig::greedy(48);
+    let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p).unwrap()).collect();
+    let g16 = Generator::new(&bf16, &model.tokenizer);
+    let by_slots = |slots: usize| {
+        let mut out = vec![Vec::new(); encoded.len()];
+        g16.generate_continuous(&encoded, &cfg, slots, |_, _| {}, |i, r| out[i] = r.unwrap().token_ids).unwrap();
+        out
+    };
+    assert_eq!(by_slots(3), by_slots(1), "batched bf16 greedy differs from one prompt at a time");
+    let (agree, steps) = choices_along_f32_answers(&model, &bf16, "bf16", &prompts, &cfg);
+    assert!(agree * 100 >= steps * 95, "bf16 picks f32's token at only {agree} of {steps} steps");
 }
 
 /// Per-sequence decoding (continuous batching's model step): two rows at different

@@ -30,6 +30,7 @@ impl HttpBackend {
             adapter: None,
             adapter_sha256: None,
             endpoint: Some(client.base.clone()),
+            weights: None,
         };
         Ok(Self { client, info })
     }

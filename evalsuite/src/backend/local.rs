@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::Tensor;
 use tunelab::data::{encode_example, EncodeOptions};
 use tunelab::train::causal_lm_loss;
-use tunelab::{AdapterSet, GenerationConfig, Generator, Model, Transformer};
+use tunelab::{AdapterSet, DecodeWeights, GenerationConfig, Generator, Model, Transformer};
 
 use super::{Backend, BackendInfo, Generated, OnGenerated};
 use crate::case::Case;
@@ -26,6 +26,11 @@ pub const MAX_BATCH: usize = tunelab::model::DETERMINISTIC_DECODE_ROWS;
 /// A local model, optionally with an adapter applied.
 pub struct LocalBackend {
     model: Model,
+    /// The adapter applied, if any.
+    adapter: Option<AdapterSet>,
+    /// The weights generation reads.
+    weights: DecodeWeights,
+    /// The base with the adapter, prepared for `weights`.
     adapted: Transformer,
     info: BackendInfo,
     batch: usize,
@@ -43,28 +48,38 @@ impl LocalBackend {
             adapter: None,
             adapter_sha256: None,
             endpoint: None,
+            weights: None,
         };
         let adapted = model.transformer.clone();
-        Ok(Self { model, adapted, info, batch: DEFAULT_BATCH })
+        Ok(Self { model, adapter: None, weights: DecodeWeights::default(), adapted, info, batch: DEFAULT_BATCH })
+    }
+
+    /// Generates (and scores perplexity) with `weights` instead of the exact f32 weights;
+    /// rounding weights are recorded in the backend's information and the cache key.
+    pub fn with_weights(mut self, weights: DecodeWeights) -> Result<Self> {
+        self.weights = weights;
+        self.info.weights = (!weights.is_exact()).then(|| weights.name().to_string());
+        self.prepare()?;
+        Ok(self)
+    }
+
+    /// Rebuilds the model generation reads from the base, the adapter and the weights.
+    fn prepare(&mut self) -> Result<()> {
+        self.adapted = self.weights.prepare(&self.model.transformer, self.adapter.as_ref())?;
+        Ok(())
     }
 
     /// Applies a PEFT adapter directory on the base (replacing any earlier adapter; `None`
     /// returns to the base). The base weights are not reloaded.
     pub fn set_adapter(&mut self, dir: Option<&Path>) -> Result<()> {
-        match dir {
-            Some(dir) => {
-                let set = AdapterSet::load(dir, &self.model.transformer)?;
-                // Attached where the base decodes from packed blocks, folded in elsewhere.
-                self.adapted = set.for_inference(&self.model.transformer)?;
-                self.info.adapter = Some(dir.display().to_string());
-                self.info.adapter_sha256 = Some(hashing::sha256_path(dir).map_err(|e| Error::reading(dir, e))?);
-            }
-            None => {
-                self.adapted = self.model.transformer.clone();
-                self.info.adapter = None;
-                self.info.adapter_sha256 = None;
-            }
-        }
+        let adapter = dir.map(|d| AdapterSet::load(d, &self.model.transformer)).transpose()?;
+        // Attached where the base decodes from packed blocks, folded in elsewhere.
+        let adapted = self.weights.prepare(&self.model.transformer, adapter.as_ref())?;
+        let sha = dir.map(|d| hashing::sha256_path(d).map_err(|e| Error::reading(d, e))).transpose()?;
+        self.info.adapter = dir.map(|d| d.display().to_string());
+        self.info.adapter_sha256 = sha;
+        self.adapter = adapter;
+        self.adapted = adapted;
         Ok(())
     }
 

@@ -44,6 +44,10 @@ pub struct BackendInfo {
     pub adapter_sha256: Option<String>,
     /// Endpoint base URL (http).
     pub endpoint: Option<String>,
+    /// The local backend's weights when they round (`bf16`, `q8_0`): outputs are then not
+    /// the exact f32 model's. Absent for the exact weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 /// Called as each case's output is ready: (index into the case list, result).

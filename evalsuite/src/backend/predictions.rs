@@ -77,6 +77,7 @@ impl PredictionsBackend {
             adapter: None,
             adapter_sha256: None,
             endpoint: None,
+            weights: None,
         };
         Ok(Self { path: path.to_path_buf(), predictions, info })
     }

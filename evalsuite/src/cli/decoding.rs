@@ -40,7 +40,7 @@ impl DecodingArgs {
     }
 }
 
-/// Which weights decoding steps read.
+/// Which weights generation reads (the command-line face of [`tunelab::DecodeWeights`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DecodeWeights {
     /// The f32 weights (exactly the training-time model). Decoding steps read a GGUF
@@ -52,18 +52,27 @@ pub enum DecodeWeights {
     /// An 8-bit (Q8_0) copy of every projection: about 3× fewer bytes per token.
     #[value(name = "q8_0")]
     Q8_0,
+    /// A bf16 copy of every projection, multiplied with bf16 activations (AVX-512 BF16's
+    /// dot-product instruction, f32 sums) in prompts and decoding steps: twice the
+    /// multiply-adds per instruction for batches (evaluation suites); greedy tokens can
+    /// differ from `f32`'s.
+    Bf16,
+}
+
+impl From<DecodeWeights> for tunelab::DecodeWeights {
+    fn from(w: DecodeWeights) -> Self {
+        match w {
+            DecodeWeights::F32 => Self::F32,
+            DecodeWeights::F32Dense => Self::F32Dense,
+            DecodeWeights::Q8_0 => Self::Q8_0,
+            DecodeWeights::Bf16 => Self::Bf16,
+        }
+    }
 }
 
 impl DecodeWeights {
     /// `base`, with `adapter` when given, prepared for decoding with these weights.
     pub fn prepare(self, base: &tunelab::Transformer, adapter: Option<&tunelab::lora::AdapterSet>) -> tunelab::Result<tunelab::Transformer> {
-        match (self, adapter) {
-            (Self::F32, None) => Ok(base.clone()),
-            (Self::F32, Some(a)) => a.for_inference(base),
-            (Self::F32Dense, None) => Ok(base.without_packed_weights()),
-            (Self::F32Dense, Some(a)) => a.merged(base),
-            (Self::Q8_0, None) => base.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
-            (Self::Q8_0, Some(a)) => a.merged(base)?.quantized_for_decoding(candle_core::quantized::GgmlDType::Q8_0),
-        }
+        tunelab::DecodeWeights::from(self).prepare(base, adapter)
     }
 }

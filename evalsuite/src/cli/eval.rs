@@ -16,7 +16,7 @@ use tunelab_evalsuite::run::{self, summary, RunEvent, RunOptions};
 use tunelab_evalsuite::scorers::JudgePolicy;
 use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
 
-use super::decoding::DecodingArgs;
+use super::decoding::{DecodeWeights, DecodingArgs};
 
 /// `tunelab eval …`.
 #[derive(Debug, Subcommand)]
@@ -84,6 +84,11 @@ pub struct RunArgs {
     shard: Option<tunelab_evalsuite::run::record::Shard>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    /// Weights the local backend generates with: `f32` (the default) is exactly the trained
+    /// model; `bf16` rounds weights and activations for about 1.5× the throughput on CPUs
+    /// with AVX-512 BF16, and the run records it.
+    #[arg(long, value_enum, default_value_t = DecodeWeights::F32)]
+    weights: DecodeWeights,
     /// Cases the local backend decodes together (continuous batching, at most 64; answers
     /// do not depend on it).
     #[arg(long, default_value_t = DEFAULT_BATCH)]
@@ -250,7 +255,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
             // The base is loaded once; each adapter is applied on it in turn.
-            let mut backend = LocalBackend::load(model)?.with_batch(args.batch)?;
+            let mut backend = LocalBackend::load(model)?.with_batch(args.batch)?.with_weights(args.weights.into())?;
             let mut targets: Vec<Option<&Path>> = Vec::new();
             if args.adapters.is_empty() || args.with_base {
                 targets.push(None);
@@ -275,6 +280,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             }
             Ok(errors_allowed(errored, &args))
         }
+        _ if args.weights != DecodeWeights::F32 => bail!("--weights applies to a local --model only"),
         (None, Some(endpoint), None) => {
             if args.api_models.is_empty() {
                 bail!("--endpoint needs --api-model");

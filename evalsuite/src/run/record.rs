@@ -212,11 +212,16 @@ impl RunRecord {
         serde_json::to_string_pretty(self)
     }
 
-    /// What was evaluated, for headings: the model, and the adapter when there is one.
+    /// What was evaluated, for headings: the model, the adapter when there is one, and the
+    /// weights when they were rounded (not the exact f32 model).
     pub fn evaluated(&self) -> String {
-        match &self.backend.adapter {
+        let model = match &self.backend.adapter {
             Some(a) => format!("{} + adapter {a}", self.backend.model),
             None => self.backend.model.clone(),
+        };
+        match &self.backend.weights {
+            Some(w) => format!("{model} ({w} weights)"),
+            None => model,
         }
     }
 }

@@ -5,6 +5,9 @@
 mod continuous;
 mod padded;
 mod row;
+mod weights;
+
+pub use weights::DecodeWeights;
 
 use candle_transformers::generation::Sampling;
 use serde::{Deserialize, Serialize};

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor, Var};
 
+use super::bf16_rows::Bf16Rows;
 use super::config::ModelConfig;
 use super::fused;
-use super::matmul::{frozen_matmul, packed_matmul};
+use super::matmul::{bf16_matmul, frozen_matmul, packed_matmul};
 use super::ops::OpMode;
 use super::packed::PackedRows;
 use super::weights::Weights;
@@ -138,6 +139,17 @@ impl LoraLayer {
     }
 }
 
+/// A lower-precision copy of a projection's weight that decoding passes read instead of the
+/// f32 weight (see [`super::Transformer::quantized_for_decoding`] and
+/// [`super::Transformer::bf16_for_decoding`]).
+#[derive(Debug, Clone)]
+enum DecodeCopy {
+    /// candle's quantized blocks (Q8_0 …).
+    Ggml(QMatMul),
+    /// bf16 values for the bf16 dot-product kernel.
+    Bf16(Arc<Bf16Rows>),
+}
+
 /// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
 /// update added on top (the only trainable part), and optionally a quantized copy of `W`
 /// for decoding (see [`super::Transformer::quantized_for_decoding`]).
@@ -146,7 +158,7 @@ pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
     lora: Option<LoraLayer>,
-    quantized: Option<QMatMul>,
+    quantized: Option<DecodeCopy>,
     /// The model file's blocks of `weight`, bit-for-bit the same values, which decoding
     /// steps read instead of the f32 copy (a quarter of the bytes or less).
     packed: Option<Arc<PackedRows>>,
@@ -195,7 +207,17 @@ impl Linear {
             return Ok(self.clone());
         }
         let q = QTensor::quantize(&self.weight.to_dtype(DType::F32)?, dtype)?;
-        Ok(Self { quantized: Some(QMatMul::QTensor(std::sync::Arc::new(q))), ..self.clone() })
+        Ok(Self { quantized: Some(DecodeCopy::Ggml(QMatMul::QTensor(std::sync::Arc::new(q)))), ..self.clone() })
+    }
+
+    /// The same projection with a bf16 copy of its weight for decoding (CPU weights only).
+    pub(crate) fn with_bf16(&self) -> candle_core::Result<Self> {
+        if !self.weight.device().is_cpu() {
+            return Ok(self.clone());
+        }
+        let (n, k) = self.weight.dims2()?;
+        let values = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self { quantized: Some(DecodeCopy::Bf16(Arc::new(Bf16Rows::from_f32(&values, n, k)))), ..self.clone() })
     }
 
     /// A copy whose weight and bias share storage with this one but carry tensor ids from
@@ -249,10 +271,18 @@ impl Linear {
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        // Decoding passes read the quantized weights when there are any (prompt passes do
-        // not): the choice follows the kind of pass, never how many rows share it.
-        if let (Some(q), OpMode::Inference, None, DType::F32) = (&self.quantized, mode, &self.lora, x.dtype()) {
-            let y = q.forward(&x.contiguous()?)?;
+        // Decoding passes read the quantized weights when there are any (prompt passes only
+        // the bf16 ones): the choice follows the kind of pass, never how many rows share it.
+        let copy = match (&self.quantized, mode, &self.lora, x.dtype()) {
+            (Some(q @ DecodeCopy::Ggml(_)), OpMode::Inference, None, DType::F32) => Some(q),
+            (Some(q @ DecodeCopy::Bf16(_)), OpMode::Inference | OpMode::Prompt, None, DType::F32) => Some(q),
+            _ => None,
+        };
+        if let Some(q) = copy {
+            let y = match q {
+                DecodeCopy::Ggml(q) => q.forward(&x.contiguous()?)?,
+                DecodeCopy::Bf16(b) => bf16_matmul(x, b)?,
+            };
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),

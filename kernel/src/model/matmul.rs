@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::bf16_rows::Bf16Rows;
 use super::packed::PackedRows;
 
 /// `y = x · wᵀ` for `x` `[..., k]` and a frozen `w` `[n, k]`; gradients flow to `x` only.
@@ -51,6 +52,20 @@ pub fn packed_matmul(x: &Tensor, w: &std::sync::Arc<PackedRows>, lora: Option<(&
     y.reshape(out_dims).map(Some)
 }
 
+/// `y = x · wᵀ` for `x` `[..., k]` (f32, on the CPU) and a bf16 copy of the weight: both
+/// rounded to bf16, the products summed in f32 (see [`super::bf16_rows`]). Inference only.
+pub fn bf16_matmul(x: &Tensor, w: &std::sync::Arc<Bf16Rows>) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims();
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("bf16 matmul: input {dims:?} against a {n}×{k} weight");
+    }
+    let y = x.contiguous()?.reshape((x.elem_count() / k.max(1), k))?.apply_op1_no_bwd(&Bf16Matmul(w.clone()))?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("non-empty") = n;
+    y.reshape(out_dims)
+}
+
 /// Whether an `m`-row product against a transposed f32 weight takes the few-rows kernel.
 fn few_rows_route(m: usize) -> bool {
     m <= super::few_rows::MAX_ROWS && blas().is_none() && super::few_rows::available()
@@ -89,6 +104,22 @@ impl candle_core::CustomOp3 for PackedLoraMatmul {
         t.iter_mut().for_each(|v| *v *= self.1);
         let y = super::few_rows::matmul_t_packed(m, x, &self.0, Some(super::few_rows::LowRank { t: &t, b, rank: r }));
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+}
+
+/// [`bf16_matmul`]'s op.
+struct Bf16Matmul(std::sync::Arc<Bf16Rows>);
+
+impl candle_core::CustomOp1 for Bf16Matmul {
+    fn name(&self) -> &'static str {
+        "bf16-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, _) = l.shape().dims2()?;
+        let n = self.0.dims().0;
+        let CpuStorage::F32(x) = s else { candle_core::bail!("bf16 matmul takes f32 input, got {:?}", s.dtype()) };
+        Ok((CpuStorage::F32(super::bf16_rows::matmul_t(m, slice(x, l)?, &self.0)), Shape::from((m, n))))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Models: loading a GGUF file or an HF directory into a trainable f32 transformer with its
 //! tokenizer and chat template.
 
+mod bf16_rows;
 mod config;
 mod export;
 mod few_rows;

@@ -62,7 +62,9 @@ pub struct EvalBenchArgs {
     /// Prompts decoded together (continuous batching slots).
     #[arg(long, default_value_t = tunelab_evalsuite::backend::local::DEFAULT_BATCH)]
     batch: usize,
-    /// Weights decoding steps read (`eval run` decodes with f32).
+    /// Weights prompts and decoding steps read (as `eval run --weights`); rounding weights
+    /// also decode with the exact f32 weights, untimed, to count the answers that stayed
+    /// the same.
     #[arg(long, value_enum, default_value = "f32")]
     weights: DecodeWeights,
     #[command(flatten)]
@@ -140,6 +142,27 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Greedy answers (token ids) to every prompt, decoded as `eval run` decodes a suite:
+/// continuous batching over `batch` slots.
+fn decode_all(decoding: &Transformer, model: &Model, ids: &[Vec<u32>], max_tokens: usize, batch: usize) -> anyhow::Result<Vec<Vec<u32>>> {
+    let gen = Generator::new(decoding, &model.tokenizer);
+    let (mut answers, mut failed) = (vec![Vec::new(); ids.len()], None);
+    gen.generate_continuous(
+        ids,
+        &GenerationConfig::greedy(max_tokens),
+        batch,
+        |_, _| {},
+        |i, r| match r {
+            Ok(g) => answers[i] = g.token_ids,
+            Err(e) => failed = Some(format!("prompt {i}: {e}")),
+        },
+    )?;
+    match failed {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(answers),
+    }
+}
+
 /// Runs `tunelab bench eval`.
 pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let refs = References::find(&a.reference)?;
@@ -161,28 +184,21 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
         })
         .collect::<tunelab::Result<_>>()?;
     let ids = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p)).collect::<tunelab::Result<Vec<_>>>()?;
-    let gen = Generator::new(&decoding, &model.tokenizer);
     let start = Instant::now();
-    let (mut tokens, mut failed) = (0usize, None);
-    // As `eval run` decodes a suite: continuous batching over `--batch` slots.
-    gen.generate_continuous(
-        &ids,
-        &GenerationConfig::greedy(a.max_tokens),
-        a.batch,
-        |_, _| {},
-        |i, r| match r {
-            Ok(g) => tokens += g.token_ids.len(),
-            Err(e) => failed = Some(format!("prompt {i}: {e}")),
-        },
-    )?;
-    if let Some(why) = failed {
-        anyhow::bail!("{why}");
-    }
+    let answers = decode_all(&decoding, &model, &ids, a.max_tokens, a.batch)?;
+    let tokens: usize = answers.iter().map(Vec::len).sum();
     let seconds = start.elapsed().as_secs_f64();
+    // Rounding weights: how many answers are still the exact model's, token for token.
+    let same = if tunelab::DecodeWeights::from(a.weights).is_exact() {
+        None
+    } else {
+        let exact = decode_all(&model.transformer, &model, &ids, a.max_tokens, a.batch)?;
+        Some(answers.iter().zip(&exact).filter(|(a, b)| a == b).count())
+    };
     let ours = json!({
         "impl": "tunelab", "prompts": a.prompts, "batch": a.batch, "weights": format!("{:?}", a.weights), "completion_tokens": tokens,
         "seconds": (seconds * 100.0).round() / 100.0, "tokens_per_s": (tokens as f64 / seconds * 10.0).round() / 10.0,
-        "peak_rss_mb": super::peak_rss_mb(),
+        "peak_rss_mb": super::peak_rss_mb(), "answers_equal_to_f32": same,
     });
     println!("{ours}");
 
@@ -190,13 +206,15 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
         format!("evaluation generation: {} prompts × ≤ {} tokens, {} decoding together (llama.cpp: single stream)", a.prompts, a.max_tokens, a.batch),
-        &["tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "llama.cpp tok/s (sequential)", "throughput ratio"],
+        &["weights", "tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "answers equal to f32's", "llama.cpp tok/s (sequential)", "throughput ratio"],
     );
     let t = theirs.as_ref().and_then(|v| f(v, "end_to_end_tokens_per_s"));
     table.row(vec![
+        tunelab::DecodeWeights::from(a.weights).name().to_string(),
         num(f(&ours, "tokens_per_s"), 1),
         num(f(&ours, "seconds"), 1),
         num(f(&ours, "peak_rss_mb"), 0),
+        same.map_or_else(|| "all (exact)".to_string(), |n| format!("{n} of {}", a.prompts)),
         num(t, 1),
         ratio(f(&ours, "tokens_per_s"), t),
     ]);
