@@ -43,6 +43,8 @@ pub mod prelude {
     pub use crate::lora::{AdapterSet, LoraConfig};
     pub use crate::model::{Model, ModelConfig, Tokenizer};
     pub use crate::notebook::{compare, live_training, LiveDisplay};
+    // In scope without its name: every `Debug` value then shows in one compile.
+    pub use crate::notebook::DebugDisplay as _;
     pub use crate::train::{TrainConfig, TrainEvent, TrainOutcome, Trainer};
     pub use crate::{Error, Result};
 }

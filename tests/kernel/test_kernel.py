@@ -44,6 +44,36 @@ def test_timing_shows_each_cell_s_phases(kernel):
         run(kernel, ":timing")
 
 
+def test_a_value_cell_compiles_once_and_follows_fmt_and_types(kernel):
+    # The prelude's DebugDisplay gives every Debug value evcxr's display method, so evcxr's
+    # second ("Fallback") compile with `{:?}` is never needed.
+    run(kernel, "use tunelab::prelude::*;")
+    run(kernel, ":timing")
+    try:
+        reply, msgs = run(kernel, "vec![1u8, 255]")
+        assert reply["status"] == "ok", reply
+        text = "".join(c.get("text", "") for t, c in msgs if t == "stream")
+        assert "Final compile" in text and "Fallback" not in text, text
+        assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["[1, 255]"]
+    finally:
+        run(kernel, ":timing")
+    try:
+        reply, _ = run(kernel, ":fmt {:x?}\n:types")
+        assert reply["status"] == "ok", reply
+        reply, msgs = run(kernel, "vec![1u8, 255]")
+        assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == [": Vec<u8> = [1, ff]"], msgs
+        # A format that is not Debug's is refused, and values keep the last good one.
+        reply, msgs = run(kernel, ":fmt {}")
+        err = "".join(c.get("text", "") for t, c in msgs if t == "stream" and c["name"] == "stderr")
+        assert "Debug formats only" in err, msgs
+        reply, msgs = run(kernel, "Some(10u8)")
+        assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == [": Option<u8> = Some(a)"], msgs
+    finally:
+        run(kernel, ":fmt\n:types")
+    reply, msgs = run(kernel, "Some(10u8)")
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["Some(10)"], msgs
+
+
 def test_compile_error_is_an_error(kernel):
     reply, msgs = run(kernel, 'let n: u32 = "not a number";')
     assert reply["status"] == "error"

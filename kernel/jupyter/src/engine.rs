@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bridge::{self, DisplayLine};
 use crate::library;
 use crate::user_error;
+use crate::value_display::ValueDisplay;
 
 /// Something a running cell produced.
 #[derive(Debug)]
@@ -69,19 +70,26 @@ fn preload_commands(lib: &Path) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     }
     let lib = library::check(lib).map_err(|e| format!("tunelab: not preloading the library: {e:#}\n"))?;
-    Ok(vec![
-        ":preserve_vars_on_panic 1".into(),
-        ":cache 4000".into(),
-        ":opt 2".into(),
-        // evcxr builds cells and every dependency (candle, gemm, tunelab) in a profile with
-        // debug assertions and overflow checks on; in tunelab's loops those checks made
-        // training run at 0.45× the CLI's speed. Cells are built like release code instead.
-        ":build_env CARGO_PROFILE_DEV_OPT_LEVEL=3".into(),
-        ":build_env CARGO_PROFILE_DEV_DEBUG_ASSERTIONS=false".into(),
-        ":build_env CARGO_PROFILE_DEV_OVERFLOW_CHECKS=false".into(),
-        format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{}\" }}", lib.display()),
-        INSTALL_HANDLER.into(),
-    ])
+    let mut commands = vec![":preserve_vars_on_panic 1".to_string(), ":cache 4000".into()];
+    // evcxr builds cells and every dependency (candle, gemm, tunelab) in a profile with
+    // debug assertions and overflow checks on; in tunelab's loops those checks made training
+    // run at 0.45× the CLI's speed. The dependencies are built like release code: by the
+    // work directory's cargo configuration, which leaves the cell's own crate unoptimized
+    // (`:opt 0`: a cell compiles in about 0.1 s less; its heavy work runs in the library),
+    // or else through cargo's environment for everything.
+    if crate::work_dir::dependencies_optimized() {
+        commands.push(":opt 0".into());
+    } else {
+        commands.extend([
+            ":opt 2".into(),
+            ":build_env CARGO_PROFILE_DEV_OPT_LEVEL=3".into(),
+            ":build_env CARGO_PROFILE_DEV_DEBUG_ASSERTIONS=false".into(),
+            ":build_env CARGO_PROFILE_DEV_OVERFLOW_CHECKS=false".into(),
+        ]);
+    }
+    commands.push(format!(":dep tunelab = {{ package = \"tunelab-kernel\", path = \"{}\" }}", lib.display()));
+    commands.push(INSTALL_HANDLER.into());
+    Ok(commands)
 }
 
 /// Compiles the notebook library into evcxr's cache, as the first cell of a kernel on a new
@@ -129,8 +137,12 @@ impl Engine {
             forward_stdout(outputs.stdout, out.clone(), flush_requests);
             forward_stderr(outputs.stderr, out.clone(), watch.clone(), ends_tx);
             let mut callbacks = evcxr::EvalCallbacks { input_reader: &|request| input(request.prompt, request.is_password) };
+            // Whether the library is loaded (its value display then follows `:fmt`/`:types`).
+            let mut preloaded = false;
+            let mut value_display = ValueDisplay::default();
             match preload_commands(&lib) {
                 Ok(commands) => {
+                    preloaded = !commands.is_empty();
                     for cmd in commands {
                         if let Err(e) = ctx.execute(&cmd) {
                             let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: preloading failed at `{cmd}`: {e}\n") });
@@ -170,6 +182,12 @@ impl Engine {
                                         text: timing_text(took, o.phases.iter().map(|p| (p.name.as_str(), p.duration))),
                                     });
                                 }
+                                if preloaded && value_display.follow(&code) {
+                                    if let Err(e) = ctx.execute(&value_display.code()) {
+                                        let _ = out.send(Output::Stream { stderr: true, text: format!("tunelab: value display settings not applied: {e}\n") });
+                                    }
+                                    wait_for_end(&ends);
+                                }
                                 barrier(&out);
                                 // evcxr catches a panic (keeping variables) or a `?` error and
                                 // reports success; stderr is how we know.
@@ -185,6 +203,9 @@ impl Engine {
                         *child2.lock().expect("not poisoned") = Some(ctx.process_handle());
                         if before != pid(&ctx) && ready2.load(Ordering::SeqCst) {
                             let _ = ctx.execute(INSTALL_HANDLER);
+                            if preloaded && value_display != ValueDisplay::default() {
+                                let _ = ctx.execute(&value_display.code());
+                            }
                         }
                         let _ = done.send(result);
                     }

@@ -13,6 +13,7 @@ mod install;
 mod library;
 mod server;
 mod user_error;
+mod value_display;
 mod wire;
 mod work_dir;
 

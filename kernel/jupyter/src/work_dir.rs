@@ -44,6 +44,7 @@ pub fn claim() -> Option<PathBuf> {
     std::fs::create_dir_all(&root).ok()?;
     // Private to this user (the directory is in a shared temporary directory).
     std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok()?;
+    write_dependency_profile(&root);
     for slot in 0..SLOTS {
         let dir = root.join(format!("slot-{slot}"));
         let Ok(lock) = OpenOptions::new().create(true).truncate(false).write(true).open(root.join(format!("slot-{slot}.lock"))) else { continue };
@@ -55,6 +56,41 @@ pub fn claim() -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Cargo settings for every crate a cell depends on (candle, gemm, tunelab …), read by
+/// cargo from the work directories' parent: built like release code. The cell's own crate
+/// keeps evcxr's profile (`:opt`), so a cell compiles unoptimized and fast while the
+/// library it calls runs at full speed.
+const DEPENDENCY_PROFILE: &str = "# Written by tunelab-kernel: the crates notebook cells depend on are built like release
+# code (debug assertions and overflow checks made training 2x slower); the cells' own
+# crate follows evcxr's `:opt`.
+[profile.dev.package.\"*\"]
+opt-level = 3
+debug-assertions = false
+overflow-checks = false
+";
+
+/// Whether the dependency profile is in place for this kernel's work directory.
+static DEPENDENCY_PROFILE_WRITTEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Writes [`DEPENDENCY_PROFILE`] to `root/.cargo/config.toml`.
+fn write_dependency_profile(root: &std::path::Path) {
+    let dir = root.join(".cargo");
+    let path = dir.join("config.toml");
+    // Kernels starting side by side may both write it: each writes its own file and renames
+    // it into place, so cargo never reads half a file.
+    let fresh = dir.join(format!("config.toml.{}", std::process::id()));
+    let written = std::fs::read_to_string(&path).is_ok_and(|s| s == DEPENDENCY_PROFILE)
+        || (std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&fresh, DEPENDENCY_PROFILE).and_then(|_| std::fs::rename(&fresh, &path)).is_ok());
+    let _ = DEPENDENCY_PROFILE_WRITTEN.set(written);
+}
+
+/// Whether cells' dependencies are built like release code by the work directory's cargo
+/// configuration; when not (a user's own `EVCXR_TMPDIR`, or nothing could be claimed), the
+/// engine sets the same profile for everything through cargo's environment instead.
+pub fn dependencies_optimized() -> bool {
+    DEPENDENCY_PROFILE_WRITTEN.get().copied().unwrap_or(false)
 }
 
 /// Keeps the lock for the rest of the process (the OS releases it when the process ends).

@@ -9,9 +9,11 @@
 mod input;
 mod live;
 pub mod markers;
+mod value;
 mod views;
 
 pub use crate::train::{install_interrupt_handler, interrupt_flag};
 pub use input::{input, password};
 pub use live::{clear_output, live_training, LiveDisplay};
+pub use value::{set_value_display, DebugDisplay};
 pub use views::{compare, Comparison, HtmlFile};
