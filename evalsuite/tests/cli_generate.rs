@@ -132,3 +132,32 @@ fn data_replay_writes_the_model_s_own_answers_as_training_records() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An adapter whose `base_model_name_or_path` names the loaded model (as a hub id, the way
+/// PEFT and LLaMA-Factory write it) applies; one that names another model is refused, the
+/// message naming both, even though its shapes fit.
+#[test]
+fn an_adapter_for_another_base_model_is_refused_naming_both() {
+    let model = model_path();
+    let loaded = tunelab::Model::load(&model).unwrap();
+    let dir = common::scratch("adapter-base-name");
+    let set = tunelab::AdapterSet::new(&loaded.transformer, tunelab::LoraConfig::default(), 1).unwrap();
+    let generate = |declared: &str| {
+        let adapter = dir.join(declared.replace('/', "_"));
+        set.save(&adapter).unwrap();
+        let cfg_path = adapter.join("adapter_config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg["base_model_name_or_path"] = declared.into();
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        tunelab(&["generate", "--model", model.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "2"])
+    };
+    let same = generate("HuggingFaceTB/SmolLM2-135M-Instruct");
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+    let other = generate("HuggingFaceTB/SmolLM2-135M");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "an adapter for another base model was applied");
+    assert!(
+        stderr.contains("\"HuggingFaceTB/SmolLM2-135M\"") && stderr.contains("SmolLM2-135M-Instruct") && stderr.contains("base_model_name_or_path"),
+        "{stderr}"
+    );
+}

@@ -72,7 +72,7 @@ impl LocalBackend {
     /// Applies a PEFT adapter directory on the base (replacing any earlier adapter; `None`
     /// returns to the base). The base weights are not reloaded.
     pub fn set_adapter(&mut self, dir: Option<&Path>) -> Result<()> {
-        let adapter = dir.map(|d| AdapterSet::load(d, &self.model.transformer)).transpose()?;
+        let adapter = dir.map(|d| AdapterSet::load_for(d, &self.model)).transpose()?;
         // Attached where the base decodes from packed blocks, folded in elsewhere.
         let adapted = self.weights.prepare(&self.model.transformer, adapter.as_ref())?;
         let sha = dir.map(|d| hashing::sha256_path(d).map_err(|e| Error::reading(d, e))).transpose()?;

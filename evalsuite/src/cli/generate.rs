@@ -43,7 +43,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         model.set_template(name)?;
     }
     let adapter = match &args.adapter {
-        Some(dir) => Some(AdapterSet::load(dir, &model.transformer).with_context(|| format!("loading adapter {}", dir.display()))?),
+        Some(dir) => Some(AdapterSet::load_for(dir, &model).with_context(|| format!("loading adapter {}", dir.display()))?),
         None => None,
     };
     let adapted = args.weights.prepare(&model.transformer, adapter.as_ref()).context("preparing the decoding weights")?;

@@ -23,7 +23,7 @@ pub struct MergeArgs {
 /// Runs `tunelab merge`.
 pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let adapter = AdapterSet::load(&a.adapter, &model.transformer)?;
+    let adapter = AdapterSet::load_for(&a.adapter, &model)?;
     let (cfg, weights) = Model::load_weights(&a.model)?;
     let merged = adapter.merge_into(&weights)?;
     tunelab::model::write_hf_dir(&a.out, &cfg, &merged, &model.tokenizer, &model.template)?;

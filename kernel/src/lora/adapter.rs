@@ -240,6 +240,17 @@ impl AdapterSet {
         fsutil::write_json_atomic(&dir.join(CONFIG_FILE), &self.config)
     }
 
+    /// [`AdapterSet::load`] for `model`, also checking that the adapter's
+    /// `base_model_name_or_path` names it (by its path or metadata name, normalized: see
+    /// `base_model.rs`); an adapter that declares another base is refused naming both.
+    pub fn load_for(dir: &Path, model: &crate::Model) -> Result<Self> {
+        let set = Self::load(dir, &model.transformer)?;
+        if let Some(declared) = &set.config.base_model_name_or_path {
+            super::base_model::check(declared, &model.names).map_err(|m| Error::bad_model(dir.join(CONFIG_FILE), m))?;
+        }
+        Ok(set)
+    }
+
     /// Loads a PEFT LoRA adapter from `dir` and checks that it fits `model`: every key
     /// names an existing projection, ranks agree with the config, and shapes match.
     pub fn load(dir: &Path, model: &Transformer) -> Result<Self> {

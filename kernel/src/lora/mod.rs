@@ -4,6 +4,7 @@
 //! the other way round.
 
 mod adapter;
+mod base_model;
 mod layer;
 mod peft_compat;
 

@@ -27,7 +27,9 @@ pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Model> {
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let template_source = chat_template_source(dir)?;
     let template = super::template_for(template_source.as_deref(), &tokenizer, dir)?;
-    Ok(Model { path: dir.to_path_buf(), transformer, tokenizer, template })
+    let declared = read_json_opt(&dir.join("config.json"))?.and_then(|c| c.get("_name_or_path").and_then(Json::as_str).map(str::to_string));
+    let names = std::iter::once(dir.display().to_string()).chain(declared).collect();
+    Ok(Model { path: dir.to_path_buf(), transformer, tokenizer, template, names })
 }
 
 fn read_config(dir: &Path) -> Result<ModelConfig> {

@@ -46,6 +46,10 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// The model's chat format.
     pub template: ChatTemplate,
+    /// The names the model goes by: its path, and the name its metadata gives (GGUF
+    /// `general.name`, HF `config.json`'s `_name_or_path`). Adapters loaded with
+    /// `AdapterSet::load_for` are checked against them.
+    pub names: Vec<String>,
 }
 
 impl Model {
@@ -69,7 +73,8 @@ impl Model {
         let weights = file.weights(&cfg, device)?;
         let transformer = Transformer::load(&cfg, &weights)?;
         let template = template_for(template_source.as_deref(), &tokenizer, path)?;
-        Ok(Self { path: path.to_path_buf(), transformer, tokenizer, template })
+        let names = std::iter::once(path.display().to_string()).chain(file.meta_str("general.name").ok().map(str::to_string)).collect();
+        Ok(Self { path: path.to_path_buf(), transformer, tokenizer, template, names })
     }
 
     /// Reads only the configuration and the f32 weights of the model at `path` (for merging).

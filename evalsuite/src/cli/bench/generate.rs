@@ -74,7 +74,7 @@ pub struct EvalBenchArgs {
 /// Loads the model, folds in an adapter when given, and prepares the decoding weights.
 fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: DecodeWeights) -> anyhow::Result<(Model, Transformer)> {
     let m = Model::load(model).with_context(|| format!("loading {}", model.display()))?;
-    let adapter = adapter.map(|dir| AdapterSet::load(dir, &m.transformer)).transpose()?;
+    let adapter = adapter.map(|dir| AdapterSet::load_for(dir, &m)).transpose()?;
     let decoding = weights.prepare(&m.transformer, adapter.as_ref())?;
     Ok((m, decoding))
 }
