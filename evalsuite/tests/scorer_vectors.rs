@@ -100,3 +100,40 @@ fn rouge_and_bleu_match_python_reference() {
         panic!("{report}");
     }
 }
+
+/// LLaMA-Factory's own metrics (`mode = "llamafactory"`): every pair's BLEU-4 and ROUGE-1/2/L
+/// equal to the 4-decimal values LLaMA-Factory's `ComputeSimilarity` gives (jieba,
+/// rouge-chinese and NLTK, recorded by `record_llamafactory_metrics.py`), so their means are
+/// `predict_results.json`'s figures.
+#[test]
+fn llamafactory_metrics_match_its_python_packages() {
+    use tunelab_evalsuite::metrics::llamafactory;
+    let pairs = read_jsonl("pairs.jsonl");
+    let expected: std::collections::HashMap<u64, Value> = read_jsonl("llamafactory_expected.jsonl").into_iter().map(|r| (id_of(&r), r)).collect();
+    let (mut mismatches, mut sums) = (Vec::new(), [0f64; 4]);
+    for pair in &pairs {
+        let id = id_of(pair);
+        let want = &expected[&id];
+        let (reference, candidate) = (pair["reference"].as_str().unwrap(), pair["candidate"].as_str().unwrap());
+        let rouge = llamafactory::rouge(reference, candidate);
+        let got = [("bleu-4", llamafactory::bleu4(reference, candidate)), ("rouge-1", rouge.rouge_1), ("rouge-2", rouge.rouge_2), ("rouge-l", rouge.rouge_l)];
+        for (i, (metric, value)) in got.into_iter().enumerate() {
+            sums[i] += value;
+            let w = number(&want[metric], metric);
+            if value != w {
+                mismatches.push(format!("pair {id} {metric}: {value} (LLaMA-Factory {w}) — {reference:?} / {candidate:?}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{} of {} values differ:\n{}", mismatches.len(), pairs.len() * 4, mismatches.join("\n"));
+    let cjk = pairs.iter().filter(|p| p["reference"].as_str().unwrap().chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))).count();
+    assert!(cjk >= 50, "the vectors need Chinese pairs ({cjk})");
+    eprintln!(
+        "means over {} pairs (predict_results.json): bleu-4 {:.4}, rouge-1 {:.4}, rouge-2 {:.4}, rouge-l {:.4}",
+        pairs.len(),
+        sums[0] / 300.0,
+        sums[1] / 300.0,
+        sums[2] / 300.0,
+        sums[3] / 300.0
+    );
+}
