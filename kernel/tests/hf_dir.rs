@@ -173,3 +173,49 @@ fn truncated_gguf_and_missing_model_are_reported_precisely() {
     assert!(e.contains("model not found") && e.contains("scripts/fetch-models"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A sharded checkpoint is read through its index: a file beside the shards that the index
+/// does not name (an adapter saved there) is not a weight, a missing shard is named, and
+/// a tensor stored in another shard than the index says is refused.
+#[test]
+fn sharded_checkpoints_follow_their_index() {
+    let cfg = tiny(Architecture::Qwen2);
+    let weights = Weights::random(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
+    let dir = common::scratch_dir("hf-sharded");
+    write_hf_dir(&dir, hf_config(&cfg, "Qwen2ForCausalLM"), weights.tensors(), None, serde_json::json!({}));
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let mut names: Vec<&String> = weights.tensors().keys().collect();
+    names.sort();
+    let mut shards: [HashMap<String, Tensor>; 2] = Default::default();
+    let mut map = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        shards[i % 2].insert((*name).clone(), weights.tensors()[*name].clone());
+        map.insert((*name).clone(), format!("part-{}.safetensors", i % 2).into());
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        candle_core::safetensors::save(shard, dir.join(format!("part-{i}.safetensors"))).unwrap();
+    }
+    let index = |map: &serde_json::Map<String, serde_json::Value>| {
+        std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({ "weight_map": map }).to_string()).unwrap()
+    };
+    index(&map);
+    // A stray safetensors file whose tensor would clash with the model's.
+    let stray: HashMap<String, Tensor> = [("model.norm.weight".to_string(), Tensor::zeros(cfg.hidden_size, DType::F32, &Device::Cpu).unwrap())].into();
+    candle_core::safetensors::save(&stray, dir.join("adapter_model.safetensors")).unwrap();
+    let (_, read) = Model::load_weights(&dir).unwrap();
+    assert_eq!(read.tensors().len(), weights.tensors().len());
+    assert_eq!(read.tensors()["model.norm.weight"].to_vec1::<f32>().unwrap(), weights.tensors()["model.norm.weight"].to_vec1::<f32>().unwrap());
+
+    let mut moved = map.clone();
+    let other = if map["model.norm.weight"] == "part-1.safetensors" { "part-0.safetensors" } else { "part-1.safetensors" };
+    moved.insert("model.norm.weight".into(), other.into());
+    index(&moved);
+    let err = load_err(&dir);
+    assert!(err.contains("model.norm.weight") && err.contains("not in the shard"), "{err}");
+
+    index(&map);
+    std::fs::remove_file(dir.join("part-1.safetensors")).unwrap();
+    let err = load_err(&dir);
+    assert!(err.contains("part-1.safetensors") && err.contains("missing"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -55,24 +55,82 @@ fn read_config(dir: &Path) -> Result<ModelConfig> {
     Ok(cfg)
 }
 
-/// Reads every `*.safetensors` file in `dir` (sharded checkpoints included), converting
-/// to f32. A truncated or corrupt shard is reported by file name.
+/// The index of a sharded checkpoint, which names the shard holding each tensor.
+const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// Reads the checkpoint's tensors in `dir`, converting to f32: the shards that
+/// `model.safetensors.index.json` names when there is one (each tensor it maps must be in
+/// its shard; other `*.safetensors` files, such as an adapter saved beside the model, are
+/// not weights), else every `*.safetensors` file. A missing, truncated or corrupt shard is
+/// reported by file name, and a tensor stored twice is an error.
 fn read_safetensors(dir: &Path, device: &Device) -> Result<Weights> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
+    let index_path = dir.join(SHARD_INDEX);
+    let index: Option<HashMap<String, String>> = match read_json_opt(&index_path)? {
+        Some(json) => Some(
+            json.get("weight_map")
+                .and_then(Json::as_object)
+                .ok_or_else(|| Error::bad_model(&index_path, "no weight_map object"))?
+                .iter()
+                .map(|(name, file)| {
+                    file.as_str()
+                        .map(|f| (name.clone(), f.to_string()))
+                        .ok_or_else(|| Error::bad_model(&index_path, format!("weight_map entry {name:?} is not a file name")))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        None => None,
+    };
+    let mut files: Vec<std::path::PathBuf> = match &index {
+        Some(map) => {
+            let mut names: Vec<&String> = map.values().collect();
+            names.sort();
+            names.dedup();
+            let mut files = Vec::new();
+            for name in names {
+                // A shard is a file name in this directory, never a path elsewhere.
+                if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
+                    return Err(Error::bad_model(&index_path, format!("shard name {name:?} is not a file name in the model directory")));
+                }
+                let file = dir.join(name);
+                if !file.is_file() {
+                    let tensor = map.iter().find(|(_, f)| *f == name).map(|(t, _)| t.as_str()).unwrap_or("");
+                    return Err(Error::bad_model(&index_path, format!("shard {name} (holding {tensor} and others) is missing")));
+                }
+                files.push(file);
+            }
+            files
+        }
+        None => std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect(),
+    };
     files.sort();
     if files.is_empty() {
         return Err(Error::bad_model(dir, "no *.safetensors files"));
     }
     let mut tensors = HashMap::new();
+    let mut found_in: HashMap<String, std::path::PathBuf> = HashMap::new();
     for file in files {
         let loaded = candle_core::safetensors::load(&file, device)
             .map_err(|e| Error::bad_model(&file, format!("cannot read safetensors (truncated or corrupt?): {e}")))?;
         for (name, t) in loaded {
+            if let Some(first) = found_in.insert(name.clone(), file.clone()) {
+                return Err(Error::bad_model(&file, format!("tensor {name} is also in {}", first.display())));
+            }
             tensors.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    if let Some(map) = &index {
+        let mut wrong: Vec<String> = map
+            .iter()
+            .filter(|(name, file)| found_in.get(*name).and_then(|p| p.file_name()).is_none_or(|f| f.to_string_lossy() != file.as_str()))
+            .map(|(name, file)| format!("{name} (mapped to {file})"))
+            .collect();
+        wrong.sort();
+        if let Some(first) = wrong.first() {
+            return Err(Error::bad_model(&index_path, format!("{} tensor(s) not in the shard the index names, first {first}", wrong.len())));
         }
     }
     Ok(Weights::new(dir, tensors))
