@@ -142,3 +142,55 @@ fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
         tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "acme/mystery-7b", "--out", dir.join("x").to_str().unwrap()]);
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("--template"));
 }
+
+/// LLaMA-Factory itself (0.9.5 from PyPI, with the transformers, PEFT and TRL versions it
+/// pins, in the Python scripts/test sets up) parses both exported YAML files with its own
+/// argument parser — which refuses unknown keys and checks their combinations — and finds
+/// every dataset they name in the exported dataset_info.json: alpaca data with a held-out
+/// file, and multi-turn data as sharegpt.
+#[test]
+fn llama_factory_parses_what_is_exported() {
+    let python = std::env::var("TUNELAB_LLAMAFACTORY_PYTHON")
+        .expect("set TUNELAB_LLAMAFACTORY_PYTHON to a Python with llamafactory installed (scripts/test does): this test never skips");
+    let dir = scratch("export-lf-parse");
+    let chat = dir.join("chat.jsonl");
+    let turn = |r: &str, c: &str| serde_json::json!({"role": r, "content": c});
+    std::fs::write(
+        &chat,
+        serde_json::json!({"messages": [turn("user", "Hi"), turn("assistant", "Hello."), turn("user", "2+2?"), turn("assistant", "4")]}).to_string(),
+    )
+    .unwrap();
+    let (train, heldout) = (root().join("examples/security-audit/train.jsonl"), root().join("examples/security-audit/heldout.jsonl"));
+    let exports = [
+        (
+            "alpaca",
+            vec!["--data", train.to_str().unwrap(), "--eval-data", heldout.to_str().unwrap(), "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+            "smollm2",
+        ),
+        ("sharegpt", vec!["--data", chat.to_str().unwrap(), "--model", "Qwen/Qwen2.5-7B-Instruct", "--template", "qwen"], "qwen"),
+    ];
+    for (format, args, template) in exports {
+        let out = dir.join(format);
+        let run = tunelab(&[&["export", "llamafactory", "--out", out.to_str().unwrap()], &args[..]].concat());
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let parsed = std::process::Command::new(&python).arg(root().join("tests/python/llamafactory_parse.py")).arg(&out).output().unwrap();
+        let stderr = String::from_utf8_lossy(&parsed.stderr);
+        assert!(parsed.status.success(), "LLaMA-Factory refused the {format} export:\n{stderr}");
+        // LLaMA-Factory logs to stdout too; the script's answer is the last line.
+        let stdout = String::from_utf8_lossy(&parsed.stdout);
+        let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        let (t, p) = (&seen["train_lora_sft.yaml"], &seen["predict.yaml"]);
+        assert_eq!(
+            (t["do_train"].as_bool(), t["finetuning_type"].as_str(), t["lora_rank"].as_u64(), t["template"].as_str()),
+            (Some(true), Some("lora"), Some(8), Some(template)),
+            "{seen}"
+        );
+        assert_eq!(
+            (p["do_predict"].as_bool(), p["predict_with_generate"].as_bool(), p["do_sample"].as_bool()),
+            (Some(true), Some(true), Some(false)),
+            "{seen}"
+        );
+        let formats: Vec<&str> = t["datasets"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().rsplit(':').next().unwrap()).collect();
+        assert!(!formats.is_empty() && formats.iter().all(|f| *f == format), "{format}: {seen}");
+    }
+}
