@@ -290,12 +290,44 @@ fn a_dead_endpoint_fails_clearly_after_retries() {
 
 #[test]
 fn several_models_one_server_serves_by_name_make_one_run_each() {
-    // llama.cpp's server with two model names (as vLLM serves a base and `--lora-modules`):
-    // the same GGUF under two aliases, loaded by the server when a request names it.
+    // llama.cpp's server with a base and two LoRA adapters by name (as vLLM serves a base and
+    // `--lora-modules`): two tunelab adapters exported with `tunelab export gguf-lora`, each
+    // applied by the server to the same base GGUF when a request names it.
     let port = free_port();
     let dir = scratch("http-two-models");
-    let model = |alias: &str| serde_json::json!({"model": model_path(), "model_alias": alias, "chat_format": "chatml", "n_ctx": 2048, "n_threads": 2});
-    let config = serde_json::json!({"host": "127.0.0.1", "port": port, "models": [model("base-model"), model("adapter-a")]});
+    let base = tunelab::Model::load(model_path()).unwrap();
+    let mut loras = Vec::new();
+    for (seed, name) in [(1, "adapter-a"), (2, "adapter-b")] {
+        let set = tunelab::AdapterSet::new(&base.transformer, tunelab::LoraConfig::default(), seed).unwrap();
+        for var in set.vars() {
+            if var.dims()[1] == set.config.r {
+                var.set(&candle_core::Tensor::randn(0f32, 0.05, var.dims(), var.device()).unwrap()).unwrap();
+            }
+        }
+        let (adapter, gguf) = (dir.join(name), dir.join(format!("{name}.gguf")));
+        set.save(&adapter).unwrap();
+        let out = tunelab(&[
+            "export",
+            "gguf-lora",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--model",
+            model_path().to_str().unwrap(),
+            "--out",
+            gguf.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        loras.push((name, gguf));
+    }
+    let model = |alias: &str, lora: Option<&std::path::Path>| {
+        let mut m = serde_json::json!({"model": model_path(), "model_alias": alias, "chat_format": "chatml", "n_ctx": 2048, "n_threads": 2});
+        if let Some(l) = lora {
+            m["lora_path"] = l.to_str().unwrap().into();
+        }
+        m
+    };
+    let models = [model("base-model", None), model(loras[0].0, Some(&loras[0].1)), model(loras[1].0, Some(&loras[1].1))];
+    let config = serde_json::json!({"host": "127.0.0.1", "port": port, "models": models});
     std::fs::write(dir.join("server.json"), config.to_string()).unwrap();
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = Command::new(python())
@@ -317,6 +349,8 @@ fn several_models_one_server_serves_by_name_make_one_run_each() {
         "base-model",
         "--api-model",
         "adapter-a",
+        "--api-model",
+        "adapter-b",
         "--limit",
         "2",
         "--max-tokens",
@@ -327,11 +361,20 @@ fn several_models_one_server_serves_by_name_make_one_run_each() {
         "served",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for (run, model) in [("served-base-model", "base-model"), ("served-adapter-a", "adapter-a")] {
+    let mut outputs = Vec::new();
+    for (run, model) in [("served-base-model", "base-model"), ("served-adapter-a", "adapter-a"), ("served-adapter-b", "adapter-b")] {
         let record: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(run).join("run.json")).unwrap()).unwrap();
         assert_eq!(record["backend"]["model"], model, "{run}");
-        assert!(read_results(&dir.join(run)).unwrap().height() > 0);
+        let results = read_results(&dir.join(run)).unwrap();
+        assert!(results.height() > 0);
+        let texts: Vec<String> = results.column("output").unwrap().str().unwrap().iter().map(|s| s.unwrap_or_default().to_string()).collect();
+        outputs.push(texts);
     }
+    // Each name served its own weights: the adapters' answers differ from the base's and
+    // from each other's.
+    assert_ne!(outputs[0], outputs[1], "adapter-a answered as the base");
+    assert_ne!(outputs[0], outputs[2], "adapter-b answered as the base");
+    assert_ne!(outputs[1], outputs[2], "the two adapters answered alike");
     let twice = tunelab(&[
         "eval",
         "run",

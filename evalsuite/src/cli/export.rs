@@ -12,6 +12,24 @@ pub enum ExportCommand {
     /// A dataset and tunelab's LoRA settings as a LLaMA-Factory project (data,
     /// dataset_info.json, training and prediction YAML, launch lines).
     Llamafactory(LlamafactoryArgs),
+    /// A LoRA adapter (tunelab's or PEFT's) as llama.cpp's GGUF LoRA file, to serve on the
+    /// base GGUF (`llama-server --lora FILE`, llama-cpp-python's `lora_path`).
+    #[command(name = "gguf-lora")]
+    GgufLora(GgufLoraArgs),
+}
+
+/// Options of `export gguf-lora`.
+#[derive(Debug, Args)]
+pub struct GgufLoraArgs {
+    /// The adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The base model the adapter was trained on (GGUF or HF directory).
+    #[arg(long, default_value = tunelab::model::DEFAULT_MODEL_FILE)]
+    model: PathBuf,
+    /// The GGUF file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Options of `export llamafactory`.
@@ -63,6 +81,12 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<bool> {
                 println!("  {f}");
             }
             println!("next: cd {} && llamafactory-cli train train_lora_sft.yaml (README.md has multi-node and DeepSpeed lines)", a.out.display());
+        }
+        ExportCommand::GgufLora(a) => {
+            let model = tunelab::Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+            let adapter = tunelab::AdapterSet::load_for(&a.adapter, &model)?;
+            adapter.write_gguf_lora(model.config(), &a.out)?;
+            println!("wrote {} (LoRA rank {} for {})", a.out.display(), adapter.config.r, model.path.display());
         }
     }
     Ok(true)

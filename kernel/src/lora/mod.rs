@@ -5,6 +5,7 @@
 
 mod adapter;
 mod base_model;
+mod gguf_lora;
 mod layer;
 mod peft_compat;
 
