@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{model_path, root, scratch, tunelab};
 use serde_json::Value;
-use tunelab::{AdapterSet, LoraConfig, Model};
+use tunelab::{LoraConfig, Model};
 use tunelab_evalsuite::run::store::read_results;
 
 fn run_ok(args: &[&str]) -> String {
@@ -72,15 +72,7 @@ fn base_and_adapter_runs_write_run_directories_and_summaries() {
     // An adapter (random B so it changes outputs) on the same base: a different cache key.
     let adapter = dir.join("adapter");
     let base_model = Model::load(&model).unwrap();
-    let cfg = LoraConfig::default();
-    let rank = cfg.r;
-    let set = AdapterSet::new(&base_model.transformer, cfg, 3).unwrap();
-    for var in set.vars() {
-        // B (out × r) starts at zero, which would leave outputs unchanged.
-        if var.dims()[1] == rank {
-            var.set(&candle_core::Tensor::randn(0f32, 0.02, var.dims(), var.device()).unwrap()).unwrap();
-        }
-    }
+    let set = common::random_adapter(&base_model.transformer, LoraConfig::default(), 3, 0.02);
     set.save(&adapter).unwrap();
     // One command, one loaded base: the base alone (all from the cache) and the adapter.
     run_ok(&[&["eval", "run", "--name", "both", "--with-base", "--adapter", adapter.to_str().unwrap()], &common[..]].concat());

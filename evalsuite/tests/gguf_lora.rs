@@ -16,7 +16,7 @@ use std::process::Command;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use common::{model_path, root, scratch, tunelab};
-use tunelab::{AdapterSet, LoraConfig, Model};
+use tunelab::{LoraConfig, Model};
 
 /// The GGUF at `from` rewritten at `to` with every tensor in f32 (metadata unchanged).
 fn f32_copy(from: &Path, to: &Path) {
@@ -52,12 +52,7 @@ fn an_exported_adapter_changes_llama_cpp_s_logits_as_it_changes_tunelab_s() {
     let base_f32 = dir.join("smollm2-f32.gguf");
     f32_copy(&model_path(), &base_f32);
 
-    let set = AdapterSet::new(&model.transformer, LoraConfig { use_rslora: true, ..LoraConfig::default() }, 5).unwrap();
-    for var in set.vars() {
-        if var.dims()[1] == set.config.r {
-            var.set(&Tensor::randn(0f32, 0.05, var.dims(), var.device()).unwrap()).unwrap();
-        }
-    }
+    let set = common::random_adapter(&model.transformer, LoraConfig { use_rslora: true, ..LoraConfig::default() }, 5, 0.05);
     let adapter = dir.join("adapter");
     set.save(&adapter).unwrap();
     let gguf = dir.join("adapter.gguf");

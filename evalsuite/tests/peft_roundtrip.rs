@@ -52,12 +52,7 @@ fn adapters_cross_between_tunelab_and_peft_with_equal_logits() {
     tunelab::model::write_hf_dir(&base_dir, &cfg, &weights, &model.tokenizer, &model.template).unwrap();
 
     // tunelab's adapter: every projection, B moved off zero so it changes outputs.
-    let set = AdapterSet::new(&model.transformer, LoraConfig::default(), 7).unwrap();
-    for var in set.vars() {
-        if var.dims()[1] == set.config.r {
-            var.set(&Tensor::randn(0f32, 0.05, var.dims(), var.device()).unwrap()).unwrap();
-        }
-    }
+    let set = common::random_adapter(&model.transformer, LoraConfig::default(), 7, 0.05);
     let ours = dir.join("tunelab-adapter");
     set.save(&ours).unwrap();
 

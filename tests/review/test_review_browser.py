@@ -26,6 +26,8 @@ PAYLOADS = [
     "</pre><svg onload=\"document.body.setAttribute('data-pwned','svg')\"></svg>",
 ]
 
+LONG_LINE = "https://example.com/" + "a" * 200
+
 
 def tunelab_bin():
     explicit = os.environ.get("TUNELAB_BIN")
@@ -52,7 +54,8 @@ def service(tmp_path_factory):
     (d / "suite.toml").write_text('name = "b"\nrubric = "rubric.toml"\n[[sets]]\ncategory = "heldout"\ncases = "cases.jsonl"\n')
     runs = []
     for name, prefix in [("browser-run-one", "first says"), ("browser-run-two", "second says")]:
-        (d / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"c{i}", "output": f"{prefix} {i} {PAYLOADS[i % 3]}"}) + "\n" for i in range(n)))
+        # Every answer also holds one long unbreakable line, which must wrap on a phone.
+        (d / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"c{i}", "output": f"{prefix} {i} {PAYLOADS[i % 3]} {LONG_LINE}"}) + "\n" for i in range(n)))
         tunelab("eval", "run", "--suite", d / "suite.toml", "--predictions", d / f"{name}.jsonl", "--out", d, "--name", name)
         runs.append(d / name)
     study = d / "study"

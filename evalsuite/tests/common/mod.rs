@@ -139,3 +139,16 @@ pub fn new_study(runs: &[PathBuf], study: &std::path::Path, extra: &[&str]) -> S
     assert!(out.status.success(), "tunelab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A LoRA adapter on `model` (settings `config`, A initialised from `seed`) whose B matrices
+/// are drawn with standard deviation `std`: PEFT's zero B would leave every output unchanged.
+pub fn random_adapter(model: &tunelab::Transformer, config: tunelab::LoraConfig, seed: u64, std: f32) -> tunelab::AdapterSet {
+    let set = tunelab::AdapterSet::new(model, config, seed).unwrap();
+    for var in set.vars() {
+        // B is [out, r]; A is [r, in].
+        if var.dims()[1] == set.config.r {
+            var.set(&candle_core::Tensor::randn(0f32, std, var.dims(), var.device()).unwrap()).unwrap();
+        }
+    }
+    set
+}
