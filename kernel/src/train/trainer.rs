@@ -80,6 +80,14 @@ impl<'a> Trainer<'a> {
     /// Runs training on `train` (and reports held-out loss on `eval`), calling `on_event`
     /// after each step.
     pub fn run(&self, train: &Dataset, eval: Option<&Dataset>, mut on_event: impl FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+        // The loop takes the callback as a trait object, so it is compiled once, optimized,
+        // with the library: a generic loop would be compiled into each caller, such as a
+        // notebook cell built without optimization.
+        self.run_with(train, eval, &mut on_event)
+    }
+
+    /// [`Trainer::run`] with the callback as a trait object.
+    fn run_with(&self, train: &Dataset, eval: Option<&Dataset>, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
         let cfg = &self.config;
         cfg.validate().map_err(Error::InvalidArgument)?;
         // An interrupt that arrived before this run (e.g. stopping an earlier cell) is spent.
@@ -87,7 +95,7 @@ impl<'a> Trainer<'a> {
         fsutil::create_dir_all(&self.out_dir)?;
         let data = prepare(cfg, self.model, train, eval)?;
         let plan = Plan::new(cfg, data.train.len());
-        let mut run = self.start(train, &data, plan, &mut on_event)?;
+        let mut run = self.start(train, &data, plan, on_event)?;
 
         'epochs: while run.state.global_step < plan.total_steps {
             let batches = BatchPlan::new(&data.lengths, cfg.batch_size, cfg.seed, run.state.epoch);
@@ -95,11 +103,11 @@ impl<'a> Trainer<'a> {
             for micro in batches.batches.chunks(cfg.grad_accum).skip(first_step) {
                 // Cancellation is honoured between steps, after saving where we are.
                 if self.cancel.load(Ordering::SeqCst) {
-                    return self.interrupted(run, train, eval, &data, &mut on_event);
+                    return self.interrupted(run, train, eval, &data, on_event);
                 }
                 let event = self.train_step(&mut run, &data.train, micro)?;
                 on_event(&event);
-                let at_end = self.after_step(&mut run, &event, &data.eval, &mut on_event)?;
+                let at_end = self.after_step(&mut run, &event, &data.eval, on_event)?;
                 if at_end {
                     on_event(&TrainEvent::EpochEnd { epoch: run.state.epoch + 1, peak_rss_mib: peak_rss_bytes().map(mib), rss_mib: rss_bytes().map(mib) });
                     break 'epochs;
@@ -116,7 +124,7 @@ impl<'a> Trainer<'a> {
     /// Builds the adapter and optimiser, checks memory (before anything is written: a run
     /// that cannot fit is refused with nothing changed), starts fresh or resumes, opens the
     /// log and reports [`TrainEvent::Started`].
-    fn start(&self, train: &Dataset, data: &Prepared, plan: Plan, on_event: &mut impl FnMut(&TrainEvent)) -> Result<Run> {
+    fn start(&self, train: &Dataset, data: &Prepared, plan: Plan, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<Run> {
         let cfg = &self.config;
         let mut lora = cfg.lora.clone();
         lora.base_model_name_or_path = Some(self.model.path.display().to_string());
@@ -187,7 +195,7 @@ impl<'a> Trainer<'a> {
 
     /// After a step: its log line (with the held-out loss when one is due), and a
     /// checkpoint when one is due. Returns whether this was the last planned step.
-    fn after_step(&self, run: &mut Run, event: &TrainEvent, eval: &[Encoded], on_event: &mut impl FnMut(&TrainEvent)) -> Result<bool> {
+    fn after_step(&self, run: &mut Run, event: &TrainEvent, eval: &[Encoded], on_event: &mut dyn FnMut(&TrainEvent)) -> Result<bool> {
         let cfg = &self.config;
         let step_no = run.state.global_step;
         let at_end = step_no >= run.plan.total_steps;
@@ -207,7 +215,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Saves a checkpoint and the adapter so far, and returns [`TrainStatus::Interrupted`].
-    fn interrupted(&self, run: Run, train: &Dataset, eval: Option<&Dataset>, data: &Prepared, on_event: &mut impl FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+    fn interrupted(&self, run: Run, train: &Dataset, eval: Option<&Dataset>, data: &Prepared, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
         let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
         on_event(&TrainEvent::Checkpoint { step: run.state.global_step, dir: ckpt.dir.clone() });
         self.finish(train, eval, data, &run.adapter)?;
@@ -220,7 +228,7 @@ impl<'a> Trainer<'a> {
 
     /// Estimates the memory a micro-batch of `tokens` positions needs, reports it, and
     /// refuses to start when it exceeds what the machine has available.
-    fn check_memory(&self, adapter: &AdapterSet, tokens: usize, longest: usize, on_event: &mut impl FnMut(&TrainEvent)) -> Result<()> {
+    fn check_memory(&self, adapter: &AdapterSet, tokens: usize, longest: usize, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<()> {
         let cfg = &self.config;
         let elem = self.model.transformer.dtype().size_in_bytes();
         let estimate = MemoryEstimate::new(self.model.config(), tokens, adapter.num_parameters(), elem, cfg.low_memory);
