@@ -8,17 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model_path, root, scratch, tunelab};
+use common::{model_path, root, run_ok, scratch, tunelab};
 use serde_json::Value;
 use tunelab::{LoraConfig, Model};
 use tunelab_evalsuite::run::store::read_results;
-
-fn run_ok(args: &[&str]) -> String {
-    let out = tunelab(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "tunelab {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
-}
 
 fn meta(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use common::{model_path, root, scratch, tunelab};
+use common::{model_path, root, run_ok, scratch, tunelab};
 use tunelab::model::{Architecture, ModelConfig, Weights};
 use tunelab::Model;
 
@@ -66,13 +66,6 @@ fn write_checkpoint(dir: &Path, cfg: &ModelConfig, weights: &Weights, smollm: &M
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = tunelab(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "tunelab {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }
 
 #[test]

@@ -37,6 +37,14 @@ pub fn tunelab(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tunelab")).args(args).output().expect("run tunelab")
 }
 
+/// Runs the `tunelab` binary, which must succeed; returns its stdout then stderr.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = tunelab(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tunelab {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
 /// The `eval run` arguments that score `predictions` on `suite` into `out/name`.
 pub fn predictions_run_args(suite: &std::path::Path, predictions: &std::path::Path, out: &std::path::Path, name: &str) -> Vec<String> {
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
