@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use common::{model_path, root, run_ok, scratch, tunelab};
+use common::{model_path, root, run_ok, scratch};
 use tunelab::model::{Architecture, ModelConfig, Weights};
 use tunelab::Model;
 

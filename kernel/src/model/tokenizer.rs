@@ -250,11 +250,10 @@ fn first_id(v: Option<&Json>) -> Option<u32> {
 
 /// Reads a JSON file if it exists; a malformed one is an error naming the file.
 pub(crate) fn read_json_opt(path: &Path) -> Result<Option<Json>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            serde_json::from_str(&text).map(Some).map_err(|e| Error::bad_model(path, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+    if !path.exists() {
+        return Ok(None);
     }
+    // Bounded like every other input file (`--max-input-mb`).
+    let text = crate::fsutil::read_input_text(path)?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::bad_model(path, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())))
 }
