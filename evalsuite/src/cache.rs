@@ -73,10 +73,13 @@ impl GenerationCache {
             "decoding": decoding,
             "messages": messages,
         });
-        // Only rounding weights join the key, so caches written before the field existed
+        // Only rounding weights and non-CPU devices join the key, so caches written before the field existed
         // still serve the exact weights' generations.
         if let Some(w) = &backend.weights {
             material["weights"] = json!(w);
+        }
+        if let Some(d) = &backend.device {
+            material["device"] = json!(d);
         }
         hashing::sha256_bytes(material.to_string().as_bytes())
     }

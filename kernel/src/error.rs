@@ -83,12 +83,14 @@ pub enum Error {
         checkpoint: Option<PathBuf>,
     },
     /// Training would need more memory than the machine has available.
-    #[error("training needs about {needed_mib} MiB beyond the loaded model but {available_mib} MiB are available or allowed (batch size {batch_size}, longest sequence {longest} tokens, cutoff {cutoff}); lower --batch-size or --cutoff, or pass --low-memory to recompute activations layer by layer")]
+    #[error("training needs about {needed_mib} MiB beyond the loaded model but {available_mib} MiB are available or allowed on {device} (batch size {batch_size}, longest sequence {longest} tokens, cutoff {cutoff}); lower --batch-size or --cutoff, or pass --low-memory to recompute activations layer by layer")]
     InsufficientMemory {
         /// Estimated bytes needed, in MiB.
         needed_mib: u64,
         /// Bytes available, in MiB.
         available_mib: u64,
+        /// Where: `cpu` or `cuda:N`.
+        device: String,
         /// Examples per micro-batch.
         batch_size: usize,
         /// Longest tokenized example.

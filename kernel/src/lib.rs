@@ -19,6 +19,7 @@
 
 pub mod chat;
 pub mod data;
+pub mod device;
 pub mod display;
 mod error;
 pub mod fsutil;
@@ -30,6 +31,7 @@ pub mod splitmix;
 pub mod train;
 
 pub use chat::{ChatTemplate, Message, Role};
+pub use device::parse_device;
 pub use error::{Error, Result};
 pub use generate::{DecodeWeights, FinishReason, Generation, GenerationConfig, Generator};
 pub use lora::{AdapterSet, LoraConfig};

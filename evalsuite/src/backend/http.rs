@@ -31,6 +31,7 @@ impl HttpBackend {
             adapter_sha256: None,
             endpoint: Some(client.base.clone()),
             weights: None,
+            device: None,
         };
         Ok(Self { client, info })
     }

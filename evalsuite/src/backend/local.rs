@@ -37,9 +37,15 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Loads the base model (GGUF or HF directory).
+    /// Loads the base model (GGUF or HF directory) on the CPU.
     pub fn load(model_path: &Path) -> Result<Self> {
-        let model = Model::load(model_path)?;
+        Self::load_on(model_path, &candle_core::Device::Cpu)
+    }
+
+    /// Loads the base model on `device` (a GPU: see `tunelab::parse_device`); the run
+    /// records a device other than the CPU.
+    pub fn load_on(model_path: &Path, device: &candle_core::Device) -> Result<Self> {
+        let model = Model::load_on(model_path, device)?;
         let sha = hashing::sha256_path(&model.path).map_err(|e| Error::reading(&model.path, e))?;
         let info = BackendInfo {
             kind: "local".into(),
@@ -49,6 +55,7 @@ impl LocalBackend {
             adapter_sha256: None,
             endpoint: None,
             weights: None,
+            device: (!device.is_cpu()).then(|| tunelab::device::device_name(device)),
         };
         let adapted = model.transformer.clone();
         Ok(Self { model, adapter: None, weights: DecodeWeights::default(), adapted, info, batch: DEFAULT_BATCH })

@@ -48,6 +48,10 @@ pub struct BackendInfo {
     /// the exact f32 model's. Absent for the exact weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    /// The local backend's device when it is not the CPU (`cuda:0`): a GPU's kernels round
+    /// differently, so its outputs are not the CPU's bit for bit. Absent for the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Called as each case's output is ready: (index into the case list, result).

@@ -78,6 +78,7 @@ impl PredictionsBackend {
             adapter_sha256: None,
             endpoint: None,
             weights: None,
+            device: None,
         };
         Ok(Self { path: path.to_path_buf(), predictions, info })
     }

@@ -17,6 +17,7 @@ use tunelab_evalsuite::scorers::JudgePolicy;
 use tunelab_evalsuite::suite::{new_suite, NewSuite, Suite};
 
 use super::decoding::{DecodeWeights, DecodingArgs};
+use super::device::DeviceArgs;
 
 /// `tunelab eval …`.
 #[derive(Debug, Subcommand)]
@@ -89,6 +90,8 @@ pub struct RunArgs {
     /// with AVX-512 BF16, and the run records it.
     #[arg(long, value_enum, default_value_t = DecodeWeights::F32)]
     weights: DecodeWeights,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Cases the local backend decodes together (continuous batching, at most 64; answers
     /// do not depend on it).
     #[arg(long, default_value_t = DEFAULT_BATCH)]
@@ -255,7 +258,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
             // The base is loaded once; each adapter is applied on it in turn.
-            let mut backend = LocalBackend::load(model)?.with_batch(args.batch)?.with_weights(args.weights.into())?;
+            let mut backend = LocalBackend::load_on(model, &args.device.device()?)?.with_batch(args.batch)?.with_weights(args.weights.into())?;
             let mut targets: Vec<Option<&Path>> = Vec::new();
             if args.adapters.is_empty() || args.with_base {
                 targets.push(None);
@@ -281,6 +284,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             Ok(errors_allowed(errored, &args))
         }
         _ if args.weights != DecodeWeights::F32 => bail!("--weights applies to a local --model only"),
+        _ if args.device.device != "cpu" => bail!("--device applies to a local --model only"),
         (None, Some(endpoint), None) => {
             if args.api_models.is_empty() {
                 bail!("--endpoint needs --api-model");

@@ -8,6 +8,7 @@ use clap::Args;
 use tunelab::prelude::*;
 
 use super::decoding::{DecodeWeights, DecodingArgs};
+use super::device::DeviceArgs;
 
 /// Options of `tunelab generate`.
 #[derive(Debug, Args)]
@@ -26,6 +27,8 @@ pub struct GenerateArgs {
     system: Option<String>,
     #[command(flatten)]
     decoding: DecodingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Weights decoding steps read: f32 (exactly the trained model) or q8_0 (an 8-bit copy:
     /// single-stream decoding about twice as fast; prompts still use f32, and greedy picks
     /// equal f32's at ≥ 95% of steps along f32's own answer, see BENCHMARKS.md).
@@ -38,7 +41,7 @@ pub struct GenerateArgs {
 
 /// Runs `tunelab generate`.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut model = Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let mut model = args.device.load_model(&args.model)?;
     if let Some(name) = &args.template {
         model.set_template(name)?;
     }

@@ -4,6 +4,7 @@ mod bench;
 mod compare;
 mod data;
 mod decoding;
+mod device;
 mod eval;
 mod export;
 mod generate;

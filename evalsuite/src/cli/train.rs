@@ -12,6 +12,7 @@ use tunelab::prelude::*;
 use tunelab::train::TrainStatus;
 
 use super::data::FormatArgs;
+use super::device::{BaseDtype, DeviceArgs};
 
 /// Options of `tunelab train`.
 #[derive(Debug, Args)]
@@ -92,6 +93,11 @@ pub struct TrainArgs {
     /// for about a third more time.
     #[arg(long)]
     low_memory: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// How the frozen base weights are stored: f32, or bf16 (half the memory; for GPUs).
+    #[arg(long, value_enum, default_value = "f32")]
+    base_dtype: BaseDtype,
     /// Refuse to start when training would need more than this many MiB beyond the model
     /// (default: the memory the machine has available).
     #[arg(long)]
@@ -112,9 +118,9 @@ fn say(bar: &ProgressBar, line: String) {
 
 /// Runs `tunelab train`.
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let mut model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = a.device.load_model(&a.model)?;
     // Training never decodes: free the file's blocks kept for decoding steps.
-    model.transformer = model.transformer.without_packed_weights();
+    model.transformer = a.base_dtype.apply(&model.transformer.without_packed_weights())?;
     let opts = a.format.load_options()?;
     let train = Dataset::load_with(&a.data, &opts)?;
     let eval = a.eval_data.as_ref().map(|p| Dataset::load_with(p, &opts)).transpose()?;

@@ -213,14 +213,19 @@ impl RunRecord {
     }
 
     /// What was evaluated, for headings: the model, the adapter when there is one, and the
-    /// weights when they were rounded (not the exact f32 model).
+    /// weights when they were rounded (not the exact f32 model), and the device when it was
+    /// not the CPU.
     pub fn evaluated(&self) -> String {
         let model = match &self.backend.adapter {
             Some(a) => format!("{} + adapter {a}", self.backend.model),
             None => self.backend.model.clone(),
         };
-        match &self.backend.weights {
+        let model = match &self.backend.weights {
             Some(w) => format!("{model} ({w} weights)"),
+            None => model,
+        };
+        match &self.backend.device {
+            Some(d) => format!("{model} on {d}"),
             None => model,
         }
     }

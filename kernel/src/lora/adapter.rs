@@ -156,7 +156,7 @@ impl AdapterSet {
         for (name, proj) in model.projections() {
             if config.targets(&name) {
                 let (inp, out) = proj.dims();
-                layers.insert(name, LoraLayer::new(inp, out, config.r, config.scale(), config.lora_dropout, dtype, &mut rng)?);
+                layers.insert(name, LoraLayer::new(inp, out, config.r, config.scale(), config.lora_dropout, dtype, model.device(), &mut rng)?);
             }
         }
         if layers.is_empty() {
@@ -304,7 +304,7 @@ impl AdapterSet {
                 continue;
             }
             let entry = a_b.entry(module.to_string()).or_default();
-            let t = t.to_dtype(model.dtype())?;
+            let t = t.to_dtype(model.dtype())?.to_device(model.device())?;
             if which == 0 {
                 entry.0 = Some(t);
             } else {

@@ -9,13 +9,24 @@ use rand::{Rng, SeedableRng};
 use crate::model::LoraLayer;
 
 impl LoraLayer {
-    /// A fresh layer: `A` uniform in ±1/√in from `rng`, `B` zero — so the adapted model
-    /// starts out equal to the base.
-    pub fn new(in_dim: usize, out_dim: usize, rank: usize, scale: f64, dropout: f32, dtype: DType, rng: &mut impl Rng) -> candle_core::Result<Self> {
+    /// A fresh layer on `device`: `A` uniform in ±1/√in from `rng` (drawn on the CPU, so a
+    /// seed gives the same adapter on every device), `B` zero — so the adapted model starts
+    /// out equal to the base.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        in_dim: usize,
+        out_dim: usize,
+        rank: usize,
+        scale: f64,
+        dropout: f32,
+        dtype: DType,
+        device: &Device,
+        rng: &mut impl Rng,
+    ) -> candle_core::Result<Self> {
         let bound = 1.0 / (in_dim as f64).sqrt();
         let a: Vec<f64> = (0..rank * in_dim).map(|_| rng.random_range(-bound..bound)).collect();
-        let a = Tensor::from_vec(a, (rank, in_dim), &Device::Cpu)?.to_dtype(dtype)?;
-        let b = Tensor::zeros((out_dim, rank), dtype, &Device::Cpu)?;
+        let a = Tensor::from_vec(a, (rank, in_dim), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+        let b = Tensor::zeros((out_dim, rank), dtype, device)?;
         Ok(Self { a: Var::from_tensor(&a)?, b: Var::from_tensor(&b)?, scale, dropout })
     }
 }

@@ -210,14 +210,40 @@ impl Linear {
         Ok(Self { quantized: Some(DecodeCopy::Ggml(QMatMul::QTensor(std::sync::Arc::new(q)))), ..self.clone() })
     }
 
-    /// The same projection with a bf16 copy of its weight for decoding (CPU weights only).
+    /// The same projection with a bf16 copy of its weight for decoding where this crate's
+    /// CPU kernels run; elsewhere (a GPU, portable ops) the weight itself stored in bf16,
+    /// which [`frozen_matmul`] multiplies with the device's bf16 GEMM.
     pub(crate) fn with_bf16(&self) -> candle_core::Result<Self> {
-        if !self.weight.device().is_cpu() {
-            return Ok(self.clone());
+        if !crate::model::portable::cpu_kernels(&self.weight) {
+            return self.with_weight_dtype(DType::BF16);
         }
         let (n, k) = self.weight.dims2()?;
         let values = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self { quantized: Some(DecodeCopy::Bf16(Arc::new(Bf16Rows::from_f32(&values, n, k)))), ..self.clone() })
+    }
+
+    /// The same projection with its frozen weight stored as `dtype` (the bias and any LoRA
+    /// update keep theirs) and no lower-precision copies: [`frozen_matmul`] then multiplies
+    /// with the device's GEMM in `dtype`.
+    pub(crate) fn with_weight_dtype(&self, dtype: DType) -> candle_core::Result<Self> {
+        Ok(Self { weight: self.weight.to_dtype(dtype)?, packed: None, quantized: None, ..self.clone() })
+    }
+
+    /// The same projection on `device`. The file's blocks and decoding copies are CPU
+    /// structures: they stay only when `device` is the CPU.
+    pub(crate) fn to_device(&self, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let keep_cpu_copies = device.is_cpu();
+        let lora = match &self.lora {
+            Some(l) => Some(LoraLayer::from_tensors(&l.a.as_tensor().to_device(device)?, &l.b.as_tensor().to_device(device)?, l.scale, l.dropout)?),
+            None => None,
+        };
+        Ok(Self {
+            weight: self.weight.to_device(device)?,
+            bias: self.bias.as_ref().map(|b| b.to_device(device)).transpose()?,
+            lora,
+            quantized: self.quantized.clone().filter(|_| keep_cpu_copies),
+            packed: self.packed.clone().filter(|_| keep_cpu_copies),
+        })
     }
 
     /// A copy whose weight and bias share storage with this one but carry tensor ids from
@@ -257,7 +283,7 @@ impl Linear {
     /// its LoRA update uses dropout in training (the composed path draws the mask) or its
     /// weight or bias is itself being differentiated (the op treats them as frozen).
     pub(crate) fn fused_part(&self, training: bool) -> Option<fused::Part<'_>> {
-        if self.weight.track_op() || self.bias.as_ref().is_some_and(Tensor::track_op) {
+        if self.weight.track_op() || self.bias.as_ref().is_some_and(Tensor::track_op) || !fused::available(&self.weight) {
             return None;
         }
         let lora = match &self.lora {
@@ -302,7 +328,7 @@ impl Linear {
         }
         let training = mode == OpMode::Differentiable;
         // One fused op for base + LoRA unless dropout needs the composed path's mask.
-        let fused_lora = self.lora.as_ref().filter(|l| (!training || l.dropout == 0.0) && fused::available(x));
+        let fused_lora = self.lora.as_ref().filter(|l| (!training || l.dropout == 0.0) && fused::available(x) && self.weight.dtype() == x.dtype());
         let y = match fused_lora {
             Some(l) => fused::lora_linear(x, &self.weight, l.a.as_tensor(), l.b.as_tensor(), l.scale)?,
             None => frozen_matmul(x, &self.weight)?,

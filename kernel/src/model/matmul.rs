@@ -14,12 +14,21 @@ use super::bf16_rows::Bf16Rows;
 use super::packed::PackedRows;
 
 /// `y = x · wᵀ` for `x` `[..., k]` and a frozen `w` `[n, k]`; gradients flow to `x` only.
+///
+/// Where this crate's CPU kernels do not apply (a GPU, portable ops) or `w` is stored in
+/// another dtype than `x` (bf16 base weights), candle's matmul runs instead, on `x` cast to
+/// `w`'s dtype, the result cast back: products accumulated in f32 by the device's GEMM.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
     let k = *dims.last().expect("matmul input has a last dimension");
     let m = x.elem_count() / k.max(1);
     let x2 = x.contiguous()?.reshape((m, k))?;
-    let y = x2.apply_op2(&w.contiguous()?, FrozenMatmul)?;
+    let y = if super::portable::cpu_kernels(x) && w.dtype() == x.dtype() {
+        x2.apply_op2(&w.contiguous()?, FrozenMatmul)?
+    } else {
+        // A base weight is never a variable, so candle's backward skips its gradient.
+        x2.to_dtype(w.dtype())?.matmul(&w.t()?)?.to_dtype(x.dtype())?
+    };
     let mut out_dims = dims;
     *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
     y.reshape(out_dims)
@@ -34,7 +43,7 @@ pub fn packed_matmul(x: &Tensor, w: &std::sync::Arc<PackedRows>, lora: Option<(&
     let (n, k) = w.dims();
     let dims = x.dims().to_vec();
     let m = x.elem_count() / k.max(1);
-    if dims.last() != Some(&k) || x.dtype() != DType::F32 || !x.device().is_cpu() || !few_rows_route(m) {
+    if dims.last() != Some(&k) || x.dtype() != DType::F32 || !super::portable::cpu_kernels(x) || !few_rows_route(m) {
         return Ok(None);
     }
     let x2 = x.contiguous()?.reshape((m, k))?;

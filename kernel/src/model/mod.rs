@@ -15,6 +15,7 @@ mod locate;
 pub mod matmul;
 pub mod ops;
 mod packed;
+pub mod portable;
 mod tokenizer;
 mod transformer;
 mod weights;
@@ -63,6 +64,14 @@ impl Model {
         } else {
             Self::load_gguf(&path, &device)
         }
+    }
+
+    /// Loads the model as [`Model::load`] does, then moves it to `device` (see
+    /// [`crate::device::parse_device`]): the weights are read on the CPU first.
+    pub fn load_on(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let mut model = Self::load(path)?;
+        model.transformer = model.transformer.to_device(device)?;
+        Ok(model)
     }
 
     fn load_gguf(path: &Path, device: &Device) -> Result<Self> {

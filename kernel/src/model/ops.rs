@@ -4,9 +4,13 @@
 //! candle's fused `rms_norm`, `softmax_last_dim` and `rope` have no backward pass: gradients
 //! silently stop at them. Training therefore uses [`super::grad_ops`], fused ops with
 //! hand-written backward passes (checked against finite differences in the tests);
-//! inference uses candle's kernels, which are checked against them.
+//! inference uses candle's kernels, which are checked against them. Where those CPU ops do
+//! not apply (a GPU, or [`super::portable::set_portable_ops`]), training composes candle's
+//! differentiable primitives instead.
 
 use candle_core::{DType, Result, Tensor, D};
+
+use super::portable::cpu_kernels;
 
 /// Which implementation of the ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +29,11 @@ pub enum OpMode {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     match mode {
         OpMode::Inference | OpMode::Prompt => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
-        OpMode::Differentiable => super::grad_ops::rms_norm(x, weight, eps),
+        OpMode::Differentiable if cpu_kernels(x) => super::grad_ops::rms_norm(x, weight, eps),
+        OpMode::Differentiable => {
+            let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(mean_square + eps)?.sqrt()?)?.broadcast_mul(weight)
+        }
     }
 }
 
@@ -33,7 +41,8 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<T
 pub fn softmax(x: &Tensor, mode: OpMode) -> Result<Tensor> {
     match mode {
         OpMode::Inference | OpMode::Prompt => candle_nn::ops::softmax_last_dim(x),
-        OpMode::Differentiable => super::grad_ops::softmax(x),
+        OpMode::Differentiable if cpu_kernels(x) => super::grad_ops::softmax(x),
+        OpMode::Differentiable => candle_nn::ops::softmax(x, D::Minus1),
     }
 }
 
@@ -45,7 +54,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpMode) -> Result<Tens
     match mode {
         OpMode::Inference | OpMode::Prompt => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
         // The fused op with a backward pass covers the shared-position case (training).
-        OpMode::Differentiable if cos.rank() == 2 => super::grad_ops::rope(x, cos, sin),
+        OpMode::Differentiable if cos.rank() == 2 && cpu_kernels(x) => super::grad_ops::rope(x, cos, sin),
         OpMode::Differentiable => {
             let half = x.dim(D::Minus1)? / 2;
             // Broadcast the tables over heads: [seq, d] -> [1, 1, seq, d], [b, seq, d] -> [b, 1, seq, d].
@@ -63,6 +72,18 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: OpMode) -> Result<Tens
     }
 }
 
+/// Per-row cross-entropy `[n]` of logits `[n, vocab]` against `targets`, differentiable:
+/// the fused op with a hand-written backward pass on the CPU, log-softmax and a gather
+/// elsewhere.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    if cpu_kernels(logits) {
+        return super::grad_ops::cross_entropy_rows(logits, targets);
+    }
+    let n = targets.len();
+    let targets = Tensor::from_slice(targets, (n, 1), logits.device())?;
+    candle_nn::ops::log_softmax(logits, D::Minus1)?.gather(&targets, 1)?.squeeze(1)?.neg()
+}
+
 /// Precomputed rotary tables: `cos`/`sin` of shape `[max_positions, head_dim/2]`.
 #[derive(Debug, Clone)]
 pub struct RotaryTables {
@@ -78,6 +99,11 @@ impl RotaryTables {
         let positions = Tensor::arange(0u32, max_positions as u32, device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
         let freqs = positions.broadcast_mul(&inv_freq)?;
         Ok(Self { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+    }
+
+    /// The same tables on `device`.
+    pub fn to_device(&self, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self { cos: self.cos.to_device(device)?, sin: self.sin.to_device(device)? })
     }
 
     /// The same tables under fresh tensor ids (see `Transformer::with_fresh_ids`).

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use crate::data::{Batch, Encoded, IGNORE_INDEX};
 use crate::error::Result;
-use crate::model::grad_ops::cross_entropy_rows;
+use crate::model::ops::cross_entropy_rows;
 use crate::model::Transformer;
 
 /// Positions (flattened `b·t + i`) whose next label counts, and those labels.

@@ -40,6 +40,29 @@ impl MemoryEstimate {
         Self { activations, optimizer, head }
     }
 
+    /// The estimate for the device-generic path a GPU runs (see
+    /// [`crate::model::portable`]), which composes candle ops instead of this crate's fused
+    /// CPU ops, so its graph keeps every intermediate: per token and layer, about three
+    /// values per norm element, four output-sized tensors per LoRA projection, the rotary
+    /// arithmetic on q and k, and six `heads × longest` tensors of attention scores
+    /// (scaled, masked, and softmax's steps); the output head keeps about six
+    /// vocabulary-sized rows per labelled token (logits, log-softmax steps, gradient).
+    /// Micro-batches of up to `tokens` positions whose longest padded row is `longest`.
+    pub fn composed(cfg: &ModelConfig, tokens: usize, longest: usize, trainable: usize, elem: usize, recompute: bool) -> Self {
+        let (h, f) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
+        let d = cfg.head_dim() as u64;
+        let (heads, kv) = (cfg.num_attention_heads as u64, cfg.num_key_value_heads as u64);
+        let layers = cfg.num_hidden_layers as u64;
+        let outputs = (heads + 2 * kv) * d + 2 * h + 2 * f;
+        let per_layer = 6 * h + 4 * outputs + 5 * (heads + kv) * d + 6 * heads * longest as u64 + 2 * heads * d + 2 * h + 2 * f;
+        let kept = if recompute { layers * h + per_layer } else { layers * per_layer };
+        let tokens = tokens as u64;
+        let activations = tokens * (kept + 2 * per_layer + h) * elem as u64;
+        let optimizer = 5 * trainable as u64 * elem as u64;
+        let head = 6 * tokens * cfg.vocab_size as u64 * elem as u64;
+        Self { activations, optimizer, head }
+    }
+
     /// All parts together.
     pub fn total(&self) -> u64 {
         self.activations + self.optimizer + self.head
@@ -105,6 +128,17 @@ mod tests {
         // 4 × 585 tokens keep about 0.7 MB per token over 30 layers: 1.5–2.2 GiB in all.
         let gib = full.total() as f64 / (1u64 << 30) as f64;
         assert!((1.5..2.2).contains(&gib), "{gib} GiB");
+    }
+
+    #[test]
+    fn the_composed_path_keeps_far_more_than_the_fused_one() {
+        let cfg = smollm();
+        let fused = MemoryEstimate::new(&cfg, 4 * 512, 2_442_240, 4, false);
+        let composed = MemoryEstimate::composed(&cfg, 4 * 512, 512, 2_442_240, 4, false);
+        assert!(composed.activations > 5 * fused.activations, "{composed:?} vs {fused:?}");
+        assert!(MemoryEstimate::composed(&cfg, 4 * 512, 512, 2_442_240, 4, true).total() < composed.total());
+        // Attention scores grow with the longest row at a fixed token count.
+        assert!(MemoryEstimate::composed(&cfg, 4 * 512, 1024, 2_442_240, 4, false).total() > composed.total());
     }
 
     #[test]

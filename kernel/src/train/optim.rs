@@ -69,8 +69,9 @@ impl AdamW {
             if m.dims() != self.vars[i].dims() || v.dims() != self.vars[i].dims() {
                 return Err(format!("optimizer state {i} has shape {:?}, the adapter needs {:?}", m.dims(), self.vars[i].dims()));
             }
-            self.m[i] = m.to_dtype(self.vars[i].dtype()).map_err(|e| e.to_string())?;
-            self.v[i] = v.to_dtype(self.vars[i].dtype()).map_err(|e| e.to_string())?;
+            let (dtype, device) = (self.vars[i].dtype(), self.vars[i].device());
+            self.m[i] = m.to_dtype(dtype).and_then(|m| m.to_device(device)).map_err(|e| e.to_string())?;
+            self.v[i] = v.to_dtype(dtype).and_then(|v| v.to_device(device)).map_err(|e| e.to_string())?;
         }
         self.t = t;
         Ok(())

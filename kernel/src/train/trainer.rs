@@ -16,7 +16,7 @@ use super::config::TrainConfig;
 use super::events::{TrainEvent, TrainOutcome, TrainStatus};
 use super::log::{loss_chart, LogRecord, TrainerLog};
 use super::loss::eval_loss;
-use super::memory::{available_memory_bytes, mib, peak_rss_bytes, rss_bytes, MemoryEstimate};
+use super::memory::{mib, peak_rss_bytes, rss_bytes, MemoryEstimate};
 use super::optim::AdamW;
 use super::prepare::{prepare, Prepared};
 use super::schedule::Plan;
@@ -231,13 +231,20 @@ impl<'a> Trainer<'a> {
     fn check_memory(&self, adapter: &AdapterSet, tokens: usize, longest: usize, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<()> {
         let cfg = &self.config;
         let elem = self.model.transformer.dtype().size_in_bytes();
-        let estimate = MemoryEstimate::new(self.model.config(), tokens, adapter.num_parameters(), elem, cfg.low_memory);
-        let available = cfg.memory_budget_mib.map(|m| m << 20).or_else(available_memory_bytes);
+        let transformer = &self.model.transformer;
+        // The fused CPU ops apply where the embedding table does (the CPU, f32/f64 weights).
+        let estimate = if transformer.uses_cpu_kernels() {
+            MemoryEstimate::new(self.model.config(), tokens, adapter.num_parameters(), elem, cfg.low_memory)
+        } else {
+            MemoryEstimate::composed(self.model.config(), tokens, longest.min(cfg.cutoff_len), adapter.num_parameters(), elem, cfg.low_memory)
+        };
+        let available = cfg.memory_budget_mib.map(|m| m << 20).or_else(|| crate::device::available_bytes(transformer.device()));
         on_event(&TrainEvent::Memory { estimate_mib: mib(estimate.total()), available_mib: available.map(mib), low_memory: cfg.low_memory });
         match available {
             Some(avail) if estimate.total() > avail => Err(Error::InsufficientMemory {
                 needed_mib: mib(estimate.total()),
                 available_mib: mib(avail),
+                device: crate::device::device_name(transformer.device()),
                 batch_size: cfg.batch_size,
                 longest,
                 cutoff: cfg.cutoff_len,

@@ -15,6 +15,7 @@ use super::reference::References;
 use super::table::{num, ratio, Table};
 use super::ReferenceArgs;
 use crate::cli::decoding::DecodeWeights;
+use crate::cli::device::DeviceArgs;
 
 /// The prompts of shared/bench/llamacpp_generate_reference.py.
 const PROMPTS: [&str; 4] = [
@@ -39,6 +40,8 @@ pub struct GenerateBenchArgs {
     /// Weights decoding steps read.
     #[arg(long, value_enum, default_value = "f32")]
     weights: DecodeWeights,
+    #[command(flatten)]
+    device: DeviceArgs,
     #[command(flatten)]
     reference: ReferenceArgs,
 }
@@ -68,12 +71,14 @@ pub struct EvalBenchArgs {
     #[arg(long, value_enum, default_value = "f32")]
     weights: DecodeWeights,
     #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
     reference: ReferenceArgs,
 }
 
 /// Loads the model, folds in an adapter when given, and prepares the decoding weights.
-fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: DecodeWeights) -> anyhow::Result<(Model, Transformer)> {
-    let m = Model::load(model).with_context(|| format!("loading {}", model.display()))?;
+fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: DecodeWeights, device: &DeviceArgs) -> anyhow::Result<(Model, Transformer)> {
+    let m = device.load_model(model)?;
     let adapter = adapter.map(|dir| AdapterSet::load_for(dir, &m)).transpose()?;
     let decoding = weights.prepare(&m.transformer, adapter.as_ref())?;
     Ok((m, decoding))
@@ -96,7 +101,7 @@ fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usiz
 /// Runs `tunelab bench generate`.
 pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     let refs = References::find(&a.reference)?;
-    let (model, decoding) = load(&a.model, a.adapter.as_deref(), a.weights)?;
+    let (model, decoding) = load(&a.model, a.adapter.as_deref(), a.weights, &a.device)?;
     let gen = Generator::new(&decoding, &model.tokenizer);
     let (mut tokens, mut seconds, mut prompt_s) = (0usize, 0.0, 0.0);
     let mut first = String::new();
@@ -166,7 +171,7 @@ fn decode_all(decoding: &Transformer, model: &Model, ids: &[Vec<u32>], max_token
 /// Runs `tunelab bench eval`.
 pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let refs = References::find(&a.reference)?;
-    let (model, decoding) = load(&a.model, None, a.weights)?;
+    let (model, decoding) = load(&a.model, None, a.weights, &a.device)?;
     let data = match &a.data {
         Some(path) => Dataset::load(path).with_context(|| format!("loading {}", path.display()))?,
         None => {

@@ -19,6 +19,8 @@ use tunelab::train::{step, AdamW, StepOptions};
 use super::reference::{run_worker, References};
 use super::table::{num, ratio, Table};
 use super::ReferenceArgs;
+use crate::cli::device::{BaseDtype, DeviceArgs};
+use clap::ValueEnum;
 
 /// Options of `tunelab bench train`.
 #[derive(Debug, Args)]
@@ -41,6 +43,11 @@ pub struct TrainBenchArgs {
     /// Also measure the low-memory mode (layers recomputed in the backward pass).
     #[arg(long)]
     low_memory: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// How tunelab stores the frozen base weights (f32, or bf16 for GPUs).
+    #[arg(long, value_enum, default_value = "f32")]
+    base_dtype: BaseDtype,
     #[command(flatten)]
     reference: ReferenceArgs,
 }
@@ -65,6 +72,10 @@ pub struct TrainWorkerArgs {
     warmup: usize,
     #[arg(long)]
     low_memory: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[arg(long, value_enum, default_value = "f32")]
+    base_dtype: BaseDtype,
 }
 
 /// Runs the configurations in child processes and prints the table.
@@ -82,7 +93,9 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     // The references get the file itself (they do not know tunelab's model lookup).
     let model = tunelab::model::resolve_model_path(&a.model)?.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
+        let base_dtype = base_dtype_name(a.base_dtype);
         let mut v = vec!["train".into(), "--model".into(), model.clone(), "--steps".into(), a.steps.to_string()];
+        v.extend(["--device".into(), a.device.device.clone(), "--base-dtype".into(), base_dtype]);
         v.extend_from_slice(extra);
         v
     };
@@ -174,9 +187,9 @@ fn step_flops(cfg: &ModelConfig, b: usize, t: usize, labelled: usize, rank: usiz
 
 /// One configuration in this process: prints a JSON line.
 pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
-    let mut model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = a.device.load_model(&a.model)?;
     // Training never decodes: free the file's blocks kept for decoding steps.
-    model.transformer = model.transformer.without_packed_weights();
+    model.transformer = a.base_dtype.apply(&model.transformer.without_packed_weights())?;
     let lora = LoraConfig::default();
     let rank = lora.r;
     let adapter = AdapterSet::new(&model.transformer, lora, 0)?;
@@ -184,7 +197,7 @@ pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
     let mut opt = AdamW::new(adapter.vars(), 0.9, 0.999, 1e-8, 0.0)?;
     let batches = match &a.data {
         Some(path) => data_batches(&model, path, a.batch, a.cutoff, a.warmup + a.steps)?,
-        None => vec![random_batch(model.config().vocab_size as u32, a.batch, a.seq)?],
+        None => vec![random_batch(model.config().vocab_size as u32, a.batch, a.seq, model.transformer.device())?],
     };
     // As the torch reference: lr 5e-5, no weight decay, no clipping; one batch per step.
     let opts = StepOptions { lr: 5e-5, max_grad_norm: 0.0, low_memory: a.low_memory };
@@ -211,6 +224,7 @@ pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "impl": "tunelab", "matmul": tunelab::model::matmul::matmul_backend(), "low_memory": a.low_memory,
+            "device": a.device.device, "base_dtype": base_dtype_name(a.base_dtype),
             "data": a.data.as_ref().map(|p| p.display().to_string()),
             "batch": a.batch, "seq": (positions as f64 / a.steps as f64 / a.batch as f64 * 10.0).round() / 10.0,
             "step_s_median": (sorted[sorted.len() / 2] * 1e4).round() / 1e4,
@@ -225,16 +239,11 @@ pub fn worker(a: TrainWorkerArgs) -> anyhow::Result<()> {
 }
 
 /// A random batch whose labels are its ids (every position learned), as the torch script.
-fn random_batch(vocab: u32, b: usize, t: usize) -> anyhow::Result<Batch> {
+fn random_batch(vocab: u32, b: usize, t: usize, device: &Device) -> anyhow::Result<Batch> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..vocab)).collect();
     let labels: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-    Ok(Batch {
-        input_ids: Tensor::from_vec(ids, (b, t), &Device::Cpu)?,
-        labels: Tensor::from_vec(labels, (b, t), &Device::Cpu)?,
-        tokens: b * t,
-        label_tokens: b * (t - 1),
-    })
+    Ok(Batch { input_ids: Tensor::from_vec(ids, (b, t), device)?, labels: Tensor::from_vec(labels, (b, t), device)?, tokens: b * t, label_tokens: b * (t - 1) })
 }
 
 /// The first `n` batches of the trainer's first-epoch plan over `path`.
@@ -249,9 +258,14 @@ fn data_batches(model: &Model, path: &std::path::Path, batch: usize, cutoff: usi
         .take(n)
         .map(|idx| {
             let items: Vec<&Encoded> = idx.iter().map(|&i| &encoded[i]).collect();
-            Ok(Batch::collate(&items, model.tokenizer.pad_id(), &Device::Cpu)?)
+            Ok(Batch::collate(&items, model.tokenizer.pad_id(), model.transformer.device())?)
         })
         .collect()
+}
+
+/// `--base-dtype`'s value as written on the command line.
+fn base_dtype_name(d: BaseDtype) -> String {
+    d.to_possible_value().expect("every dtype has a name").get_name().to_string()
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).

@@ -31,7 +31,7 @@ use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, WithDType};
 
 /// Whether tensors like `t` (device and dtype) can use the fused ops.
 pub fn available(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    super::portable::cpu_kernels(t) && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 /// Element types of the fused kernels (f32 for training, f64 for gradient checks).

@@ -61,7 +61,7 @@ impl Transformer {
     /// Whether [`Transformer::decode_rows`] and its kin apply: f32 weights on the CPU (other
     /// devices decode in padded batches).
     pub fn supports_sequence_decoding(&self) -> bool {
-        self.device.is_cpu() && self.dtype() == DType::F32
+        crate::model::portable::cpu_kernels(&self.embed_tokens) && self.dtype() == DType::F32 && self.lm_head.weight().dtype() == DType::F32
     }
 
     /// An empty cache for one sequence of at most `capacity` positions.

@@ -272,6 +272,12 @@ impl Transformer {
         out
     }
 
+    /// Whether this crate's fused CPU ops run this model (CPU, f32/f64 weights, no
+    /// [`crate::model::portable::set_portable_ops`]); else the device-generic compositions.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        fused::available(&self.embed_tokens)
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -318,9 +324,38 @@ impl Transformer {
     /// AVX-512 BF16 a product runs twice the multiply-adds per instruction, at the price
     /// of bf16 rounding of weights and activations, so greedy tokens can differ from the f32
     /// path's. Projections with a LoRA adapter attached keep the f32 path (fold the adapter
-    /// in first with `AdapterSet::merged`).
+    /// in first with `AdapterSet::merged`). Where this crate's CPU kernels do not run (a
+    /// GPU), the weights themselves are stored in bf16, as [`Transformer::with_bf16_base_weights`].
     pub fn bf16_for_decoding(&self) -> Result<Self> {
         Ok(self.with_each_linear(|p| p.with_bf16())?)
+    }
+
+    /// A copy whose projections and output head store their frozen weights in bf16 (for
+    /// training and generation alike; the LoRA update, norms, embeddings and activations stay
+    /// f32): half the weight memory, products on the device's bf16 GEMM with f32
+    /// accumulation. Meant for GPUs (`--base-dtype bf16`, issue #15); on a CPU it runs
+    /// candle's slower bf16 GEMM, where [`Transformer::bf16_for_decoding`] is the fast choice
+    /// for generation.
+    pub fn with_bf16_base_weights(&self) -> Result<Self> {
+        Ok(self.with_each_linear(|p| p.with_weight_dtype(DType::BF16))?)
+    }
+
+    /// A copy on `device` (`Device::new_cuda(0)` …): every weight moved, the CPU-only
+    /// decoding structures dropped. Models load on the CPU; [`crate::Model::load_on`] moves them.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        if self.device.same_device(device) {
+            return Ok(self.clone());
+        }
+        let mut out = self.with_each_linear(|p| p.to_device(device))?;
+        out.embed_tokens = self.embed_tokens.to_device(device)?;
+        out.norm = self.norm.to_device(device)?;
+        out.rotary = self.rotary.to_device(device)?;
+        for layer in &mut out.layers {
+            layer.input_layernorm = layer.input_layernorm.to_device(device)?;
+            layer.post_attention_layernorm = layer.post_attention_layernorm.to_device(device)?;
+        }
+        out.device = device.clone();
+        Ok(out)
     }
 
     /// A copy with `f` applied to every projection and the output head.
@@ -424,11 +459,11 @@ impl Transformer {
     /// Per-row cross-entropy `[n]` of final hidden rows `[n, hidden]` against `targets`,
     /// through the (frozen) output head; fused so that no `[n, vocab]` logits are kept.
     pub fn head_cross_entropy(&self, rows: &Tensor, targets: &[u32]) -> Result<Tensor> {
-        if fused::available(rows) && self.lm_head.lora().is_none() && self.lm_head.bias().is_none() {
+        if fused::available(rows) && fused::available(self.lm_head.weight()) && self.lm_head.lora().is_none() && self.lm_head.bias().is_none() {
             return Ok(fused::lm_head_cross_entropy(rows, self.lm_head.weight(), targets)?);
         }
         let logits = self.logits(rows)?;
-        Ok(super::grad_ops::cross_entropy_rows(&logits, targets)?)
+        Ok(ops::cross_entropy_rows(&logits, targets)?)
     }
 
     /// Final hidden states `[batch, seq, hidden]` from the fast inference kernels (no
