@@ -161,3 +161,18 @@ fn an_adapter_for_another_base_model_is_refused_naming_both() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_device_this_build_cannot_use_is_refused_by_name() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    for (device, want) in [("gpu0", "expected cpu, cuda or cuda:N"), ("cuda:1", if cfg!(feature = "cuda") { "cannot open GPU 1" } else { "--features cuda" })] {
+        let out = tunelab(&["generate", "--model", m, "--prompt", "hi", "--device", device]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "--device {device} was accepted");
+        assert!(stderr.contains(want) && stderr.contains(device), "--device {device}: {stderr}");
+    }
+    // The CPU by name is the default path.
+    let out = tunelab(&["generate", "--model", m, "--prompt", "What is 2+2?", "--max-tokens", "4", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

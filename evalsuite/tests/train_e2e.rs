@@ -88,6 +88,7 @@ fn training_lowers_the_loss_and_a_resumed_process_continues_the_same_curve() {
     assert_eq!(tc["lora"]["r"], 8);
     assert_eq!(tc["learning_rate"], 5e-4);
     assert_eq!(tc["train_data_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!((tc["device"].as_str(), tc["base_dtype"].as_str()), (Some("cpu"), Some("f32")));
     assert!(std::fs::read_to_string(a.join("training_loss.svg")).unwrap().contains("<polyline"));
 
     // A second process resumes from the step-12 checkpoint and follows the same curve.

@@ -48,6 +48,10 @@ struct SavedConfig<'a> {
     eval_data_sha256: Option<&'a str>,
     examples: usize,
     skipped_invalid: usize,
+    /// Where it trained: `cpu` or `cuda:N`.
+    device: String,
+    /// How the frozen base weights were stored: `f32` or `bf16`.
+    base_dtype: String,
     tunelab_version: &'static str,
 }
 
@@ -273,6 +277,8 @@ impl<'a> Trainer<'a> {
             eval_data_sha256: eval.map(|e| e.sha256.as_str()),
             examples: data.report.records - data.skipped,
             skipped_invalid: data.skipped,
+            device: crate::device::device_name(self.model.transformer.device()),
+            base_dtype: self.model.transformer.base_weight_dtype().as_str().to_string(),
             tunelab_version: env!("CARGO_PKG_VERSION"),
         };
         fsutil::write_json_atomic(&self.out_dir.join("train_config.json"), &saved)?;

@@ -275,7 +275,13 @@ impl Transformer {
     /// Whether this crate's fused CPU ops run this model (CPU, f32/f64 weights, no
     /// [`crate::model::portable::set_portable_ops`]); else the device-generic compositions.
     pub fn uses_cpu_kernels(&self) -> bool {
-        fused::available(&self.embed_tokens)
+        fused::available(&self.embed_tokens) && self.base_weight_dtype() == self.dtype()
+    }
+
+    /// How the frozen projection weights are stored (bf16 after
+    /// [`Transformer::with_bf16_base_weights`], else the model's dtype).
+    pub fn base_weight_dtype(&self) -> DType {
+        self.lm_head.weight().dtype()
     }
 
     /// The device the weights live on.
