@@ -255,10 +255,11 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
     let suite = Suite::load(&args.suite)?;
     let counts: Vec<String> = suite.category_counts().iter().map(|(c, n)| format!("{c} {n}")).collect();
     eprintln!("suite {} ({}): {}", suite.name, suite.path.display(), counts.join(", "));
+    let device = args.device.device()?;
     match (&args.model, &args.endpoint, &args.predictions) {
         (Some(model), None, None) => {
             // The base is loaded once; each adapter is applied on it in turn.
-            let mut backend = LocalBackend::load_on(model, &args.device.device()?)?.with_batch(args.batch)?.with_weights(args.weights.into())?;
+            let mut backend = LocalBackend::load_on(model, &device)?.with_batch(args.batch)?.with_weights(args.weights.into())?;
             let mut targets: Vec<Option<&Path>> = Vec::new();
             if args.adapters.is_empty() || args.with_base {
                 targets.push(None);
@@ -284,7 +285,7 @@ fn run_suite(args: RunArgs) -> anyhow::Result<bool> {
             Ok(errors_allowed(errored, &args))
         }
         _ if args.weights != DecodeWeights::F32 => bail!("--weights applies to a local --model only"),
-        _ if args.device.device != "cpu" => bail!("--device applies to a local --model only"),
+        _ if !device.is_cpu() => bail!("--device applies to a local --model only"),
         (None, Some(endpoint), None) => {
             if args.api_models.is_empty() {
                 bail!("--endpoint needs --api-model");
