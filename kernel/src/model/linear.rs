@@ -232,13 +232,19 @@ impl Linear {
     /// The same projection on `device`. The file's blocks and decoding copies are CPU
     /// structures: they stay only when `device` is the CPU.
     pub(crate) fn to_device(&self, device: &candle_core::Device) -> candle_core::Result<Self> {
+        self.to_device_with_weight(device, self.weight.to_device(device)?)
+    }
+
+    /// [`Linear::to_device`] with the weight already moved (a tied output head shares the
+    /// moved embedding table instead of holding a second copy on the device).
+    pub(crate) fn to_device_with_weight(&self, device: &candle_core::Device, weight: Tensor) -> candle_core::Result<Self> {
         let keep_cpu_copies = device.is_cpu();
         let lora = match &self.lora {
             Some(l) => Some(LoraLayer::from_tensors(&l.a.as_tensor().to_device(device)?, &l.b.as_tensor().to_device(device)?, l.scale, l.dropout)?),
             None => None,
         };
         Ok(Self {
-            weight: self.weight.to_device(device)?,
+            weight,
             bias: self.bias.as_ref().map(|b| b.to_device(device)).transpose()?,
             lora,
             quantized: self.quantized.clone().filter(|_| keep_cpu_copies),

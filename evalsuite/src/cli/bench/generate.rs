@@ -127,7 +127,12 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
-        format!("greedy generation, single stream ({} prompts × ≤ {} tokens)", PROMPTS.len(), a.max_tokens),
+        format!(
+            "greedy generation, single stream ({} prompts × ≤ {} tokens{})",
+            PROMPTS.len(),
+            a.max_tokens,
+            super::machine::device_note(&a.device.device, theirs.is_some())
+        ),
         &["model", "tunelab tok/s", "tunelab peak RSS MB", "llama.cpp tok/s", "llama.cpp peak RSS MB", "speed ratio"],
     );
     let label = match &a.adapter {
@@ -210,7 +215,13 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
-        format!("evaluation generation: {} prompts × ≤ {} tokens, {} decoding together (llama.cpp: single stream)", a.prompts, a.max_tokens, a.batch),
+        format!(
+            "evaluation generation: {} prompts × ≤ {} tokens, {} decoding together (llama.cpp: single stream{})",
+            a.prompts,
+            a.max_tokens,
+            a.batch,
+            super::machine::device_note(&a.device.device, theirs.is_some())
+        ),
         &["weights", "tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "answers equal to f32's", "llama.cpp tok/s (sequential)", "throughput ratio"],
     );
     let t = theirs.as_ref().and_then(|v| f(v, "end_to_end_tokens_per_s"));

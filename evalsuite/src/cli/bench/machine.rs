@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// CPU model, core count and SIMD level, e.g. `AMD EPYC, 2 cores, avx2`.
 pub fn describe() -> String {
@@ -37,16 +37,21 @@ pub fn today() -> String {
     stamp[..10].to_string()
 }
 
-/// The best rate (GFLOP/s) of the matrix product training uses, on a training-sized f32
-/// problem (`[1024, 576] · [576, 1536]`), best of several runs after a warm-up.
-pub fn gemm_peak_gflops() -> anyhow::Result<f64> {
-    let (m, k, n) = (1024, 576, 1536);
-    let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
-    let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
+/// The best rate (GFLOP/s) of the matrix product training uses, on `device` with weights
+/// of `dtype`, best of several runs after a warm-up. On the CPU the problem is
+/// training-sized (`[1024, 576] · [576, 1536]`); a GPU finishes that in microseconds, bound
+/// by kernel launches rather than arithmetic, so there it is `[4096, 4096] · [4096, 4096]`
+/// and each run waits for the device to finish.
+pub fn gemm_peak_gflops(device: &Device, dtype: DType) -> anyhow::Result<f64> {
+    let (m, k, n) = if device.is_cpu() { (1024, 576, 1536) } else { (4096, 4096, 4096) };
+    let random = |rows, cols| -> anyhow::Result<Tensor> { Ok(Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu)?.to_device(device)?) };
+    let x = random(m, k)?;
+    let w = random(n, k)?.to_dtype(dtype)?;
     let mut best = f64::INFINITY;
     for i in 0..12 {
         let t = Instant::now();
         let y = tunelab::model::matmul::frozen_matmul(&x, &w)?;
+        device.synchronize()?;
         let s = t.elapsed().as_secs_f64();
         drop(y);
         if i > 1 {
@@ -54,4 +59,16 @@ pub fn gemm_peak_gflops() -> anyhow::Result<f64> {
         }
     }
     Ok(2.0 * (m * k * n) as f64 / best / 1e9)
+}
+
+/// What a table's title adds when tunelab ran off the CPU: the device, and that the
+/// reference scripts (which have no GPU option) ran on the CPU, so a ratio compares
+/// tunelab on the GPU with the references on this machine's CPU. Empty on the CPU.
+pub fn device_note(device: &str, references: bool) -> String {
+    let Ok(parsed) = tunelab::parse_device(device) else { return String::new() };
+    match (parsed.is_cpu(), references) {
+        (true, _) => String::new(),
+        (false, false) => format!("; tunelab on {device}"),
+        (false, true) => format!("; tunelab on {device}, the reference scripts on the CPU (ratios compare the two)"),
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -89,7 +89,11 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
         eprintln!("{}", r.missing_message(&missing));
     }
     let refs = refs.filter(|_| missing.is_empty());
-    let gemm = super::machine::gemm_peak_gflops()?;
+    let gemm = {
+        let device = a.device.device()?;
+        let dtype = if a.base_dtype == BaseDtype::Bf16 && !device.is_cpu() { DType::BF16 } else { DType::F32 };
+        super::machine::gemm_peak_gflops(&device, dtype)?
+    };
     // The references get the file itself (they do not know tunelab's model lookup).
     let model = tunelab::model::resolve_model_path(&a.model)?.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
@@ -115,7 +119,11 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     }
 
     let mut table = Table::new(
-        format!("LoRA training step (r=8, all linear projections; {} timed steps; GEMM peak {gemm:.0} GFLOP/s)", a.steps),
+        format!(
+            "LoRA training step (r=8, all linear projections; {} timed steps; GEMM peak {gemm:.0} GFLOP/s{})",
+            a.steps,
+            super::machine::device_note(&a.device.device, refs.is_some())
+        ),
         &[
             "workload",
             "tunelab tok/s",

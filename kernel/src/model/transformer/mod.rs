@@ -352,8 +352,16 @@ impl Transformer {
         if self.device.same_device(device) {
             return Ok(self.clone());
         }
-        let mut out = self.with_each_linear(|p| p.to_device(device))?;
+        let mut out = self.clone();
+        for (_, p) in out.projections_mut() {
+            *p = p.to_device(device)?;
+        }
         out.embed_tokens = self.embed_tokens.to_device(device)?;
+        out.lm_head = if self.head_shares_embeddings() {
+            self.lm_head.to_device_with_weight(device, out.embed_tokens.clone())?
+        } else {
+            self.lm_head.to_device(device)?
+        };
         out.norm = self.norm.to_device(device)?;
         out.rotary = self.rotary.to_device(device)?;
         for layer in &mut out.layers {
@@ -362,6 +370,13 @@ impl Transformer {
         }
         out.device = device.clone();
         Ok(out)
+    }
+
+    /// Whether the output head is the embedding table itself (tied embeddings, weight not
+    /// converted to another dtype), so that moving the model moves the table once.
+    fn head_shares_embeddings(&self) -> bool {
+        let head = self.lm_head.weight();
+        self.cfg.tie_word_embeddings && self.lm_head.bias().is_none() && head.dtype() == self.embed_tokens.dtype() && head.dims() == self.embed_tokens.dims()
     }
 
     /// A copy with `f` applied to every projection and the output head.
