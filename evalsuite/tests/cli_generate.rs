@@ -176,3 +176,22 @@ fn a_device_this_build_cannot_use_is_refused_by_name() {
     let out = tunelab(&["generate", "--model", m, "--prompt", "What is 2+2?", "--max-tokens", "4", "--device", "cpu"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn merge_without_an_adapter_writes_the_base_model_as_an_hf_directory_that_answers_the_same() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    let hf = common::scratch("merge-without-adapter").join("hf");
+    let out = tunelab(&["merge", "--model", m, "--out", hf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(hf.join(file).is_file(), "no {file} in {}", hf.display());
+    }
+    // The directory holds the file's weights dequantized to f32, which the GGUF path decodes
+    // exactly: greedy answers are the same.
+    let ask = |model: &str| tunelab(&["generate", "--model", model, "--prompt", "Name three primary colours.", "--max-tokens", "24"]);
+    let (from_gguf, from_dir) = (ask(m), ask(hf.to_str().unwrap()));
+    assert!(from_dir.status.success(), "{}", String::from_utf8_lossy(&from_dir.stderr));
+    assert!(!from_gguf.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&from_dir.stdout), String::from_utf8_lossy(&from_gguf.stdout));
+}

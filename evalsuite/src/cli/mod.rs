@@ -37,7 +37,8 @@ enum Command {
     Data(data::DataCommand),
     /// Fine-tune a LoRA adapter.
     Train(train::TrainArgs),
-    /// Merge a LoRA adapter into its base model (writes an HF directory).
+    /// Merge a LoRA adapter into its base model (writes an HF directory; without an
+    /// adapter, writes the base model itself as one).
     Merge(merge::MergeArgs),
     /// Evaluate models and adapters on suites; summarize runs.
     #[command(subcommand)]
