@@ -131,7 +131,7 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
             "greedy generation, single stream ({} prompts × ≤ {} tokens{})",
             PROMPTS.len(),
             a.max_tokens,
-            super::machine::device_note(&a.device.device, theirs.is_some())
+            super::machine::device_note(model.transformer.device(), theirs.is_some())
         ),
         &["model", "tunelab tok/s", "tunelab peak RSS MB", "llama.cpp tok/s", "llama.cpp peak RSS MB", "speed ratio"],
     );
@@ -220,7 +220,7 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
             a.prompts,
             a.max_tokens,
             a.batch,
-            super::machine::device_note(&a.device.device, theirs.is_some())
+            super::machine::device_note(model.transformer.device(), theirs.is_some())
         ),
         &["weights", "tunelab tok/s", "tunelab seconds", "tunelab peak RSS MB", "answers equal to f32's", "llama.cpp tok/s (sequential)", "throughput ratio"],
     );

@@ -64,11 +64,14 @@ pub fn gemm_peak_gflops(device: &Device, dtype: DType) -> anyhow::Result<f64> {
 /// What a table's title adds when tunelab ran off the CPU: the device, and that the
 /// reference scripts (which have no GPU option) ran on the CPU, so a ratio compares
 /// tunelab on the GPU with the references on this machine's CPU. Empty on the CPU.
-pub fn device_note(device: &str, references: bool) -> String {
-    let Ok(parsed) = tunelab::parse_device(device) else { return String::new() };
-    match (parsed.is_cpu(), references) {
-        (true, _) => String::new(),
-        (false, false) => format!("; tunelab on {device}"),
-        (false, true) => format!("; tunelab on {device}, the reference scripts on the CPU (ratios compare the two)"),
+pub fn device_note(device: &Device, references: bool) -> String {
+    if device.is_cpu() {
+        return String::new();
+    }
+    let name = tunelab::device::device_name(device);
+    if references {
+        format!("; tunelab on {name}, the reference scripts on the CPU (ratios compare the two)")
+    } else {
+        format!("; tunelab on {name}")
     }
 }

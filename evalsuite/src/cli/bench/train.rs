@@ -89,10 +89,10 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
         eprintln!("{}", r.missing_message(&missing));
     }
     let refs = refs.filter(|_| missing.is_empty());
-    let gemm = {
+    let (gemm, device_note) = {
         let device = a.device.device()?;
         let dtype = if a.base_dtype == BaseDtype::Bf16 && !device.is_cpu() { DType::BF16 } else { DType::F32 };
-        super::machine::gemm_peak_gflops(&device, dtype)?
+        (super::machine::gemm_peak_gflops(&device, dtype)?, super::machine::device_note(&device, refs.is_some()))
     };
     // The references get the file itself (they do not know tunelab's model lookup).
     let model = tunelab::model::resolve_model_path(&a.model)?.display().to_string();
@@ -119,11 +119,7 @@ pub fn run(a: TrainBenchArgs) -> anyhow::Result<()> {
     }
 
     let mut table = Table::new(
-        format!(
-            "LoRA training step (r=8, all linear projections; {} timed steps; GEMM peak {gemm:.0} GFLOP/s{})",
-            a.steps,
-            super::machine::device_note(&a.device.device, refs.is_some())
-        ),
+        format!("LoRA training step (r=8, all linear projections; {} timed steps; GEMM peak {gemm:.0} GFLOP/s{device_note})", a.steps),
         &[
             "workload",
             "tunelab tok/s",
