@@ -222,6 +222,22 @@ def test_output_keeps_its_order_and_precedes_the_result(kernel):
     assert len(results) == 1 and results[0] > last_output, [t for t, _ in msgs]
 
 
+def test_the_input_limit_set_in_one_cell_holds_in_the_next(kernel, tmp_path):
+    """evcxr links the library into each cell separately, so its statics exist once per cell:
+    a limit set in one cell must still bound a read that a later cell's code makes."""
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"instruction": "hi", "output": "there"}\n' * 200)
+    reply, _ = run(kernel, "tunelab::fsutil::set_input_limit(1000);")
+    assert reply["status"] == "ok", reply
+    reply, msgs = run(kernel, "tunelab::fsutil::input_limit()")
+    assert reply["status"] == "ok", reply
+    assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["1000"], msgs
+    reply, msgs = run(kernel, f'tunelab::fsutil::read_input(std::path::Path::new(r"{big}")).map(|b| b.len()).map_err(|e| e.to_string())')
+    assert reply["status"] == "ok", reply
+    shown = [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"]
+    assert shown and "Err" in shown[0] and "input limit" in shown[0], shown
+
+
 def test_interrupt_stops_a_running_loop(kernel):
     """SIGINT sets tunelab's interrupt flag: a loop watching it (as the trainer does) ends
     gracefully and the kernel stays usable."""
