@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -23,40 +22,28 @@ pub const DEFAULT_INPUT_LIMIT: u64 = 1 << 30;
 /// The environment variable that sets the input limit, in MiB.
 pub const INPUT_LIMIT_ENV: &str = "TUNELAB_MAX_INPUT_MB";
 
-/// 0 = not set by [`set_input_limit`] in this copy of the library.
-static INPUT_LIMIT: AtomicU64 = AtomicU64::new(0);
-
-/// Where [`set_input_limit`] publishes the limit for the whole process, as `PID:BYTES`.
-/// evcxr links this library into every notebook cell separately, so [`INPUT_LIMIT`] exists
-/// once per cell: a limit set in one cell must reach the code of later cells through
-/// something process-wide (as the interrupt flag does, `train::cancel`). Tagged with the
-/// pid, so a child process that inherits the variable does not take it for its own setting.
+/// Where [`set_input_limit`] publishes the limit for the whole process (`process_env`): evcxr
+/// links this library into every notebook cell separately, so a `static` would exist once
+/// per cell and a limit set in one cell would not reach the code of later cells.
 const PUBLISHED_LIMIT_ENV: &str = "TUNELAB_INPUT_LIMIT_SET";
 
 /// Sets the largest input file [`read_input`] accepts, in bytes, for this process
 /// (the CLI's `--max-input-mb`; in a notebook, for the cells that follow too).
 pub fn set_input_limit(bytes: u64) {
-    let bytes = bytes.max(1);
-    INPUT_LIMIT.store(bytes, Ordering::Relaxed);
-    std::env::set_var(PUBLISHED_LIMIT_ENV, format!("{}:{bytes}", std::process::id()));
+    crate::process_env::publish(PUBLISHED_LIMIT_ENV, &bytes.max(1).to_string());
 }
 
 /// The largest input file [`read_input`] accepts: set by [`set_input_limit`] (in this
 /// process, from any notebook cell), else `TUNELAB_MAX_INPUT_MB`, else [`DEFAULT_INPUT_LIMIT`].
 pub fn input_limit() -> u64 {
-    match INPUT_LIMIT.load(Ordering::Relaxed) {
-        0 => published_limit().unwrap_or_else(|| {
-            std::env::var(INPUT_LIMIT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&mb| mb > 0).map_or(DEFAULT_INPUT_LIMIT, |mb| mb << 20)
-        }),
-        set => set,
-    }
+    published_limit().unwrap_or_else(|| {
+        std::env::var(INPUT_LIMIT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&mb| mb > 0).map_or(DEFAULT_INPUT_LIMIT, |mb| mb << 20)
+    })
 }
 
 /// The limit [`set_input_limit`] published in this process, if any.
 fn published_limit() -> Option<u64> {
-    let value = std::env::var(PUBLISHED_LIMIT_ENV).ok()?;
-    let (pid, bytes) = value.split_once(':')?;
-    (pid.parse::<u32>().ok()? == std::process::id()).then(|| bytes.parse::<u64>().ok()).flatten().filter(|&b| b > 0)
+    crate::process_env::published(PUBLISHED_LIMIT_ENV)?.parse::<u64>().ok().filter(|&b| b > 0)
 }
 
 /// Reads the whole of `path`, refusing with [`Error::InputTooLarge`] past [`input_limit`]

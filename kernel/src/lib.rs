@@ -27,6 +27,7 @@ pub mod generate;
 pub mod lora;
 pub mod model;
 pub mod notebook;
+mod process_env;
 pub mod splitmix;
 pub mod train;
 

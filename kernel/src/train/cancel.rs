@@ -5,8 +5,8 @@
 //!
 //! evcxr links this library into every cell's shared object separately, so a plain `static`
 //! would exist once per cell and the handler installed by one cell would set a flag no other
-//! cell sees. The flag's address is therefore published once per process in an environment
-//! variable (process-wide), tagged with the pid so a child process never trusts it.
+//! cell sees. The flag's address is therefore published once per process through
+//! `process_env` (the environment, tagged with the pid so a child process never trusts it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,12 +18,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     static LOCAL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     LOCAL
         .get_or_init(|| {
-            let pid = std::process::id();
-            let published = std::env::var(ENV).ok().and_then(|v| {
-                let (p, addr) = v.split_once(':')?;
-                (p.parse::<u32>().ok()? == pid).then(|| usize::from_str_radix(addr, 16).ok()).flatten()
-            });
-            match published {
+            match crate::process_env::published(ENV).and_then(|addr| usize::from_str_radix(&addr, 16).ok()) {
                 // SAFETY: the address came from `Arc::into_raw` in this process, and that
                 // reference is never released, so the allocation lives as long as the process.
                 Some(addr) => unsafe {
@@ -33,7 +28,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
                 None => {
                     let flag = Arc::new(AtomicBool::new(false));
                     let addr = Arc::into_raw(flag.clone()) as usize;
-                    std::env::set_var(ENV, format!("{pid}:{addr:x}"));
+                    crate::process_env::publish(ENV, &format!("{addr:x}"));
                     flag
                 }
             }
