@@ -5,9 +5,8 @@
 
 use std::time::Instant;
 
-use candle_transformers::generation::LogitsProcessor;
-
 use super::row::RowState;
+use super::sampler::Sampler;
 use super::{FinishReason, Generation, GenerationConfig, Generator};
 use crate::error::{Error, Result};
 use crate::model::SequenceCache;
@@ -17,7 +16,7 @@ struct Active {
     index: usize,
     cache: SequenceCache,
     row: RowState,
-    sampler: LogitsProcessor,
+    sampler: Sampler,
     /// The token to feed next (the last one sampled).
     last: u32,
     prompt_tokens: usize,
@@ -107,7 +106,7 @@ impl Generator<'_> {
         let max_new = cfg.max_new_tokens.min(context - ids.len());
         let start = Instant::now();
         let mut row = RowState::new(max_new);
-        let mut sampler = LogitsProcessor::from_sampling(cfg.seed, cfg.sampling());
+        let mut sampler = Sampler::new(cfg.seed, cfg.sampling());
         let (cache, last) = if row.finish.is_some() {
             // Nothing will be decoded: an empty cache.
             (self.transformer.sequence_cache(0)?, 0)

@@ -5,15 +5,16 @@
 mod continuous;
 mod padded;
 mod row;
+mod sampler;
 mod weights;
 
 pub use weights::DecodeWeights;
 
-use candle_transformers::generation::Sampling;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{Tokenizer, Transformer};
+use sampler::Sampling;
 
 /// Decoding settings; the default is greedy with 256 new tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,13 +67,10 @@ impl GenerationConfig {
     }
 
     fn sampling(&self) -> Sampling {
-        let temperature = self.temperature;
-        match (self.temperature > 0.0, self.top_k, self.top_p) {
-            (false, _, _) => Sampling::ArgMax,
-            (true, None, None) => Sampling::All { temperature },
-            (true, Some(k), None) => Sampling::TopK { k, temperature },
-            (true, None, Some(p)) => Sampling::TopP { p, temperature },
-            (true, Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        if self.temperature > 0.0 {
+            Sampling::Random { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p }
+        } else {
+            Sampling::ArgMax
         }
     }
 }

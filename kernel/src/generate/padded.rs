@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use candle_core::Tensor;
-use candle_transformers::generation::LogitsProcessor;
 
 use super::row::RowState;
+use super::sampler::Sampler;
 use super::{FinishReason, Generation, GenerationConfig, Generator};
 use crate::error::{Error, Result};
 use crate::model::Padding;
@@ -38,7 +38,7 @@ impl Generator<'_> {
         }
         let input = Tensor::from_vec(batch, (prompts.len(), longest), device)?;
         let mut cache = self.transformer.new_cache(longest + max_new);
-        let mut samplers: Vec<LogitsProcessor> = prompts.iter().map(|_| LogitsProcessor::from_sampling(cfg.seed, cfg.sampling())).collect();
+        let mut samplers: Vec<Sampler> = prompts.iter().map(|_| Sampler::new(cfg.seed, cfg.sampling())).collect();
         let mut rows: Vec<RowState> = prompts.iter().map(|_| RowState::new(max_new)).collect();
 
         let start = Instant::now();
