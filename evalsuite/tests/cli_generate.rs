@@ -195,3 +195,57 @@ fn merge_without_an_adapter_writes_the_base_model_as_an_hf_directory_that_answer
     assert!(!from_gguf.stdout.is_empty());
     assert_eq!(String::from_utf8_lossy(&from_dir.stdout), String::from_utf8_lossy(&from_gguf.stdout));
 }
+
+#[test]
+fn merge_with_an_adapter_writes_a_model_that_answers_as_the_adapter_does() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    let dir = common::scratch("merge-with-adapter");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/security-audit/train.jsonl");
+    let adapter = dir.join("adapter");
+    // A few steps at a high learning rate, so that the adapter changes the answers.
+    let args = [
+        "train",
+        "--model",
+        m,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        adapter.to_str().unwrap(),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--cutoff",
+        "128",
+        "--lr",
+        "0.01",
+    ];
+    let out = tunelab(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The base directory is named after the model, so the adapter's base_model_name_or_path
+    // check accepts it (the same weights, dequantized to f32).
+    let name = model.file_stem().unwrap().to_str().unwrap().split('.').next().unwrap();
+    let (base, merged) = (dir.join(name), dir.join("merged"));
+    for (args, what) in [
+        (vec!["merge", "--model", m, "--out", base.to_str().unwrap()], "base"),
+        (vec!["merge", "--model", m, "--adapter", adapter.to_str().unwrap(), "--out", merged.to_str().unwrap()], "merged"),
+    ] {
+        let out = tunelab(&args);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The f32 base directory with the adapter attached folds `W + scale·B·A` exactly as the
+    // merge does, so greedy answers are equal; the base alone answers otherwise.
+    let ask = |model: &Path, adapter: Option<&Path>| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt", "Audit this line: eval(input())", "--max-tokens", "24"];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", a.to_str().unwrap()]);
+        }
+        let out = tunelab(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let adapted = ask(&base, Some(&adapter));
+    assert_eq!(ask(&merged, None), adapted);
+    assert_ne!(ask(&base, None), adapted, "the adapter did not change the answer, so the merge is not tested");
+}

@@ -134,7 +134,7 @@ fn merged_weights_reproduce_the_adapted_model() {
     let weights = Weights::random(&c, 4, DType::F32, &Device::Cpu).unwrap();
     let model = Transformer::load(&c, &weights).unwrap();
     let adapter = trained_adapter(&model);
-    let merged = Transformer::load(&c, &adapter.merge_into(&weights).unwrap()).unwrap();
+    let merged = Transformer::load(&c, &adapter.merge_into(weights.clone()).unwrap()).unwrap();
     let ids = Tensor::new(&[[2u32, 7, 1, 8, 2, 8]], &Device::Cpu).unwrap();
     let d =
         (adapter.apply(&model).forward(&ids).unwrap() - merged.forward(&ids).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -24,13 +24,18 @@ pub struct MergeArgs {
 
 /// Runs `tunelab merge`.
 pub fn run(a: MergeArgs) -> anyhow::Result<()> {
-    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let (cfg, weights) = Model::load_weights(&a.model)?;
-    let weights = match &a.adapter {
-        Some(dir) => AdapterSet::load_for(dir, &model)?.merge_into(&weights)?,
+    // One read of the file: the model checks the adapter, and its weights (which the
+    // model's tensors share) take the merge once the model is dropped.
+    let (model, weights) = Model::load_with_weights(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let adapter = a.adapter.as_deref().map(|dir| AdapterSet::load_for(dir, &model)).transpose()?;
+    let Model { transformer, tokenizer, template, .. } = model;
+    let cfg = transformer.config().clone();
+    drop(transformer);
+    let weights = match adapter {
+        Some(set) => set.merge_into(weights)?,
         None => weights,
     };
-    tunelab::model::write_hf_dir(&a.out, &cfg, &weights, &model.tokenizer, &model.template)?;
+    tunelab::model::write_hf_dir(&a.out, &cfg, &weights, &tokenizer, &template)?;
     let what = if a.adapter.is_some() { "merged model" } else { "model" };
     println!("{what}: {}", a.out.display());
     Ok(())

@@ -330,15 +330,19 @@ impl AdapterSet {
     }
 
     /// The base weights with every LoRA update merged in (`W + scale·B·A`), under HF names.
-    pub fn merge_into(&self, base: &Weights) -> Result<Weights> {
-        let mut tensors = base.tensors().clone();
+    /// Each projection's weight is replaced in place, so when nothing else holds the base
+    /// tensors the merge needs memory for one projection more, not for a second model.
+    pub fn merge_into(&self, base: Weights) -> Result<Weights> {
+        let source = base.source().to_path_buf();
+        let mut tensors = base.into_tensors();
         for (module, layer) in &self.layers {
             let key = format!("{module}.weight");
-            let w = tensors.get(&key).ok_or_else(|| Error::bad_model(base.source(), format!("missing tensor {key} to merge into")))?;
-            let merged = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
+            let w = tensors.remove(&key).ok_or_else(|| Error::bad_model(&source, format!("missing tensor {key} to merge into")))?;
+            let merged = (&w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
+            drop(w);
             tensors.insert(key, merged);
         }
-        Ok(Weights::new(base.source(), tensors))
+        Ok(Weights::new(source, tensors))
     }
 }
 

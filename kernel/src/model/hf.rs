@@ -19,8 +19,8 @@ pub(crate) fn load_weights(dir: &Path, device: &Device) -> Result<(ModelConfig, 
     Ok((read_config(dir)?, read_safetensors(dir, device)?))
 }
 
-/// Loads the model in `dir`.
-pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Model> {
+/// Loads the model in `dir`, with the weights it was built from.
+pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<(Model, Weights)> {
     let cfg = read_config(dir)?;
     let weights = read_safetensors(dir, device)?;
     let transformer = Transformer::load(&cfg, &weights)?;
@@ -29,7 +29,7 @@ pub(crate) fn load_dir(dir: &Path, device: &Device) -> Result<Model> {
     let template = super::template_for(template_source.as_deref(), &tokenizer, dir)?;
     let declared = read_json_opt(&dir.join("config.json"))?.and_then(|c| c.get("_name_or_path").and_then(Json::as_str).map(str::to_string));
     let names = std::iter::once(dir.display().to_string()).chain(declared).collect();
-    Ok(Model { path: dir.to_path_buf(), transformer, tokenizer, template, names })
+    Ok((Model { path: dir.to_path_buf(), transformer, tokenizer, template, names }, weights))
 }
 
 fn read_config(dir: &Path) -> Result<ModelConfig> {

@@ -57,6 +57,14 @@ impl Model {
     /// Loads a GGUF file or an HF model directory. `path` is looked up as given, then under
     /// `$TUNELAB_MODELS`, then under `./models`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::load_with_weights(path)?.0)
+    }
+
+    /// Loads the model as [`Model::load`] does, and also returns the weights it was built
+    /// from (f32, under HF names). The two share their tensors' storage: reading the file
+    /// once serves both checking an adapter against the model and merging it into the
+    /// weights (`tunelab merge`).
+    pub fn load_with_weights(path: impl AsRef<Path>) -> Result<(Self, Weights)> {
         let path = resolve_model_path(path.as_ref())?;
         let device = Device::Cpu;
         if path.is_dir() {
@@ -74,7 +82,7 @@ impl Model {
         Ok(model)
     }
 
-    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+    fn load_gguf(path: &Path, device: &Device) -> Result<(Self, Weights)> {
         let mut file = gguf::GgufFile::open(path)?;
         let cfg = file.config()?;
         let tokenizer = Tokenizer::from_gguf(&file, path)?;
@@ -83,7 +91,7 @@ impl Model {
         let transformer = Transformer::load(&cfg, &weights)?;
         let template = template_for(template_source.as_deref(), &tokenizer, path)?;
         let names = std::iter::once(path.display().to_string()).chain(file.meta_str("general.name").ok().map(str::to_string)).collect();
-        Ok(Self { path: path.to_path_buf(), transformer, tokenizer, template, names })
+        Ok((Self { path: path.to_path_buf(), transformer, tokenizer, template, names }, weights))
     }
 
     /// Reads only the configuration and the f32 weights of the model at `path` (for merging).

@@ -80,6 +80,11 @@ impl Weights {
         &self.tensors
     }
 
+    /// The tensors by name, without the quantized blocks (to modify them in place).
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+
     /// Random weights with every tensor `cfg` needs (for unit tests and examples): normal
     /// values scaled by `1/sqrt(fan_in)`, norms near 1, deterministic in `seed`.
     pub fn random(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
