@@ -223,10 +223,9 @@ fn merge_with_an_adapter_writes_a_model_that_answers_as_the_adapter_does() {
     ];
     let out = tunelab(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The base directory is named after the model, so the adapter's base_model_name_or_path
-    // check accepts it (the same weights, dequantized to f32).
-    let name = model.file_stem().unwrap().to_str().unwrap().split('.').next().unwrap();
-    let (base, merged) = (dir.join(name), dir.join("merged"));
+    // The base written without an adapter keeps the GGUF file's name (`_name_or_path`), so
+    // the adapter trained on that file passes its base_model_name_or_path check there.
+    let (base, merged) = (dir.join("base"), dir.join("merged"));
     for (args, what) in [
         (vec!["merge", "--model", m, "--out", base.to_str().unwrap()], "base"),
         (vec!["merge", "--model", m, "--adapter", adapter.to_str().unwrap(), "--out", merged.to_str().unwrap()], "merged"),

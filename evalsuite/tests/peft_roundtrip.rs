@@ -49,7 +49,7 @@ fn adapters_cross_between_tunelab_and_peft_with_equal_logits() {
     // names it.
     let base_dir = dir.join("SmolLM2-135M-Instruct");
     let (cfg, weights) = Model::load_weights(model_path()).unwrap();
-    tunelab::model::write_hf_dir(&base_dir, &cfg, &weights, &model.tokenizer, &model.template).unwrap();
+    tunelab::model::write_hf_dir(&base_dir, &cfg, &weights, &model.tokenizer, &model.template, Some(&model.path.display().to_string())).unwrap();
 
     // tunelab's adapter: every projection, B moved off zero so it changes outputs.
     let set = common::random_adapter(&model.transformer, LoraConfig::default(), 7, 0.05);

@@ -28,15 +28,18 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     // model's tensors share) take the merge once the model is dropped.
     let (model, weights) = Model::load_with_weights(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let adapter = a.adapter.as_deref().map(|dir| AdapterSet::load_for(dir, &model)).transpose()?;
-    let Model { transformer, tokenizer, template, .. } = model;
+    let Model { path, transformer, tokenizer, template, .. } = model;
     let cfg = transformer.config().clone();
     drop(transformer);
+    let merged = adapter.is_some();
     let weights = match adapter {
         Some(set) => set.merge_into(weights)?,
         None => weights,
     };
-    tunelab::model::write_hf_dir(&a.out, &cfg, &weights, &tokenizer, &template)?;
-    let what = if a.adapter.is_some() { "merged model" } else { "model" };
+    // The base written as it is keeps the source's name, so its adapters load on it.
+    let name_or_path = (!merged).then(|| path.display().to_string());
+    tunelab::model::write_hf_dir(&a.out, &cfg, &weights, &tokenizer, &template, name_or_path.as_deref())?;
+    let what = if merged { "merged model" } else { "model" };
     println!("{what}: {}", a.out.display());
     Ok(())
 }

@@ -11,13 +11,24 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 
 /// Writes `weights` with `cfg`, `tokenizer` and `template` as an HF directory at `dir`.
-pub fn write_hf_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<()> {
+/// `name_or_path` goes into `config.json` as `_name_or_path`, the name an adapter's
+/// `base_model_name_or_path` is checked against: give the source model's path when the
+/// weights are that model's own (an adapter trained on the GGUF file then loads on its f32
+/// export), and `None` for a model of its own (a merged adapter).
+pub fn write_hf_dir(
+    dir: &Path,
+    cfg: &ModelConfig,
+    weights: &Weights,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    name_or_path: Option<&str>,
+) -> Result<()> {
     fsutil::create_dir_all(dir)?;
     let arch = match cfg.architecture {
         super::Architecture::Llama => "LlamaForCausalLM",
         super::Architecture::Qwen2 => "Qwen2ForCausalLM",
     };
-    let config = json!({
+    let mut config = json!({
         "architectures": [arch],
         "model_type": cfg.architecture.model_type(),
         "hidden_size": cfg.hidden_size,
@@ -35,6 +46,9 @@ pub fn write_hf_dir(dir: &Path, cfg: &ModelConfig, weights: &Weights, tokenizer:
         "bos_token_id": tokenizer.bos_id(),
         "eos_token_id": tokenizer.eos_id(),
     });
+    if let Some(name) = name_or_path {
+        config["_name_or_path"] = json!(name);
+    }
     fsutil::write_json_atomic(&dir.join("config.json"), &config)?;
     let mut tensors = weights.tensors().clone();
     if cfg.tie_word_embeddings {
