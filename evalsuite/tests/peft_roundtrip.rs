@@ -44,12 +44,11 @@ fn adapters_cross_between_tunelab_and_peft_with_equal_logits() {
     let python = std::env::var("TUNELAB_PEFT_PYTHON")
         .expect("set TUNELAB_PEFT_PYTHON to a Python with torch, transformers and peft (scripts/test does): this test never skips");
     let dir = scratch("peft-roundtrip");
-    let model = Model::load(model_path()).unwrap();
+    let (model, weights) = Model::load_with_weights(model_path()).unwrap();
     // The base as an HF directory named as the model, so PEFT's base_model_name_or_path
     // names it.
     let base_dir = dir.join("SmolLM2-135M-Instruct");
-    let (cfg, weights) = Model::load_weights(model_path()).unwrap();
-    tunelab::model::write_hf_dir(&base_dir, &cfg, &weights, &model.tokenizer, &model.template, Some(&model.path.display().to_string())).unwrap();
+    tunelab::model::write_hf_dir(&base_dir, model.config(), &weights, &model.tokenizer, &model.template, Some(&model.path.display().to_string())).unwrap();
 
     // tunelab's adapter: every projection, B moved off zero so it changes outputs.
     let set = common::random_adapter(&model.transformer, LoraConfig::default(), 7, 0.05);

@@ -223,9 +223,7 @@ impl AdapterSet {
             if proj.is_packed() {
                 proj.set_lora(Some(layer.clone()));
             } else {
-                let w = proj.weight();
-                let weight = (w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
-                *proj = Linear::new(weight, proj.bias().cloned());
+                *proj = Linear::new(layer.folded_into(proj.weight())?, proj.bias().cloned());
             }
         }
         Ok(adapted)
@@ -338,7 +336,7 @@ impl AdapterSet {
         for (module, layer) in &self.layers {
             let key = format!("{module}.weight");
             let w = tensors.remove(&key).ok_or_else(|| Error::bad_model(&source, format!("missing tensor {key} to merge into")))?;
-            let merged = (&w + layer.delta_weight()?.to_dtype(w.dtype())?)?;
+            let merged = layer.folded_into(&w)?;
             drop(w);
             tensors.insert(key, merged);
         }

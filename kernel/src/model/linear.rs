@@ -137,6 +137,12 @@ impl LoraLayer {
     pub fn delta_weight(&self) -> candle_core::Result<Tensor> {
         self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale
     }
+
+    /// `weight + scale · B·A` in `weight`'s dtype: the one way an update is folded into a
+    /// base weight, so a merged file and an adapter folded at load time compute the same.
+    pub fn folded_into(&self, weight: &Tensor) -> candle_core::Result<Tensor> {
+        weight + self.delta_weight()?.to_dtype(weight.dtype())?
+    }
 }
 
 /// A lower-precision copy of a projection's weight that decoding passes read instead of the

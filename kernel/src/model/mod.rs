@@ -94,7 +94,8 @@ impl Model {
         Ok((Self { path: path.to_path_buf(), transformer, tokenizer, template, names }, weights))
     }
 
-    /// Reads only the configuration and the f32 weights of the model at `path` (for merging).
+    /// Reads only the configuration and the f32 weights of the model at `path`, without
+    /// building the network (see [`Model::load_with_weights`] for both).
     pub fn load_weights(path: impl AsRef<Path>) -> Result<(ModelConfig, Weights)> {
         let path = resolve_model_path(path.as_ref())?;
         if path.is_dir() {
