@@ -9,7 +9,7 @@ import time
 import jupyter_client
 
 
-def measure(preload: bool, cells: int = 10):
+def measure(preload: bool, cells: int = 20):
     env = dict(os.environ, TUNELAB_KERNEL_PRELOAD="1" if preload else "0")
     t0 = time.time()
     km, kc = jupyter_client.manager.start_new_kernel(kernel_name="tunelab", startup_timeout=120, env=env)

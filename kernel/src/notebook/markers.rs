@@ -21,6 +21,7 @@ pub fn display_marker() -> String {
 /// Plain text made inert: evcxr's control words get a zero-width space after `EVCXR` (shown
 /// the same), and record separators (the live-display marker's first character) become
 /// the visible symbol ␞.
+#[inline]
 pub fn neutralize_text(text: &str) -> String {
     text.replace(CONTROL_PREFIX, "EVCXR\u{200b}_").replace('\u{1e}', "\u{241e}")
 }

@@ -8,6 +8,11 @@
 //! a view of their own (tunelab's `Dataset`, `TrainOutcome` …) keep it: inherent methods win
 //! over trait methods.
 //!
+//! The display path is `#[inline]` (here and `neutralize_text`): its code is compiled into
+//! each cell instead of being linked from the library, whose codegen unit would otherwise pull
+//! some five hundred archive members of sixty crates into every cell's link (`lld
+//! --why-extract`; the effect on warm cells is in BENCHMARKS.md).
+//!
 //! The kernel mirrors evcxr's `:fmt` and `:types` settings here with
 //! [`set_value_display`]; formats other than `Debug`'s are refused there.
 
@@ -22,6 +27,7 @@ const FORMATS: [&str; 6] = ["{:?}", "{:#?}", "{:x?}", "{:X?}", "{:#x?}", "{:#X?}
 const SETTINGS_ENV: &str = "TUNELAB_VALUE_DISPLAY";
 
 /// The current settings: (index into [`FORMATS`], show types).
+#[inline]
 fn settings() -> (usize, bool) {
     let raw = std::env::var(SETTINGS_ENV).unwrap_or_default();
     let mut parts = raw.split(' ').map(str::parse::<usize>);
@@ -46,6 +52,7 @@ pub fn set_value_display(format: &str, types: bool) -> Result<(), String> {
 struct Via<'a>(&'a dyn Fn(&mut std::fmt::Formatter<'_>) -> std::fmt::Result);
 
 impl std::fmt::Debug for Via<'_> {
+    #[inline]
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (self.0)(f)
     }
@@ -53,6 +60,7 @@ impl std::fmt::Debug for Via<'_> {
 
 /// The text of a value (its `Debug` formatter, and its type's name) as the current settings
 /// show it.
+#[inline]
 fn render(value: Via<'_>, type_name: &str) -> String {
     let (format, types) = settings();
     let text = match format {
@@ -70,12 +78,14 @@ fn render(value: Via<'_>, type_name: &str) -> String {
 }
 
 /// Prints a value as evcxr's plain-text output.
+#[inline]
 fn show(value: Via<'_>, type_name: &str) {
     println!("EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT", neutralize_text(&render(value, type_name)));
 }
 
 /// A type name without module paths (`Option<String>` for
 /// `core::option::Option<alloc::string::String>`), as evcxr's `:types` shows it.
+#[inline]
 fn short_type_name(full: &str) -> String {
     let mut out = String::with_capacity(full.len());
     let mut word = String::new();
