@@ -1,6 +1,8 @@
 """Kernel timing figures (not a test): start-up to first finished cell, and warm cell latency,
 for the tunelab kernel and for plain evcxr (the same binary with TUNELAB_KERNEL_PRELOAD=0).
-Run: python tests/kernel/bench_latency.py  (clear ~/.cache/evcxr first for a cold start)."""
+Run: python tests/kernel/bench_latency.py  (for a cold start, remove ~/.cache/evcxr and the kernel's
+work directories, /tmp/tunelab-kernel-<uid>, then run `tunelab-kernel install`, which compiles the
+library again)."""
 import json
 import os
 import statistics
