@@ -129,22 +129,19 @@ fn choices_along_f32_answers(model: &Model, other: &tunelab::Transformer, label:
     (agree, steps)
 }
 
-/// bf16 weights (`--weights bf16`): prompt and decoding passes both read them, so their
-/// logits differ from f32's (the bf16 path ran) but stay close; continuous batching
-/// still equals one prompt at a time; and bf16 picks f32's token at ≥ 95 % of the steps
-/// along f32's greedy answers (printed).
-#[test]
-fn bf16_decoding_stays_close_to_f32() {
-    let model = Model::load(common::smollm_path()).unwrap();
-    let bf16 = model.transformer.bf16_for_decoding().unwrap();
+/// A rounding path (`label`) against the exact f32 one: its prompt logits differ from
+/// f32's (the path ran) but stay close; continuous batching still equals one prompt at a
+/// time; and it picks f32's token at ≥ `min_percent` % of the steps along f32's greedy
+/// answers (printed).
+fn stays_close_to_f32(model: &Model, rounded: &tunelab::Transformer, label: &str, min_percent: usize) {
     let prompt = model.template.render_prompt(None, "Explain photosynthesis in three sentences.").unwrap();
     let ids = model.tokenizer.encode_with_bos(&prompt).unwrap();
     let (_, p32) = model.transformer.prefill(&ids, ids.len()).unwrap();
-    let (_, p16) = bf16.prefill(&ids, ids.len()).unwrap();
+    let (_, pr) = rounded.prefill(&ids, ids.len()).unwrap();
     let scale = p32.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let d = (&p32 - &p16).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    eprintln!("prompt logits: max |f32 − bf16| = {d:.4} (max |logit| {scale:.2})");
-    assert!(d > 0.0 && d < 0.05 * scale, "bf16 prompt logits differ by {d} (scale {scale})");
+    let d = (&p32 - &pr).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    eprintln!("prompt logits: max |f32 − {label}| = {d:.4} (max |logit| {scale:.2})");
+    assert!(d > 0.0 && d < 0.05 * scale, "{label} prompt logits differ by {d} (scale {scale})");
 
     let prompts: Vec<String> = ["What is 2+2?", "Explain photosynthesis in three sentences.", "Summarize the benefits of unit testing."]
         .iter()
@@ -152,15 +149,48 @@ fn bf16_decoding_stays_close_to_f32() {
         .collect();
     let cfg = GenerationConfig::greedy(48);
     let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p).unwrap()).collect();
-    let g16 = Generator::new(&bf16, &model.tokenizer);
+    let gen = Generator::new(rounded, &model.tokenizer);
     let by_slots = |slots: usize| {
         let mut out = vec![Vec::new(); encoded.len()];
-        g16.generate_continuous(&encoded, &cfg, slots, |_, _| {}, |i, r| out[i] = r.unwrap().token_ids).unwrap();
+        gen.generate_continuous(&encoded, &cfg, slots, |_, _| {}, |i, r| out[i] = r.unwrap().token_ids).unwrap();
         out
     };
-    assert_eq!(by_slots(3), by_slots(1), "batched bf16 greedy differs from one prompt at a time");
-    let (agree, steps) = choices_along_f32_answers(&model, &bf16, "bf16", &prompts, &cfg);
-    assert!(agree * 100 >= steps * 95, "bf16 picks f32's token at only {agree} of {steps} steps");
+    assert_eq!(by_slots(3), by_slots(1), "batched {label} greedy differs from one prompt at a time");
+    let (agree, steps) = choices_along_f32_answers(model, rounded, label, &prompts, &cfg);
+    assert!(agree * 100 >= steps * min_percent, "{label} picks f32's token at only {agree} of {steps} steps");
+}
+
+/// bf16 weights (`--weights bf16`): prompt and decoding passes both read them.
+#[test]
+fn bf16_decoding_stays_close_to_f32() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    stays_close_to_f32(&model, &model.transformer.bf16_for_decoding().unwrap(), "bf16", 95);
+}
+
+/// Integer dot products with 8-bit activations (`--weights int8-dot`), as llama.cpp
+/// computes: prompt and decoding passes both take them.
+#[test]
+fn int8_dot_decoding_stays_close_to_f32() {
+    use candle_core::{DType, Device, Tensor};
+    use tunelab::DecodeWeights;
+    let model = Model::load(common::smollm_path()).unwrap();
+    let int8 = model.transformer.int8_for_decoding().unwrap();
+    stays_close_to_f32(&model, &int8, "int8-dot", 90);
+
+    // An adapter stays f32 beside the integer blocks: it moves the logits as it moves the
+    // exact path's, up to the rounding's own noise (about 1 logit here, so a strong adapter).
+    let adapter = AdapterSet::new(&model.transformer, LoraConfig::default(), 7).unwrap();
+    for l in adapter.layers().values() {
+        l.b.set(&(Tensor::ones(l.b.dims(), DType::F32, &Device::Cpu).unwrap() * 0.05).unwrap()).unwrap();
+    }
+    let ids = model.tokenizer.encode_with_bos(&model.template.render_prompt(None, "List three fruits.").unwrap()).unwrap();
+    let last = |t: &tunelab::Transformer| t.prefill(&ids, ids.len()).unwrap().1;
+    let max_abs = |t: Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let exact_move = (last(&adapter.for_inference(&model.transformer).unwrap()) - last(&model.transformer)).unwrap();
+    let int8_move = (last(&DecodeWeights::Int8Dot.prepare(&model.transformer, Some(&adapter)).unwrap()) - last(&int8)).unwrap();
+    let (moved, off) = (max_abs(exact_move.clone()), max_abs((&exact_move - &int8_move).unwrap()));
+    eprintln!("with an adapter: it moves f32 logits by up to {moved:.3}; int8-dot's move differs by up to {off:.3}");
+    assert!(moved > 2.0 && off < 0.5 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
 }
 
 /// Per-sequence decoding (continuous batching's model step): two rows at different

@@ -57,6 +57,11 @@ pub enum DecodeWeights {
     /// multiply-adds per instruction for batches (evaluation suites); greedy tokens can
     /// differ from `f32`'s.
     Bf16,
+    /// The model file's own blocks (Q8_0 where it has none) multiplied with activations
+    /// rounded to 8 bits, in integer dot products (AVX-512 VNNI), as llama.cpp does: the
+    /// fastest single stream; an adapter stays f32; greedy tokens can differ from `f32`'s.
+    #[value(name = "int8-dot")]
+    Int8Dot,
 }
 
 impl From<DecodeWeights> for tunelab::DecodeWeights {
@@ -66,6 +71,7 @@ impl From<DecodeWeights> for tunelab::DecodeWeights {
             DecodeWeights::F32Dense => Self::F32Dense,
             DecodeWeights::Q8_0 => Self::Q8_0,
             DecodeWeights::Bf16 => Self::Bf16,
+            DecodeWeights::Int8Dot => Self::Int8Dot,
         }
     }
 }

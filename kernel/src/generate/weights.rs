@@ -25,6 +25,10 @@ pub enum DecodeWeights {
     /// in f32, for prompts and decoding steps: about twice the multiply-adds per instruction
     /// on CPUs with AVX-512 BF16 (batched decoding, evaluation suites); tokens can differ.
     Bf16,
+    /// The model file's own blocks (Q8_0 where it has none) multiplied with activations
+    /// rounded to 8 bits per block of 32, in integer dot products, as llama.cpp does, for
+    /// decoding steps and short prompts; an adapter stays f32. Tokens can differ.
+    Int8Dot,
 }
 
 impl DecodeWeights {
@@ -40,6 +44,7 @@ impl DecodeWeights {
             Self::F32Dense => "f32-dense",
             Self::Q8_0 => "q8_0",
             Self::Bf16 => "bf16",
+            Self::Int8Dot => "int8-dot",
         }
     }
 
@@ -55,6 +60,8 @@ impl DecodeWeights {
             (Self::Q8_0, Some(a)) => a.merged(base)?.quantized_for_decoding(GgmlDType::Q8_0),
             (Self::Bf16, None) => base.bf16_for_decoding(),
             (Self::Bf16, Some(a)) => a.merged(base)?.bf16_for_decoding(),
+            (Self::Int8Dot, None) => base.int8_for_decoding(),
+            (Self::Int8Dot, Some(a)) => a.for_inference(base)?.int8_for_decoding(),
         }
     }
 }

@@ -128,18 +128,9 @@ thread_local! {
 
 fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>, low_rank: Option<LowRank<'_>>) -> Vec<f32> {
     assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
-    if let Some(l) = low_rank {
-        assert!(l.t.len() >= m * l.rank && l.b.len() >= n * l.rank, "few-rows matmul: low-rank term smaller than {m}×{0} and {n}×{0}", l.rank);
-    }
     assert!(available(), "few-rows matmul needs AVX2 and FMA");
     let wide = avx512_available();
-    let mut y = vec![0f32; m * n];
-    let out = SendPtr(y.as_mut_ptr());
-    (0..n.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
-        let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(n));
-        // The task's columns, [m, hi - lo], then copied row by row: writing y directly would
-        // touch m far-apart rows (one page each for the 49152-wide output head) per block.
-        let mut tile = vec![0f32; m * (hi - lo)];
+    tiled(m, n, low_rank, |lo, hi, tile| {
         let stride = hi - lo;
         let columns = |rows: &[f32], tile: &mut [f32]| {
             // SAFETY: AVX2 and FMA are present (asserted above), AVX-512F where `wide`; `x`
@@ -154,9 +145,9 @@ fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>, low_rank
             }
         };
         match w {
-            Weights::Dense(w) => columns(&w[lo * k..hi * k], &mut tile),
+            Weights::Dense(w) => columns(&w[lo * k..hi * k], tile),
             // One activation row (single-stream decoding): dequantized in registers.
-            Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], &mut tile) => {}
+            Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], tile) => {}
             // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
             // in L1 when the kernel reads them.
             Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
@@ -168,15 +159,47 @@ fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>, low_rank
                 }
             }),
         }
+    })
+}
+
+/// `y[m, n]` filled by parallel tasks, each owning the output columns `lo..hi` of one run
+/// of [`ROWS_PER_TASK`] weight rows: `fill(lo, hi, tile)` writes the task's products into
+/// `tile` (`[m, hi - lo]`, row-major), then the low-rank term is added and the tile copied
+/// into `y`. Both product kernels of this module run through it.
+fn tiled(m: usize, n: usize, low_rank: Option<LowRank<'_>>, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut ys = tiled_many(m, &[(n, low_rank)], |_, lo, hi, tile| fill(lo, hi, tile));
+    ys.pop().expect("one product")
+}
+
+/// [`tiled`] for several products of the same activation rows at once (`(n, low-rank term)`
+/// each; `fill` gets the product's index first): one parallel region whose tasks cover
+/// every product, so a decoding step pays one fork and join for q, k and v together.
+pub(super) fn tiled_many(m: usize, products: &[(usize, Option<LowRank<'_>>)], fill: impl Fn(usize, usize, usize, &mut [f32]) + Sync) -> Vec<Vec<f32>> {
+    for &(n, low_rank) in products {
+        if let Some(l) = low_rank {
+            assert!(l.t.len() >= m * l.rank && l.b.len() >= n * l.rank, "few-rows matmul: low-rank term smaller than {m}×{0} and {n}×{0}", l.rank);
+        }
+    }
+    let mut ys: Vec<Vec<f32>> = products.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
+    let outs: Vec<SendPtr<f32>> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    let tasks: Vec<(usize, usize)> = products.iter().enumerate().flat_map(|(p, &(n, _))| (0..n.div_ceil(ROWS_PER_TASK)).map(move |t| (p, t))).collect();
+    tasks.into_par_iter().for_each(|(p, task)| {
+        let (n, low_rank) = products[p];
+        let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(n));
+        // The task's columns, [m, hi - lo], then copied row by row: writing y directly would
+        // touch m far-apart rows (one page each for the 49152-wide output head) per block.
+        let mut tile = vec![0f32; m * (hi - lo)];
+        fill(p, lo, hi, &mut tile);
         if let Some(l) = low_rank {
             l.add_to(&mut tile, lo, hi);
         }
         for (i, row) in tile.chunks_exact(hi - lo).enumerate() {
-            // SAFETY: row i's columns lo..hi lie inside y and belong to this task alone.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add(i * n + lo), hi - lo) };
+            // SAFETY: row i's columns lo..hi lie inside product p's y and belong to this
+            // task alone.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), outs[p].get().add(i * n + lo), hi - lo) };
         }
     });
-    y
+    ys
 }
 
 /// One ISA's kernel: `columns` over blocks of 4 weight rows × `X_BLOCK` activation rows of
@@ -277,7 +300,7 @@ few_rows_kernel!(avx512, "avx512f", __m512, 16, [1, 2, 3, 4, 5, 6], _mm512_setze
 /// Sum of an AVX register's eight lanes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+pub(super) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -15,7 +15,8 @@ use candle_core::{DType, Module, Tensor, Var};
 use super::bf16_rows::Bf16Rows;
 use super::config::ModelConfig;
 use super::fused;
-use super::matmul::{bf16_matmul, frozen_matmul, packed_matmul};
+use super::int8_rows::Int8Rows;
+use super::matmul::{bf16_matmul, frozen_matmul, int8_matmul, packed_matmul, Int8Product};
 use super::ops::OpMode;
 use super::packed::PackedRows;
 use super::weights::Weights;
@@ -151,6 +152,12 @@ impl LoraLayer {
     }
 }
 
+/// `N` outputs as an array (an error, not a panic, should a product lose one).
+fn as_array<const N: usize>(outputs: Vec<Tensor>) -> candle_core::Result<[Tensor; N]> {
+    let got = outputs.len();
+    outputs.try_into().map_err(|_| candle_core::Error::Msg(format!("{got} outputs for {N} projections")))
+}
+
 /// A lower-precision copy of a projection's weight that decoding passes read instead of the
 /// f32 weight (see [`super::Transformer::quantized_for_decoding`] and
 /// [`super::Transformer::bf16_for_decoding`]).
@@ -160,6 +167,8 @@ enum DecodeCopy {
     Ggml(QMatMul),
     /// bf16 values for the bf16 dot-product kernel.
     Bf16(Arc<Bf16Rows>),
+    /// Integer blocks for the 8-bit dot-product kernel (activations rounded to 8 bits).
+    Int8(Arc<Int8Rows>),
 }
 
 /// A linear projection `y = x Wᵀ + b` with a frozen `W` `[out, in]`, plus an optional LoRA
@@ -232,6 +241,28 @@ impl Linear {
         let (n, k) = self.weight.dims2()?;
         let values = self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self { quantized: Some(DecodeCopy::Bf16(Arc::new(Bf16Rows::from_f32(&values, n, k)))), ..self.clone() })
+    }
+
+    /// The same projection with an integer-block copy of its weight for decoding steps and
+    /// short prompts, multiplied with activations rounded to 8 bits (see
+    /// [`super::int8_rows`]): the model file's blocks where it has them, else the f32 weight
+    /// rounded to Q8_0. Unchanged where the rows do not divide into blocks of 32 or this
+    /// crate's CPU kernels do not run. A LoRA update stays f32 and is added unrounded.
+    pub(crate) fn with_int8(&self) -> candle_core::Result<Self> {
+        if !crate::model::portable::cpu_kernels(&self.weight) || !super::few_rows::available() {
+            return Ok(self.clone());
+        }
+        let rows = match &self.packed {
+            Some(p) => Some(Int8Rows::from_packed(p)),
+            None => {
+                let (n, k) = self.weight.dims2()?;
+                Int8Rows::from_f32(&self.weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, n, k)
+            }
+        };
+        Ok(match rows {
+            Some(rows) => Self { quantized: Some(DecodeCopy::Int8(Arc::new(rows))), ..self.clone() },
+            None => self.clone(),
+        })
     }
 
     /// The same projection with its frozen weight stored as `dtype` (the bias and any LoRA
@@ -312,21 +343,57 @@ impl Linear {
         Some(fused::Part { weight: &self.weight, bias: self.bias.as_ref(), lora })
     }
 
+    /// This projection as an int8 product (its integer blocks and LoRA update), if it holds
+    /// integer blocks.
+    fn int8_product(&self) -> Option<Int8Product<'_>> {
+        match &self.quantized {
+            Some(DecodeCopy::Int8(w)) => Some((w, self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale)))),
+            _ => None,
+        }
+    }
+
+    /// Applies several projections to the same `x` (q, k and v; gate and up): in one
+    /// parallel product where all of them decode from integer blocks and `x` has few rows
+    /// (one fork and join instead of one each), else one [`Linear::forward`] each. The
+    /// results are the same either way.
+    pub fn forward_joined<const N: usize>(projections: [&Linear; N], x: &Tensor, mode: OpMode) -> candle_core::Result<[Tensor; N]> {
+        let products: Option<Vec<Int8Product<'_>>> = projections.iter().map(|p| p.int8_product()).collect();
+        if let (Some(products), OpMode::Inference | OpMode::Prompt) = (products, mode) {
+            if let Some(ys) = int8_matmul(x, &products)? {
+                let mut out = Vec::with_capacity(N);
+                for (y, p) in ys.into_iter().zip(projections) {
+                    out.push(match &p.bias {
+                        Some(b) => y.broadcast_add(b)?,
+                        None => y,
+                    });
+                }
+                return as_array(out);
+            }
+        }
+        let mut out = Vec::with_capacity(N);
+        for p in projections {
+            out.push(p.forward(x, mode)?);
+        }
+        as_array(out)
+    }
+
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
         // Decoding passes read the quantized weights when there are any (prompt passes only
-        // the bf16 ones): the choice follows the kind of pass, never how many rows share it.
-        let copy = match (&self.quantized, mode, &self.lora, x.dtype()) {
-            (Some(q @ DecodeCopy::Ggml(_)), OpMode::Inference, None, DType::F32) => Some(q),
-            (Some(q @ DecodeCopy::Bf16(_)), OpMode::Inference | OpMode::Prompt, None, DType::F32) => Some(q),
+        // the bf16 and int8 ones): the choice follows the kind of pass, never how many rows
+        // share it, except that int8 products take at most the few-rows kernel's rows.
+        let prompt_or_step = matches!(mode, OpMode::Inference | OpMode::Prompt);
+        let y = match (&self.quantized, &self.lora, x.dtype()) {
+            (Some(DecodeCopy::Ggml(q)), None, DType::F32) if mode == OpMode::Inference => Some(q.forward(&x.contiguous()?)?),
+            (Some(DecodeCopy::Bf16(b)), None, DType::F32) if prompt_or_step => Some(bf16_matmul(x, b)?),
+            (Some(DecodeCopy::Int8(_)), _, _) if prompt_or_step => match self.int8_product() {
+                Some(product) => int8_matmul(x, &[product])?.and_then(|mut y| y.pop()),
+                None => None,
+            },
             _ => None,
         };
-        if let Some(q) = copy {
-            let y = match q {
-                DecodeCopy::Ggml(q) => q.forward(&x.contiguous()?)?,
-                DecodeCopy::Bf16(b) => bf16_matmul(x, b)?,
-            };
+        if let Some(y) = y {
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),

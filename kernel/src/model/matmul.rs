@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::bf16_rows::Bf16Rows;
+use super::int8_rows::Int8Rows;
 use super::packed::PackedRows;
 
 /// `y = x · wᵀ` for `x` `[..., k]` and a frozen `w` `[n, k]`; gradients flow to `x` only.
@@ -73,6 +74,61 @@ pub fn bf16_matmul(x: &Tensor, w: &std::sync::Arc<Bf16Rows>) -> candle_core::Res
     let mut out_dims = dims;
     *out_dims.last_mut().expect("non-empty") = n;
     y.reshape(out_dims)
+}
+
+/// A product [`int8_matmul`] takes: integer-block weights and an optional LoRA update
+/// `(A, B, scale)`.
+pub type Int8Product<'a> = (&'a std::sync::Arc<Int8Rows>, Option<(&'a Tensor, &'a Tensor, f64)>);
+
+/// `y = x̂ · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` for `x` `[..., k]` (f32, on
+/// the CPU) rounded to 8-bit blocks and each `w` in integer blocks (see
+/// [`super::int8_rows`]), every product of the same `x` in one parallel region (q, k and v;
+/// gate and up), when `x` has at most the few-rows kernel's rows; `None` (use the f32
+/// weights) otherwise. Inference only: no gradient.
+pub fn int8_matmul(x: &Tensor, products: &[Int8Product<'_>]) -> candle_core::Result<Option<Vec<Tensor>>> {
+    let dims = x.dims().to_vec();
+    let Some(&k) = dims.last() else { return Ok(None) };
+    let m = x.elem_count() / k.max(1);
+    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && super::portable::cpu_kernels(t);
+    let fits = products.iter().all(|(w, lora)| w.dims().1 == k && lora.is_none_or(|(a, b, _)| f32_cpu(a) && f32_cpu(b)));
+    if !fits || !f32_cpu(x) || m > super::few_rows::MAX_ROWS || !super::few_rows::available() {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let xs = cpu_f32(&x)?;
+    // Each LoRA bottleneck `scale · x·Aᵀ` `[m, r]` (f32, unrounded) is itself a few-rows product.
+    let mut bottlenecks = Vec::with_capacity(products.len());
+    for (_, lora) in products {
+        bottlenecks.push(match lora {
+            Some((a, b, scale)) => {
+                let (a, b) = (a.contiguous()?, b.contiguous()?);
+                let (r, ak) = a.dims2()?;
+                if ak != k || b.dims2()?.1 != r {
+                    candle_core::bail!("int8 matmul: LoRA A is {:?} and B {:?} for inputs of width {k}", a.dims(), b.dims());
+                }
+                let mut t = super::few_rows::matmul_t(m, r, k, &xs, &cpu_f32(&a)?);
+                t.iter_mut().for_each(|v| *v *= *scale as f32);
+                Some((t, cpu_f32(&b)?, r))
+            }
+            None => None,
+        });
+    }
+    let jobs: Vec<(&Int8Rows, Option<super::few_rows::LowRank<'_>>)> =
+        products.iter().zip(&bottlenecks).map(|((w, _), lr)| (&***w, lr.as_ref().map(|(t, b, rank)| super::few_rows::LowRank { t, b, rank: *rank }))).collect();
+    let ys = super::int8_rows::matmul_t_many(m, &xs, &jobs);
+    let mut out = Vec::with_capacity(ys.len());
+    for (y, (w, _)) in ys.into_iter().zip(products) {
+        let mut out_dims = dims.clone();
+        *out_dims.last_mut().expect("non-empty") = w.dims().0;
+        out.push(Tensor::from_vec(y, out_dims, x.device())?);
+    }
+    Ok(Some(out))
+}
+
+/// A contiguous f32 CPU tensor's values (copied: decoding-step activations and LoRA
+/// factors are small).
+fn cpu_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
 }
 
 /// Whether an `m`-row product against a transposed f32 weight takes the few-rows kernel.

@@ -10,6 +10,7 @@ pub mod gguf;
 mod gguf_header;
 pub mod grad_ops;
 mod hf;
+mod int8_rows;
 mod linear;
 mod locate;
 pub mod matmul;

@@ -72,6 +72,11 @@ impl PackedRows {
         self.blocks.len()
     }
 
+    /// Every block, row by row (f16 scales first, then the values, as the file stores them).
+    pub(super) fn blocks(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.blocks.chunks_exact(self.format.block_bytes())
+    }
+
     /// The same matrix with its rows reordered: row `r` of the result is row `order[r]`.
     pub fn with_rows_in_order(&self, order: &[usize]) -> Self {
         assert_eq!(order.len(), self.rows, "row order of {} rows for a {}-row matrix", order.len(), self.rows);

@@ -102,28 +102,45 @@ fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usiz
 pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     let refs = References::find(&a.reference)?;
     let (model, decoding) = load(&a.model, a.adapter.as_deref(), a.weights, &a.device)?;
-    let gen = Generator::new(&decoding, &model.tokenizer);
     let (mut tokens, mut seconds, mut prompt_s) = (0usize, 0.0, 0.0);
     let mut first = String::new();
+    let mut answers = Vec::new();
     for p in PROMPTS {
         let prompt = model.template.render_prompt(None, p)?;
         let t = Instant::now();
-        let out = gen.generate(&prompt, &GenerationConfig::greedy(a.max_tokens), |_| {})?;
+        let out = Generator::new(&decoding, &model.tokenizer).generate(&prompt, &GenerationConfig::greedy(a.max_tokens), |_| {})?;
         seconds += t.elapsed().as_secs_f64();
         prompt_s += out.prompt_seconds;
         tokens += out.token_ids.len();
         if first.is_empty() {
             first = out.text.chars().take(200).collect();
         }
+        answers.push(out.token_ids);
     }
+    let peak_rss_mb = super::peak_rss_mb();
+    drop(decoding);
+    // Rounding weights: how many answers are still the exact model's, token for token
+    // (decoded untimed with the exact weights and the same adapter).
+    let same = if tunelab::DecodeWeights::from(a.weights).is_exact() {
+        None
+    } else {
+        let (_, exact) = load(&a.model, a.adapter.as_deref(), DecodeWeights::F32, &a.device)?;
+        let gen = Generator::new(&exact, &model.tokenizer);
+        let mut same = 0;
+        for (p, answer) in PROMPTS.iter().zip(&answers) {
+            let out = gen.generate(&model.template.render_prompt(None, p)?, &GenerationConfig::greedy(a.max_tokens), |_| {})?;
+            same += usize::from(&out.token_ids == answer);
+        }
+        Some(same)
+    };
     let ours = json!({
         "impl": "tunelab", "adapter": a.adapter.as_ref().map(|p| p.display().to_string()), "weights": format!("{:?}", a.weights),
         "completion_tokens": tokens, "end_to_end_tokens_per_s": (tokens as f64 / seconds * 10.0).round() / 10.0,
-        "prompt_seconds_total": (prompt_s * 1000.0).round() / 1000.0, "peak_rss_mb": super::peak_rss_mb(), "first_output": first,
+        "prompt_seconds_total": (prompt_s * 1000.0).round() / 1000.0, "peak_rss_mb": peak_rss_mb, "first_output": first,
+        "answers_equal_to_f32": same,
     });
     println!("{ours}");
 
-    drop(decoding);
     let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
@@ -133,7 +150,7 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
             a.max_tokens,
             super::machine::device_note(model.transformer.device(), theirs.is_some())
         ),
-        &["model", "tunelab tok/s", "tunelab peak RSS MB", "llama.cpp tok/s", "llama.cpp peak RSS MB", "speed ratio"],
+        &["model", "tunelab tok/s", "tunelab peak RSS MB", "answers equal to f32's", "llama.cpp tok/s", "llama.cpp peak RSS MB", "speed ratio"],
     );
     let label = match &a.adapter {
         Some(p) => format!("{} + {} ({:?} decoding)", a.model.display(), p.display(), a.weights),
@@ -144,6 +161,7 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
         label,
         num(f(&ours, "end_to_end_tokens_per_s"), 1),
         num(f(&ours, "peak_rss_mb"), 0),
+        same.map_or_else(|| "all (exact)".to_string(), |n| format!("{n} of {}", PROMPTS.len())),
         num(t("end_to_end_tokens_per_s"), 1),
         num(t("peak_rss_mb"), 0),
         ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s")),

@@ -168,8 +168,9 @@ impl Transformer {
         let a = &layer.self_attn;
         let hd = self.heads();
         let normed = ops::rms_norm(x, &layer.input_layernorm, self.cfg.rms_norm_eps, rows.mode)?;
-        let project = |p: &Linear| -> Result<Vec<f32>> { Ok(p.forward(&normed, rows.mode)?.flatten_all()?.to_vec1::<f32>()?) };
-        let (q, k, v) = (project(&a.q_proj)?, project(&a.k_proj)?, project(&a.v_proj)?);
+        let values = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let [q, k, v] = Linear::forward_joined([&a.q_proj, &a.k_proj, &a.v_proj], &normed, rows.mode)?;
+        let (q, k, v) = (values(q)?, values(k)?, values(v)?);
         let (qw, kw) = (hd.heads * hd.dim, hd.kv_heads * hd.dim);
         // Keys and values first, one sequence per task; then every row reads its sequence.
         caches.par_iter_mut().enumerate().for_each(|(s, cache)| {

@@ -137,8 +137,7 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x, mode)?;
-        let up = self.up_proj.forward(x, mode)?;
+        let [gate, up] = Linear::forward_joined([&self.gate_proj, &self.up_proj], x, mode)?;
         let hidden = if fused::available(&gate) { fused::swiglu(&gate, &up)? } else { (gate.silu()? * up)? };
         self.down_proj.forward(&hidden, mode)
     }
@@ -334,6 +333,16 @@ impl Transformer {
     /// GPU), the weights themselves are stored in bf16, as [`Transformer::with_bf16_base_weights`].
     pub fn bf16_for_decoding(&self) -> Result<Self> {
         Ok(self.with_each_linear(|p| p.with_bf16())?)
+    }
+
+    /// A copy for generation whose projections and output head also hold integer-block
+    /// copies of their weights (the model file's Q4_1 / Q8_0 blocks, else Q8_0), read by
+    /// decoding steps and short prompts with the activations rounded to 8 bits per block of
+    /// 32 and multiplied in integers, as llama.cpp does (see `int8_rows`): the fewest
+    /// instructions per weight, at the price of that rounding, so greedy tokens can differ
+    /// from the f32 path's. Attached LoRA updates stay f32 and are added unrounded.
+    pub fn int8_for_decoding(&self) -> Result<Self> {
+        Ok(self.with_each_linear(|p| p.with_int8())?)
     }
 
     /// A copy whose projections and output head store their frozen weights in bf16 (for
