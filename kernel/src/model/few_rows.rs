@@ -57,16 +57,10 @@ fn avx512_available() -> bool {
 /// [`available`] first.
 pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert!(w.len() >= n * k, "few-rows matmul: weights smaller than {n}×{k}");
-    matmul_rows(m, n, k, x, Weights::Dense(w), None)
-}
-
-/// `y[m, n] = x[m, k] · w[n, k]ᵀ` with `w` in quantized blocks: each task turns its weight
-/// rows back into f32 (exactly the dense values) in a scratch buffer that stays in cache,
-/// so the result equals [`matmul_t`] on the dense weights bit for bit, while memory
-/// traffic is the blocks' bytes. Callers check [`available`] first.
-pub fn matmul_t_packed(m: usize, x: &[f32], w: &PackedRows, low_rank: Option<LowRank<'_>>) -> Vec<f32> {
-    let (n, k) = w.dims();
-    matmul_rows(m, n, k, x, Weights::Packed(w), low_rank)
+    assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
+    assert!(available(), "few-rows matmul needs AVX2 and FMA");
+    let wide = avx512_available();
+    tiled(m, n, None, |lo, hi, tile| fill_columns(m, k, x, Weights::Dense(w), wide, lo, hi, tile))
 }
 
 /// A LoRA update's term added to a product's output rows: `y[i, j] += t[i, :] · B[j, :]`
@@ -126,46 +120,59 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn matmul_rows(m: usize, n: usize, k: usize, x: &[f32], w: Weights<'_>, low_rank: Option<LowRank<'_>>) -> Vec<f32> {
+/// `y[m, n] = x[m, k] · w[n, k]ᵀ (+ its low-rank term)` for each product, `w` in quantized
+/// blocks, in one parallel region (one fork and join for q, k and v): each task turns its
+/// weight rows back into f32 (exactly the dense values) in a scratch buffer that stays in
+/// cache, so each result equals [`matmul_t`] on the dense weights bit for bit, while memory
+/// traffic is the blocks' bytes. Callers check [`available`] first.
+pub fn matmul_t_packed_many(m: usize, x: &[f32], products: &[(&PackedRows, Option<LowRank<'_>>)]) -> Vec<Vec<f32>> {
+    let Some(k) = products.first().map(|(w, _)| w.dims().1) else { return Vec::new() };
+    assert!(products.iter().all(|(w, _)| w.dims().1 == k), "few-rows matmul: products of different widths");
     assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
     assert!(available(), "few-rows matmul needs AVX2 and FMA");
     let wide = avx512_available();
-    tiled(m, n, low_rank, |lo, hi, tile| {
-        let stride = hi - lo;
-        let columns = |rows: &[f32], tile: &mut [f32]| {
-            // SAFETY: AVX2 and FMA are present (asserted above), AVX-512F where `wide`; `x`
-            // holds m×k elements; `tile` holds m rows `stride` apart with room for `rows`.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                if wide {
-                    avx512::columns(m, k, x, rows, tile, stride)
-                } else {
-                    avx2::columns(m, k, x, rows, tile, stride)
-                }
+    let shapes: Vec<(usize, Option<LowRank<'_>>)> = products.iter().map(|(w, l)| (w.dims().0, *l)).collect();
+    tiled_many(m, &shapes, |p, lo, hi, tile| fill_columns(m, k, x, Weights::Packed(products[p].0), wide, lo, hi, tile))
+}
+
+/// One task's products: `tile[i, j - lo] = x[i, :] · w[j, :]` for weight rows `lo..hi`
+/// (`tile` `[m, hi - lo]`), by the AVX-512 kernel where `wide`, else the AVX2 one.
+#[allow(clippy::too_many_arguments)]
+fn fill_columns(m: usize, k: usize, x: &[f32], w: Weights<'_>, wide: bool, lo: usize, hi: usize, tile: &mut [f32]) {
+    let stride = hi - lo;
+    let columns = |rows: &[f32], tile: &mut [f32]| {
+        // SAFETY: the callers asserted AVX2 and FMA, AVX-512F where `wide`; `x` holds m×k
+        // elements; `tile` holds m rows `stride` apart with room for `rows`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            if wide {
+                avx512::columns(m, k, x, rows, tile, stride)
+            } else {
+                avx2::columns(m, k, x, rows, tile, stride)
             }
-        };
-        match w {
-            Weights::Dense(w) => columns(&w[lo * k..hi * k], tile),
-            // One activation row (single-stream decoding): dequantized in registers.
-            Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], tile) => {}
-            // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
-            // in L1 when the kernel reads them.
-            Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
-                for g in (lo..hi).step_by(PACKED_GROUP) {
-                    let end = (g + PACKED_GROUP).min(hi);
-                    scratch.resize((end - g) * k, 0.0);
-                    p.dequantize_rows(g, end, scratch);
-                    columns(scratch, &mut tile[g - lo..]);
-                }
-            }),
         }
-    })
+    };
+    match w {
+        Weights::Dense(w) => columns(&w[lo * k..hi * k], tile),
+        // One activation row (single-stream decoding): dequantized in registers.
+        Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], tile) => {}
+        // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
+        // in L1 when the kernel reads them.
+        Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
+            for g in (lo..hi).step_by(PACKED_GROUP) {
+                let end = (g + PACKED_GROUP).min(hi);
+                scratch.resize((end - g) * k, 0.0);
+                p.dequantize_rows(g, end, scratch);
+                columns(scratch, &mut tile[g - lo..]);
+            }
+        }),
+    }
 }
 
 /// `y[m, n]` filled by parallel tasks, each owning the output columns `lo..hi` of one run
 /// of [`ROWS_PER_TASK`] weight rows: `fill(lo, hi, tile)` writes the task's products into
 /// `tile` (`[m, hi - lo]`, row-major), then the low-rank term is added and the tile copied
-/// into `y`. Both product kernels of this module run through it.
+/// into `y`.
 fn tiled(m: usize, n: usize, low_rank: Option<LowRank<'_>>, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut ys = tiled_many(m, &[(n, low_rank)], |_, lo, hi, tile| fill(lo, hi, tile));
     ys.pop().expect("one product")

@@ -16,7 +16,7 @@ use super::bf16_rows::Bf16Rows;
 use super::config::ModelConfig;
 use super::fused;
 use super::int8_rows::Int8Rows;
-use super::matmul::{bf16_matmul, frozen_matmul, int8_matmul, packed_matmul, Int8Product};
+use super::matmul::{bf16_matmul, block_matmul, frozen_matmul, BlockProduct, BlockWeights};
 use super::ops::OpMode;
 use super::packed::PackedRows;
 use super::weights::Weights;
@@ -343,32 +343,32 @@ impl Linear {
         Some(fused::Part { weight: &self.weight, bias: self.bias.as_ref(), lora })
     }
 
-    /// This projection as an int8 product (its integer blocks and LoRA update), if it holds
-    /// integer blocks.
-    fn int8_product(&self) -> Option<Int8Product<'_>> {
-        match &self.quantized {
-            Some(DecodeCopy::Int8(w)) => Some((w, self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale)))),
+    /// This projection as a block product for a pass of kind `mode` (its integer blocks, else
+    /// the file's blocks, with its LoRA update), or `None` where the pass reads another copy
+    /// (Q8_0 in decoding steps, bf16) or the f32 weight (training, no blocks).
+    fn block_product(&self, mode: OpMode) -> Option<BlockProduct<'_>> {
+        let lora = self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale));
+        match (&self.quantized, &self.packed, mode) {
+            (_, _, OpMode::Differentiable) => None,
+            (Some(DecodeCopy::Int8(w)), _, _) => Some((BlockWeights::Int8(w), lora)),
+            (Some(DecodeCopy::Ggml(_)), _, OpMode::Inference) | (Some(DecodeCopy::Bf16(_)), _, _) if lora.is_none() => None,
+            (_, Some(p), _) => Some((BlockWeights::Packed(p), lora)),
             _ => None,
         }
     }
 
     /// Applies several projections to the same `x` (q, k and v; gate and up): in one
-    /// parallel product where all of them decode from integer blocks and `x` has few rows
-    /// (one fork and join instead of one each), else one [`Linear::forward`] each. The
-    /// results are the same either way.
+    /// parallel block product where all of them take the same kind (the file's blocks or
+    /// integer blocks) and `x` has few rows (one fork and join instead of one each), else one
+    /// [`Linear::forward`] each. The results are the same either way.
     pub fn forward_joined<const N: usize>(projections: [&Linear; N], x: &Tensor, mode: OpMode) -> candle_core::Result<[Tensor; N]> {
-        let products: Option<Vec<Int8Product<'_>>> = projections.iter().map(|p| p.int8_product()).collect();
-        if let (Some(products), OpMode::Inference | OpMode::Prompt) = (products, mode) {
-            if let Some(ys) = int8_matmul(x, &products)? {
-                let mut out = Vec::with_capacity(N);
-                for (y, p) in ys.into_iter().zip(projections) {
-                    out.push(match &p.bias {
-                        Some(b) => y.broadcast_add(b)?,
-                        None => y,
-                    });
-                }
-                return as_array(out);
+        let products: Option<Vec<BlockProduct<'_>>> = projections.iter().map(|p| p.block_product(mode)).collect();
+        if let Some(ys) = products.map(|products| block_matmul(x, &products)).transpose()?.flatten() {
+            let mut out = Vec::with_capacity(N);
+            for (y, p) in ys.into_iter().zip(projections) {
+                out.push(p.with_bias(y)?);
             }
+            return as_array(out);
         }
         let mut out = Vec::with_capacity(N);
         for p in projections {
@@ -377,38 +377,36 @@ impl Linear {
         as_array(out)
     }
 
+    /// `y` plus the bias, if any.
+    fn with_bias(&self, y: Tensor) -> candle_core::Result<Tensor> {
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
         // Decoding passes read the quantized weights when there are any (prompt passes only
-        // the bf16 and int8 ones): the choice follows the kind of pass, never how many rows
-        // share it, except that int8 products take at most the few-rows kernel's rows.
-        let prompt_or_step = matches!(mode, OpMode::Inference | OpMode::Prompt);
-        let y = match (&self.quantized, &self.lora, x.dtype()) {
-            (Some(DecodeCopy::Ggml(q)), None, DType::F32) if mode == OpMode::Inference => Some(q.forward(&x.contiguous()?)?),
-            (Some(DecodeCopy::Bf16(b)), None, DType::F32) if prompt_or_step => Some(bf16_matmul(x, b)?),
-            (Some(DecodeCopy::Int8(_)), _, _) if prompt_or_step => match self.int8_product() {
-                Some(product) => int8_matmul(x, &[product])?.and_then(|mut y| y.pop()),
-                None => None,
-            },
+        // the bf16 ones): the choice follows the kind of pass, never how many rows share it.
+        let copy = match (&self.quantized, mode, &self.lora, x.dtype()) {
+            (Some(q @ DecodeCopy::Ggml(_)), OpMode::Inference, None, DType::F32) => Some(q),
+            (Some(q @ DecodeCopy::Bf16(_)), OpMode::Inference | OpMode::Prompt, None, DType::F32) => Some(q),
             _ => None,
         };
-        if let Some(y) = y {
-            return match &self.bias {
-                Some(b) => y.broadcast_add(b),
-                None => Ok(y),
-            };
+        match copy {
+            Some(DecodeCopy::Ggml(q)) => return self.with_bias(q.forward(&x.contiguous()?)?),
+            Some(DecodeCopy::Bf16(b)) => return self.with_bias(bf16_matmul(x, b)?),
+            _ => {}
         }
-        // Inference passes with few rows (decoding steps, short prompts) read the file's
-        // blocks: the same values as the f32 weight, the same kernel, so the same result,
-        // from fewer bytes, with a LoRA term added in the same parallel tasks.
-        if let (Some(p), OpMode::Inference | OpMode::Prompt) = (&self.packed, mode) {
-            let lora = self.lora.as_ref().map(|l| (l.a.as_tensor(), l.b.as_tensor(), l.scale));
-            if let Some(y) = packed_matmul(x, p, lora)? {
-                return match &self.bias {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                };
+        // Inference passes with few rows (decoding steps, short prompts) read blocks: the
+        // file's (the same values as the f32 weight, the same kernel, so the same result,
+        // from fewer bytes) or the integer copy (`--weights int8-dot`), with a LoRA term
+        // added in the same parallel tasks.
+        if let Some(product) = self.block_product(mode) {
+            if let Some(y) = block_matmul(x, &[product])?.and_then(|mut y| y.pop()) {
+                return self.with_bias(y);
             }
         }
         let training = mode == OpMode::Differentiable;

@@ -35,33 +35,6 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     y.reshape(out_dims)
 }
 
-/// `y = x · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` with `w` in quantized blocks,
-/// when `x` `[..., k]` (f32, on the CPU) has few enough rows that [`frozen_matmul`] on the
-/// dense weights would take the few-rows kernel: then the base product is bit-for-bit that
-/// product, for a fraction of the memory traffic, and the LoRA term is added in the same
-/// op. `None` (use the dense weights) otherwise. Inference only: no gradient.
-pub fn packed_matmul(x: &Tensor, w: &std::sync::Arc<PackedRows>, lora: Option<(&Tensor, &Tensor, f64)>) -> candle_core::Result<Option<Tensor>> {
-    let (n, k) = w.dims();
-    let dims = x.dims().to_vec();
-    let m = x.elem_count() / k.max(1);
-    if dims.last() != Some(&k) || x.dtype() != DType::F32 || !super::portable::cpu_kernels(x) || !few_rows_route(m) {
-        return Ok(None);
-    }
-    let x2 = x.contiguous()?.reshape((m, k))?;
-    let y = match lora {
-        None => x2.apply_op1_no_bwd(&PackedMatmul(w.clone()))?,
-        Some((a, b, scale)) => {
-            if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
-                return Ok(None);
-            }
-            x2.apply_op3_no_bwd(&a.contiguous()?, &b.contiguous()?, &PackedLoraMatmul(w.clone(), scale as f32))?
-        }
-    };
-    let mut out_dims = dims;
-    *out_dims.last_mut().expect("non-empty") = n;
-    y.reshape(out_dims).map(Some)
-}
-
 /// `y = x · wᵀ` for `x` `[..., k]` (f32, on the CPU) and a bf16 copy of the weight: both
 /// rounded to bf16, the products summed in f32 (see [`super::bf16_rows`]). Inference only.
 pub fn bf16_matmul(x: &Tensor, w: &std::sync::Arc<Bf16Rows>) -> candle_core::Result<Tensor> {
@@ -76,46 +49,97 @@ pub fn bf16_matmul(x: &Tensor, w: &std::sync::Arc<Bf16Rows>) -> candle_core::Res
     y.reshape(out_dims)
 }
 
-/// A product [`int8_matmul`] takes: integer-block weights and an optional LoRA update
-/// `(A, B, scale)`.
-pub type Int8Product<'a> = (&'a std::sync::Arc<Int8Rows>, Option<(&'a Tensor, &'a Tensor, f64)>);
+/// Weights a decoding step reads in blocks instead of as f32.
+#[derive(Clone, Copy)]
+pub enum BlockWeights<'a> {
+    /// The model file's blocks, turned back into the exact f32 values as they are read.
+    Packed(&'a PackedRows),
+    /// Integer blocks, multiplied with activations rounded to 8 bits.
+    Int8(&'a Int8Rows),
+}
 
-/// `y = x̂ · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` for `x` `[..., k]` (f32, on
-/// the CPU) rounded to 8-bit blocks and each `w` in integer blocks (see
-/// [`super::int8_rows`]), every product of the same `x` in one parallel region (q, k and v;
-/// gate and up), when `x` has at most the few-rows kernel's rows; `None` (use the f32
-/// weights) otherwise. Inference only: no gradient.
-pub fn int8_matmul(x: &Tensor, products: &[Int8Product<'_>]) -> candle_core::Result<Option<Vec<Tensor>>> {
+impl BlockWeights<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Packed(w) => w.dims(),
+            Self::Int8(w) => w.dims(),
+        }
+    }
+}
+
+/// One product [`block_matmul`] takes: block weights and an optional LoRA update
+/// `(A, B, scale)`.
+pub type BlockProduct<'a> = (BlockWeights<'a>, Option<(&'a Tensor, &'a Tensor, f64)>);
+
+/// `y = x · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` for each product, `x`
+/// `[..., k]` (f32, on the CPU) with at most the few-rows kernel's rows, every product in
+/// one parallel region (q, k and v; gate and up); `None` (use the f32 weights) otherwise.
+/// Inference only: no gradient.
+///
+/// - Packed weights, all of them: each base product is bit for bit the few-rows product
+///   [`frozen_matmul`] computes on the dense weights, for a fraction of the memory traffic.
+/// - Integer blocks, all of them: `x` rounded to 8-bit blocks (see [`super::int8_rows`]).
+///
+/// The LoRA bottleneck `scale · x·Aᵀ` is an unrounded f32 few-rows product either way.
+pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::Result<Option<Vec<Tensor>>> {
     let dims = x.dims().to_vec();
     let Some(&k) = dims.last() else { return Ok(None) };
     let m = x.elem_count() / k.max(1);
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && super::portable::cpu_kernels(t);
     let fits = products.iter().all(|(w, lora)| w.dims().1 == k && lora.is_none_or(|(a, b, _)| f32_cpu(a) && f32_cpu(b)));
-    if !fits || !f32_cpu(x) || m > super::few_rows::MAX_ROWS || !super::few_rows::available() {
+    let packed = products.iter().all(|(w, _)| matches!(w, BlockWeights::Packed(_)));
+    let int8 = products.iter().all(|(w, _)| matches!(w, BlockWeights::Int8(_)));
+    let route = if packed { few_rows_route(m) } else { int8 && m <= super::few_rows::MAX_ROWS && super::few_rows::available() };
+    if products.is_empty() || !fits || !f32_cpu(x) || !route {
         return Ok(None);
     }
     let x = x.contiguous()?;
-    let xs = cpu_f32(&x)?;
-    // Each LoRA bottleneck `scale · x·Aᵀ` `[m, r]` (f32, unrounded) is itself a few-rows product.
-    let mut bottlenecks = Vec::with_capacity(products.len());
-    for (_, lora) in products {
-        bottlenecks.push(match lora {
-            Some((a, b, scale)) => {
-                let (a, b) = (a.contiguous()?, b.contiguous()?);
-                let (r, ak) = a.dims2()?;
-                if ak != k || b.dims2()?.1 != r {
-                    candle_core::bail!("int8 matmul: LoRA A is {:?} and B {:?} for inputs of width {k}", a.dims(), b.dims());
-                }
-                let mut t = super::few_rows::matmul_t(m, r, k, &xs, &cpu_f32(&a)?);
-                t.iter_mut().for_each(|v| *v *= *scale as f32);
-                Some((t, cpu_f32(&b)?, r))
-            }
-            None => None,
-        });
-    }
-    let jobs: Vec<(&Int8Rows, Option<super::few_rows::LowRank<'_>>)> =
-        products.iter().zip(&bottlenecks).map(|((w, _), lr)| (&***w, lr.as_ref().map(|(t, b, rank)| super::few_rows::LowRank { t, b, rank: *rank }))).collect();
-    let ys = super::int8_rows::matmul_t_many(m, &xs, &jobs);
+    let loras: Vec<Option<(Tensor, Tensor, f32)>> = products
+        .iter()
+        .map(|(_, lora)| lora.map(|(a, b, scale)| Ok::<_, candle_core::Error>((a.contiguous()?, b.contiguous()?, scale as f32))).transpose())
+        .collect::<candle_core::Result<_>>()?;
+    let xs = F32View::new(&x)?;
+    let factors: Vec<Option<(F32View<'_>, F32View<'_>, usize, f32)>> = loras
+        .iter()
+        .map(|lora| {
+            lora.as_ref()
+                .map(|(a, b, scale)| {
+                    let (r, ak) = a.dims2()?;
+                    if ak != k || b.dims2()?.1 != r {
+                        candle_core::bail!("block matmul: LoRA A is {:?} and B {:?} for inputs of width {k}", a.dims(), b.dims());
+                    }
+                    Ok((F32View::new(a)?, F32View::new(b)?, r, *scale))
+                })
+                .transpose()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let bottlenecks: Vec<Option<Vec<f32>>> = factors
+        .iter()
+        .map(|f| {
+            f.as_ref().map(|(a, _, r, scale)| {
+                let mut t = super::few_rows::matmul_t(m, *r, k, xs.values(), a.values());
+                t.iter_mut().for_each(|v| *v *= scale);
+                t
+            })
+        })
+        .collect();
+    let low_ranks: Vec<Option<super::few_rows::LowRank<'_>>> = factors
+        .iter()
+        .zip(&bottlenecks)
+        .map(|(f, t)| match (f, t) {
+            (Some((_, b, rank, _)), Some(t)) => Some(super::few_rows::LowRank { t, b: b.values(), rank: *rank }),
+            _ => None,
+        })
+        .collect();
+    let ys = if packed {
+        let jobs: Vec<_> =
+            products.iter().zip(&low_ranks).filter_map(|((w, _), l)| if let BlockWeights::Packed(w) = w { Some((*w, *l)) } else { None }).collect();
+        super::few_rows::matmul_t_packed_many(m, xs.values(), &jobs)
+    } else {
+        let jobs: Vec<_> =
+            products.iter().zip(&low_ranks).filter_map(|((w, _), l)| if let BlockWeights::Int8(w) = w { Some((*w, *l)) } else { None }).collect();
+        super::int8_rows::matmul_t_many(m, xs.values(), &jobs)
+    };
     let mut out = Vec::with_capacity(ys.len());
     for (y, (w, _)) in ys.into_iter().zip(products) {
         let mut out_dims = dims.clone();
@@ -125,10 +149,28 @@ pub fn int8_matmul(x: &Tensor, products: &[Int8Product<'_>]) -> candle_core::Res
     Ok(Some(out))
 }
 
-/// A contiguous f32 CPU tensor's values (copied: decoding-step activations and LoRA
-/// factors are small).
-fn cpu_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+/// A contiguous f32 CPU tensor's values, read in place (its storage held for reading).
+struct F32View<'a> {
+    storage: candle_core::StorageRef<'a>,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> F32View<'a> {
+    fn new(t: &'a Tensor) -> candle_core::Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::F32(_)), Some((lo, hi))) => Ok(Self { storage, range: lo..hi }),
+            _ => candle_core::bail!("expected a contiguous f32 CPU tensor, got {:?} on {:?}", t.dtype(), t.device().location()),
+        }
+    }
+
+    fn values(&self) -> &[f32] {
+        match &*self.storage {
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.clone()],
+            // `new` admits only f32 CPU storage.
+            _ => &[],
+        }
+    }
 }
 
 /// Whether an `m`-row product against a transposed f32 weight takes the few-rows kernel.
@@ -146,31 +188,6 @@ pub fn matmul_backend() -> &'static str {
 
 struct FrozenMatmul;
 struct MatmulNN;
-struct PackedMatmul(std::sync::Arc<PackedRows>);
-/// [`PackedMatmul`] plus a LoRA update's term, with its scale.
-struct PackedLoraMatmul(std::sync::Arc<PackedRows>, f32);
-
-impl candle_core::CustomOp3 for PackedLoraMatmul {
-    fn name(&self) -> &'static str {
-        "packed-lora-matmul"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2, s3) else {
-            candle_core::bail!("packed LoRA matmul takes f32 inputs");
-        };
-        let ((m, k), (r, ak), (n, br)) = (l1.shape().dims2()?, l2.shape().dims2()?, l3.shape().dims2()?);
-        if ak != k || br != r || (n, k) != self.0.dims() {
-            candle_core::bail!("packed LoRA matmul: A is {r}×{ak} and B {n}×{br} for inputs {m}×{k} and weight {:?}", self.0.dims());
-        }
-        let (x, a, b) = (slice(x, l1)?, slice(a, l2)?, slice(b, l3)?);
-        // The bottleneck `scale · x·Aᵀ` `[m, r]` is itself a few-rows product.
-        let mut t = super::few_rows::matmul_t(m, r, k, x, a);
-        t.iter_mut().for_each(|v| *v *= self.1);
-        let y = super::few_rows::matmul_t_packed(m, x, &self.0, Some(super::few_rows::LowRank { t: &t, b, rank: r }));
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
-    }
-}
 
 /// [`bf16_matmul`]'s op.
 struct Bf16Matmul(std::sync::Arc<Bf16Rows>);
@@ -185,22 +202,6 @@ impl candle_core::CustomOp1 for Bf16Matmul {
         let n = self.0.dims().0;
         let CpuStorage::F32(x) = s else { candle_core::bail!("bf16 matmul takes f32 input, got {:?}", s.dtype()) };
         Ok((CpuStorage::F32(super::bf16_rows::matmul_t(m, slice(x, l)?, &self.0)), Shape::from((m, n))))
-    }
-}
-
-impl candle_core::CustomOp1 for PackedMatmul {
-    fn name(&self) -> &'static str {
-        "packed-matmul"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l.shape().dims2()?;
-        let (n, wk) = self.0.dims();
-        if k != wk {
-            candle_core::bail!("packed matmul: input width {k}, weight width {wk}");
-        }
-        let CpuStorage::F32(x) = s else { candle_core::bail!("packed matmul takes f32 input, got {:?}", s.dtype()) };
-        Ok((CpuStorage::F32(super::few_rows::matmul_t_packed(m, slice(x, l)?, &self.0, None)), Shape::from((m, n))))
     }
 }
 

@@ -187,12 +187,17 @@ impl Transformer {
             }
         });
         let caches: &[&mut SequenceCache] = caches;
+        // One task per row and key/value head (the query heads sharing it), so a single
+        // sequence's step also spreads over the threads; each head's arithmetic is the same
+        // whatever the split.
+        let group = qw / hd.kv_heads;
         let mut out = vec![0f32; rows.seq.len() * qw];
-        out.par_chunks_mut(qw).enumerate().for_each(|(r, out)| {
-            let mut query = q[r * qw..(r + 1) * qw].to_vec();
+        out.par_chunks_mut(group).enumerate().for_each(|(unit, out)| {
+            let (r, g) = (unit / hd.kv_heads, unit % hd.kv_heads);
+            let mut query = q[r * qw + g * group..r * qw + (g + 1) * group].to_vec();
             query.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
             let cache = &caches[rows.seq[r]];
-            attend_one(&query, &cache.layers[l], hd, rows.positions[r] + 1, cache.capacity, out);
+            attend_one(&query, &cache.layers[l], hd, g, rows.positions[r] + 1, cache.capacity, out);
         });
         Ok(Tensor::from_vec(out, (rows.seq.len(), qw), &self.device)?)
     }
@@ -220,23 +225,24 @@ impl Rotary<'_> {
     }
 }
 
-/// Softmax attention of one row's query heads `q` `[heads · dim]` over the first `len`
-/// positions of its cache; the query heads sharing a key/value head read its keys once.
+/// Softmax attention of one row's query heads that share key/value head `g` (`q`
+/// `[heads / kv_heads · dim]`) over the first `len` positions of its cache, reading the keys
+/// once for all of them.
 ///
 /// On x86-64 CPUs with AVX2 and FMA the same code is compiled for them (the crate's
 /// baseline is SSE2, which left this loop at a tenth of batched decoding time).
-fn attend_one(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &mut [f32]) {
+fn attend_one(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { attend_one_avx512(q, kv, hd, len, cap, out) };
+        return unsafe { attend_one_avx512(q, kv, hd, g, len, cap, out) };
     }
     #[cfg(target_arch = "x86_64")]
     if crate::model::few_rows::available() {
         // SAFETY: `available` checked that the CPU has AVX2 and FMA.
-        return unsafe { attend_one_avx2(q, kv, hd, len, cap, out) };
+        return unsafe { attend_one_avx2(q, kv, hd, g, len, cap, out) };
     }
-    attend_one_portable(q, kv, hd, len, cap, out)
+    attend_one_portable(q, kv, hd, g, len, cap, out)
 }
 
 /// [`attend_one`] compiled with AVX-512F.
@@ -245,8 +251,8 @@ fn attend_one(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn attend_one_avx512(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &mut [f32]) {
-    attend_one_portable(q, kv, hd, len, cap, out)
+unsafe fn attend_one_avx512(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
+    attend_one_portable(q, kv, hd, g, len, cap, out)
 }
 
 /// [`attend_one`] compiled with AVX2 and FMA.
@@ -255,42 +261,39 @@ unsafe fn attend_one_avx512(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap:
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_avx2(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &mut [f32]) {
-    attend_one_portable(q, kv, hd, len, cap, out)
+unsafe fn attend_one_avx2(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
+    attend_one_portable(q, kv, hd, g, len, cap, out)
 }
 
 /// The body of [`attend_one`], inlined into each instruction-set variant.
 #[inline(always)]
-fn attend_one_portable(q: &[f32], kv: &LayerKv, hd: Heads, len: usize, cap: usize, out: &mut [f32]) {
+fn attend_one_portable(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
     let n_rep = hd.heads / hd.kv_heads;
     let scale = 1.0 / (hd.dim as f32).sqrt();
     let mut scores = vec![0f32; n_rep * len];
-    for g in 0..hd.kv_heads {
-        let keys = &kv.k[g * cap * hd.dim..][..len * hd.dim];
-        let values = &kv.v[g * cap * hd.dim..][..len * hd.dim];
-        let queries = &q[g * n_rep * hd.dim..(g + 1) * n_rep * hd.dim];
-        for (j, key) in keys.chunks_exact(hd.dim).enumerate() {
-            for (rep, query) in queries.chunks_exact(hd.dim).enumerate() {
-                scores[rep * len + j] = dot(query, key) * scale;
+    let keys = &kv.k[g * cap * hd.dim..][..len * hd.dim];
+    let values = &kv.v[g * cap * hd.dim..][..len * hd.dim];
+    for (j, key) in keys.chunks_exact(hd.dim).enumerate() {
+        for (rep, query) in q.chunks_exact(hd.dim).enumerate() {
+            scores[rep * len + j] = dot(query, key) * scale;
+        }
+    }
+    for (rep, row) in scores.chunks_exact_mut(len).enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let o = &mut out[rep * hd.dim..][..hd.dim];
+        o.fill(0.0);
+        for (p, value) in row.iter().zip(values.chunks_exact(hd.dim)) {
+            for (o, v) in o.iter_mut().zip(value) {
+                *o += p * v;
             }
         }
-        for (rep, row) in scores.chunks_exact_mut(len).enumerate() {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let o = &mut out[(g * n_rep + rep) * hd.dim..][..hd.dim];
-            o.fill(0.0);
-            for (p, value) in row.iter().zip(values.chunks_exact(hd.dim)) {
-                for (o, v) in o.iter_mut().zip(value) {
-                    *o += p * v;
-                }
-            }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|o| *o *= inv);
     }
 }
 
