@@ -182,15 +182,17 @@ mod avx512 {
         _mm512_cvtph_ps(_mm256_set1_epi16(p.cast::<i16>().read_unaligned()))
     }
 
-    /// One Q4_1 block's 32 values as two 16-lane vectors (a multiply, then an add: no fused
-    /// multiply-add, so each value rounds exactly as the scalar expression does).
+    /// One Q4_1 block's 32 values as two 16-lane vectors: the block's sixteen possible
+    /// values `q·d + m` (q = 0..15; a multiply, then an add: no fused multiply-add, so each
+    /// rounds exactly as the scalar expression does) computed once, then looked up by each
+    /// nibble (`vpermps` reads an index's low four bits, so the low nibbles need no mask).
     #[inline(always)]
     unsafe fn q4_1_block(block: *const u8) -> (__m512, __m512) {
         let (d, m) = (f16_splat(block), f16_splat(block.add(2)));
+        let nibble_values = _mm512_set_ps(15.0, 14.0, 13.0, 12.0, 11.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0);
+        let table = _mm512_add_ps(_mm512_mul_ps(nibble_values, d), m);
         let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block.add(4).cast()));
-        let lo = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(0x0F)));
-        let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-        (_mm512_add_ps(_mm512_mul_ps(lo, d), m), _mm512_add_ps(_mm512_mul_ps(hi, d), m))
+        (_mm512_permutexvar_ps(bytes, table), _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table))
     }
 
     /// One Q8_0 block's 32 values as two 16-lane vectors.
