@@ -351,8 +351,19 @@ impl Linear {
         match (&self.quantized, &self.packed, mode) {
             (_, _, OpMode::Differentiable) => None,
             (Some(DecodeCopy::Int8(w)), _, _) => Some((BlockWeights::Int8(w), lora)),
-            (Some(DecodeCopy::Ggml(_)), _, OpMode::Inference) | (Some(DecodeCopy::Bf16(_)), _, _) if lora.is_none() => None,
+            _ if self.decode_copy(mode).is_some() => None,
             (_, Some(p), _) => Some((BlockWeights::Packed(p), lora)),
+            _ => None,
+        }
+    }
+
+    /// The Q8_0 or bf16 copy a pass of kind `mode` reads instead of the weight (decoding
+    /// passes read the Q8_0 one, prompt passes too the bf16 one; never with a LoRA update
+    /// attached): the choice follows the kind of pass, never how many rows share it.
+    fn decode_copy(&self, mode: OpMode) -> Option<&DecodeCopy> {
+        match (&self.quantized, mode, &self.lora) {
+            (Some(q @ DecodeCopy::Ggml(_)), OpMode::Inference, None) => Some(q),
+            (Some(q @ DecodeCopy::Bf16(_)), OpMode::Inference | OpMode::Prompt, None) => Some(q),
             _ => None,
         }
     }
@@ -388,13 +399,7 @@ impl Linear {
     /// Applies the projection to `x` of shape `[..., in]`; LoRA dropout is active only in
     /// [`OpMode::Differentiable`] (training).
     pub fn forward(&self, x: &Tensor, mode: OpMode) -> candle_core::Result<Tensor> {
-        // Decoding passes read the quantized weights when there are any (prompt passes only
-        // the bf16 ones): the choice follows the kind of pass, never how many rows share it.
-        let copy = match (&self.quantized, mode, &self.lora, x.dtype()) {
-            (Some(q @ DecodeCopy::Ggml(_)), OpMode::Inference, None, DType::F32) => Some(q),
-            (Some(q @ DecodeCopy::Bf16(_)), OpMode::Inference | OpMode::Prompt, None, DType::F32) => Some(q),
-            _ => None,
-        };
+        let copy = if x.dtype() == DType::F32 { self.decode_copy(mode) } else { None };
         match copy {
             Some(DecodeCopy::Ggml(q)) => return self.with_bias(q.forward(&x.contiguous()?)?),
             Some(DecodeCopy::Bf16(b)) => return self.with_bias(bf16_matmul(x, b)?),
