@@ -6,6 +6,14 @@ mod cli;
 /// to the kernel at once, so every step paid for fresh zeroed pages (a third of the time,
 /// measured with perf). mimalloc, told never to purge freed memory, reuses it instead:
 /// 125 → 214 tokens/s on `tunelab bench train`.
+///
+/// It is built without transparent huge pages (the workspace's `no_thp` feature): mimalloc
+/// otherwise asks for them on its 1 GiB arena, and where freed 2 MiB blocks go back to the
+/// host (a VM's free page reporting, as on the 2-core Intel machines) touching each block
+/// again took ~15 ms, 68 MB/s against 2.6 GB/s for 4 KiB pages. `bench eval` spent half its
+/// time zeroing huge pages (152–156 → 226–242 tokens/s without them) and `bench train` 26 of
+/// its 74 seconds; steady training steps ran at the same speed either way (BENCHMARKS.md,
+/// twelfth session).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -25,4 +33,34 @@ fn keep_freed_memory() {
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     cli::run()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `VmFlags` of the mapping holding `addr`, from `/proc/self/smaps`.
+    fn vm_flags_at(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+            if let Some((lo, hi)) = range.and_then(|(lo, hi)| Some((usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?))) {
+                inside = (lo..hi).contains(&addr);
+            } else if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.trim().to_string();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    /// mimalloc must not mark its memory for transparent huge pages (`hg` in `VmFlags`,
+    /// what `madvise(MADV_HUGEPAGE)` sets): see the allocator's doc comment.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_allocator_does_not_ask_for_huge_pages() {
+        let block = vec![1u8; 8 << 20];
+        let flags = vm_flags_at(block.as_ptr() as usize);
+        assert!(!flags.split_whitespace().any(|f| f == "hg"), "mimalloc's arena is marked for huge pages: VmFlags {flags}");
+    }
 }
