@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
     cli::run()
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     /// The `VmFlags` of the mapping holding `addr`, from `/proc/self/smaps`.
     fn vm_flags_at(addr: usize) -> String {
@@ -56,7 +56,6 @@ mod tests {
 
     /// mimalloc must not mark its memory for transparent huge pages (`hg` in `VmFlags`,
     /// what `madvise(MADV_HUGEPAGE)` sets): see the allocator's doc comment.
-    #[cfg(target_os = "linux")]
     #[test]
     fn the_allocator_does_not_ask_for_huge_pages() {
         let block = vec![1u8; 8 << 20];
