@@ -193,6 +193,36 @@ fn int8_dot_decoding_stays_close_to_f32() {
     assert!(moved > 2.0 && off < 0.5 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
 }
 
+/// Prompts prefilled together in one step (as continuous batching admits them) get exactly
+/// the logits each gets alone, bit for bit, also a prompt longer than the few-rows kernel's
+/// 64 rows (its rows are multiplied 64 at a time, not by the blocked GEMM) and the step's
+/// 150-odd rows in all; the dense f32 weights' GEMM offers no such guarantee, so their
+/// prompts are prefilled one at a time.
+#[test]
+fn prompts_prefilled_together_equal_each_prefilled_alone() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let t = &model.transformer;
+    assert!(t.prefills_rows_independently(), "the GGUF model's prompt passes read its blocks row by row");
+    assert!(!t.without_packed_weights().prefills_rows_independently(), "dense f32 prompts go through the GEMM past 64 rows");
+    let long = format!("Summarize this text: {}", "Leaves turn red and gold in autumn, then fall to the ground. ".repeat(6));
+    let prompts: Vec<Vec<u32>> = ["What is 2+2?", long.as_str(), "什么是SQL注入？"]
+        .iter()
+        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
+        .collect();
+    assert!(prompts[1].len() > tunelab::model::DETERMINISTIC_DECODE_ROWS, "the long prompt has {} tokens", prompts[1].len());
+    let mut caches: Vec<_> = prompts.iter().map(|p| t.sequence_cache(p.len() + 1).unwrap()).collect();
+    let tokens: Vec<u32> = prompts.iter().flatten().copied().collect();
+    let seq: Vec<usize> = prompts.iter().enumerate().flat_map(|(s, p)| std::iter::repeat_n(s, p.len())).collect();
+    let together = t.step_sequences(&tokens, &seq, &mut caches.iter_mut().collect::<Vec<_>>()).unwrap();
+    for (s, p) in prompts.iter().enumerate() {
+        let (_, alone) = t.prefill(p, p.len() + 1).unwrap();
+        let (joint, alone) = (together.get(s).unwrap().to_vec1::<f32>().unwrap(), alone.to_vec1::<f32>().unwrap());
+        assert_eq!(joint.len(), alone.len());
+        let differing = joint.iter().zip(&alone).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differing, 0, "prompt {s} ({} tokens): {differing} of {} logits differ from the prompt prefilled alone", p.len(), alone.len());
+    }
+}
+
 /// Per-sequence decoding (continuous batching's model step): two rows at different
 /// positions decoded in one step give the same logits as a full forward pass over each
 /// row's whole sequence.

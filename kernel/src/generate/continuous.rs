@@ -25,6 +25,12 @@ struct Active {
 }
 
 impl Active {
+    /// `a` holding `cache`, before its first token is sampled.
+    fn unprefilled(a: Admitted, cache: SequenceCache) -> Self {
+        let prompt_tokens = a.ids.len();
+        Self { index: a.index, cache, row: a.row, sampler: a.sampler, last: 0, prompt_tokens, prompt_seconds: 0.0, decode_start: Instant::now() }
+    }
+
     fn into_generation(self) -> Generation {
         Generation {
             text: self.row.text,
@@ -35,6 +41,40 @@ impl Active {
             generate_seconds: self.decode_start.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// A prompt given a slot, not yet prefilled.
+struct Admitted {
+    index: usize,
+    ids: Vec<u32>,
+    row: RowState,
+    sampler: Sampler,
+    /// New tokens it may take (its cache holds the prompt and these).
+    max_new: usize,
+}
+
+/// Most prompt rows one prefill step takes: bounds the step's activations (a row is a few
+/// KiB per layer) while sharing each weight pass among many short prompts.
+const PREFILL_ROWS: usize = 2048;
+
+/// `admitted` split into prefill steps: where prompts prefilled together get exactly what
+/// each gets alone (`together`), consecutive prompts of at least two tokens up to
+/// [`PREFILL_ROWS`] rows per step; each on its own otherwise. (A one-token prompt alone is
+/// a decoding-kind step, which may read other weights than a prompt step.)
+fn prefill_groups(admitted: Vec<Admitted>, together: bool) -> Vec<Vec<Admitted>> {
+    let mut groups: Vec<Vec<Admitted>> = Vec::new();
+    let mut rows = 0;
+    for a in admitted {
+        let joins = together && a.ids.len() >= 2 && groups.last().is_some_and(|g| g[0].ids.len() >= 2) && rows + a.ids.len() <= PREFILL_ROWS;
+        if joins {
+            rows += a.ids.len();
+            groups.last_mut().expect("checked above").push(a);
+        } else {
+            rows = a.ids.len();
+            groups.push(vec![a]);
+        }
+    }
+    groups
 }
 
 impl Generator<'_> {
@@ -58,15 +98,26 @@ impl Generator<'_> {
         let mut waiting = 0..prompts.len();
         let mut active: Vec<Active> = Vec::with_capacity(slots);
         loop {
-            // Fill free slots. Each prompt is prefilled on its own, so its answer depends on
-            // nothing but itself (not on which prompts share its steps).
-            while active.len() < slots {
+            // Fill free slots: the prompts taking them are prefilled together where that
+            // gives each exactly what it gets alone, so an answer depends on nothing but its
+            // prompt (not on which prompts share its steps); else one at a time.
+            let mut admitted = Vec::new();
+            while active.len() + admitted.len() < slots {
                 let Some(i) = waiting.next() else { break };
-                match self.admit(i, &prompts[i], cfg, &mut on_text) {
-                    Ok(a) if a.row.finish.is_some() => on_done(i, Ok(a.into_generation())),
-                    Ok(a) => active.push(a),
+                match self.admit(i, &prompts[i], cfg) {
+                    Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a, self.transformer.sequence_cache(0)?).into_generation())),
+                    Ok(a) => admitted.push(a),
                     Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
                     Err(e) => return Err(e),
+                }
+            }
+            for group in prefill_groups(admitted, self.transformer.prefills_rows_independently()) {
+                for a in self.prefill(group, cfg, &mut on_text)? {
+                    if a.row.finish.is_some() {
+                        on_done(a.index, Ok(a.into_generation()));
+                    } else {
+                        active.push(a);
+                    }
                 }
             }
             if active.is_empty() {
@@ -93,9 +144,9 @@ impl Generator<'_> {
         }
     }
 
-    /// Prompt `i` prefilled into a slot of its own, with its first token sampled (or, with
-    /// no room for new tokens, already finished).
-    fn admit(&self, i: usize, ids: &[u32], cfg: &GenerationConfig, on_text: &mut impl FnMut(usize, &str)) -> Result<Active> {
+    /// Prompt `i` checked and given its decoding state (already finished when there is no
+    /// room for new tokens); prefilled later by [`Generator::prefill`].
+    fn admit(&self, i: usize, ids: &[u32], cfg: &GenerationConfig) -> Result<Admitted> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument(format!("prompt {i} is empty")));
         }
@@ -104,21 +155,52 @@ impl Generator<'_> {
             return Err(Error::InvalidArgument(format!("prompt {i} has {} tokens and does not fit the context of {context}", ids.len())));
         }
         let max_new = cfg.max_new_tokens.min(context - ids.len());
+        Ok(Admitted { index: i, ids: ids.to_vec(), row: RowState::new(max_new), sampler: Sampler::new(cfg.seed, cfg.sampling()), max_new })
+    }
+
+    /// Prefills `group`'s prompts in one step (each with a cache of its own) and samples
+    /// each one's first token. Every prompt is charged the step's time.
+    fn prefill(&self, group: Vec<Admitted>, cfg: &GenerationConfig, on_text: &mut impl FnMut(usize, &str)) -> Result<Vec<Active>> {
         let start = Instant::now();
-        let mut row = RowState::new(max_new);
-        let mut sampler = Sampler::new(cfg.seed, cfg.sampling());
-        let (cache, last) = if row.finish.is_some() {
-            // Nothing will be decoded: an empty cache.
-            (self.transformer.sequence_cache(0)?, 0)
-        } else {
-            let (cache, logits) = self.transformer.prefill(ids, ids.len() + max_new)?;
-            let first = sampler.sample(&logits)?;
-            if let Some(piece) = row.push(first, self.tokenizer, cfg)? {
-                on_text(i, &piece);
-            }
-            (cache, first)
-        };
+        let mut caches = group.iter().map(|a| self.transformer.sequence_cache(a.ids.len() + a.max_new)).collect::<Result<Vec<_>>>()?;
+        let tokens: Vec<u32> = group.iter().flat_map(|a| a.ids.iter().copied()).collect();
+        let seq: Vec<usize> = group.iter().enumerate().flat_map(|(s, a)| std::iter::repeat_n(s, a.ids.len())).collect();
+        let logits = self.transformer.step_sequences(&tokens, &seq, &mut caches.iter_mut().collect::<Vec<_>>())?;
         let prompt_seconds = start.elapsed().as_secs_f64();
-        Ok(Active { index: i, cache, row, sampler, last, prompt_tokens: ids.len(), prompt_seconds, decode_start: Instant::now() })
+        let mut out = Vec::with_capacity(group.len());
+        for ((s, mut a), cache) in group.into_iter().enumerate().zip(caches) {
+            let first = a.sampler.sample(&logits.get(s)?)?;
+            if let Some(piece) = a.row.push(first, self.tokenizer, cfg)? {
+                on_text(a.index, &piece);
+            }
+            let mut active = Active::unprefilled(a, cache);
+            active.last = first;
+            active.prompt_seconds = prompt_seconds;
+            out.push(active);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(lengths: &[usize]) -> Vec<Admitted> {
+        let row = || RowState::new(4);
+        let sampler = || Sampler::new(0, GenerationConfig::greedy(4).sampling());
+        lengths.iter().enumerate().map(|(index, &n)| Admitted { index, ids: vec![1; n], row: row(), sampler: sampler(), max_new: 4 }).collect()
+    }
+
+    fn shapes(groups: &[Vec<Admitted>]) -> Vec<Vec<usize>> {
+        groups.iter().map(|g| g.iter().map(|a| a.index).collect()).collect()
+    }
+
+    #[test]
+    fn prompts_share_prefill_steps_up_to_the_row_budget_and_one_token_prompts_go_alone() {
+        let groups = prefill_groups(admitted(&[40, 50, 1, 30, PREFILL_ROWS - 40, 20, PREFILL_ROWS + 5, 3]), true);
+        assert_eq!(shapes(&groups), vec![vec![0, 1], vec![2], vec![3, 4], vec![5], vec![6], vec![7]]);
+        let alone = prefill_groups(admitted(&[40, 50, 30]), false);
+        assert_eq!(shapes(&alone), vec![vec![0], vec![1], vec![2]]);
     }
 }

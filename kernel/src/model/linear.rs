@@ -16,7 +16,7 @@ use super::bf16_rows::Bf16Rows;
 use super::config::ModelConfig;
 use super::fused;
 use super::int8_rows::Int8Rows;
-use super::matmul::{bf16_matmul, block_matmul, frozen_matmul, BlockProduct, BlockWeights};
+use super::matmul::{bf16_matmul, block_matmul, block_route, frozen_matmul, BlockProduct, BlockWeights};
 use super::ops::OpMode;
 use super::packed::PackedRows;
 use super::weights::Weights;
@@ -341,6 +341,14 @@ impl Linear {
             None => None,
         };
         Some(fused::Part { weight: &self.weight, bias: self.bias.as_ref(), lora })
+    }
+
+    /// Whether prompt passes multiply this projection row by row (block weights through the
+    /// few-rows kernels, whatever the number of rows), so a row's result does not depend
+    /// on which other rows share the pass. The f32 weight's product does not qualify: past
+    /// the few-rows kernel's rows it is a blocked GEMM.
+    pub(crate) fn prompt_rows_independent(&self) -> bool {
+        self.block_product(OpMode::Prompt).is_some_and(|p| block_route(&[p]))
     }
 
     /// This projection as a block product for a pass of kind `mode` (its integer blocks, else

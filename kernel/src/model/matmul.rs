@@ -72,13 +72,19 @@ impl BlockWeights<'_> {
 pub type BlockProduct<'a> = (BlockWeights<'a>, Option<(&'a Tensor, &'a Tensor, f64)>);
 
 /// `y = x · wᵀ (+ scale · (x · Aᵀ) · Bᵀ with a LoRA update)` for each product, `x`
-/// `[..., k]` (f32, on the CPU) with at most the few-rows kernel's rows, every product in
-/// one parallel region (q, k and v; gate and up); `None` (use the f32 weights) otherwise.
+/// `[..., k]` (f32, on the CPU), every product in one parallel region (q, k and v; gate and
+/// up); `None` (use the f32 weights) otherwise, and for an input that tracks gradients.
 /// Inference only: no gradient.
 ///
 /// - Packed weights, all of them: each base product is bit for bit the few-rows product
-///   [`frozen_matmul`] computes on the dense weights, for a fraction of the memory traffic.
+///   [`frozen_matmul`] computes on the dense weights of up to [`super::few_rows::MAX_ROWS`]
+///   rows, for a fraction of the memory traffic.
 /// - Integer blocks, all of them: `x` rounded to 8-bit blocks (see [`super::int8_rows`]).
+///
+/// Any number of rows: more than the few-rows kernel's are multiplied
+/// [`super::few_rows::MAX_ROWS`] at a time. Every output row is computed the same way
+/// whatever the other rows are, so prompts prefilled together (a step of several
+/// sequences' rows) get exactly the values each gets alone.
 ///
 /// The LoRA bottleneck `scale · x·Aᵀ` is an unrounded f32 few-rows product either way.
 pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::Result<Option<Vec<Tensor>>> {
@@ -87,10 +93,9 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
     let m = x.elem_count() / k.max(1);
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && super::portable::cpu_kernels(t);
     let fits = products.iter().all(|(w, lora)| w.dims().1 == k && lora.is_none_or(|(a, b, _)| f32_cpu(a) && f32_cpu(b)));
-    let packed = products.iter().all(|(w, _)| matches!(w, BlockWeights::Packed(_)));
-    let int8 = products.iter().all(|(w, _)| matches!(w, BlockWeights::Int8(_)));
-    let route = if packed { few_rows_route(m) } else { int8 && m <= super::few_rows::MAX_ROWS && super::few_rows::available() };
-    if products.is_empty() || !fits || !f32_cpu(x) || !route {
+    // An input that carries a gradient (an output head in a training pass) takes the
+    // differentiable f32 path.
+    if !fits || !f32_cpu(x) || x.track_op() || !block_route(products) {
         return Ok(None);
     }
     let x = x.contiguous()?;
@@ -99,7 +104,7 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
         .map(|(_, lora)| lora.map(|(a, b, scale)| Ok::<_, candle_core::Error>((a.contiguous()?, b.contiguous()?, scale as f32))).transpose())
         .collect::<candle_core::Result<_>>()?;
     let xs = F32View::new(&x)?;
-    let factors: Vec<Option<(F32View<'_>, F32View<'_>, usize, f32)>> = loras
+    let factors: Vec<Factors<'_>> = loras
         .iter()
         .map(|lora| {
             lora.as_ref()
@@ -113,11 +118,40 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
                 .transpose()
         })
         .collect::<candle_core::Result<_>>()?;
+    let chunk = super::few_rows::MAX_ROWS;
+    let ys = if m <= chunk {
+        block_rows(m, k, xs.values(), products, &factors)
+    } else {
+        let mut ys: Vec<Vec<f32>> = products.iter().map(|(w, _)| Vec::with_capacity(m * w.dims().0)).collect();
+        for (c, x) in xs.values()[..m * k].chunks(chunk * k).enumerate() {
+            let rows = x.len() / k;
+            debug_assert!(c * chunk + rows <= m);
+            for (y, part) in ys.iter_mut().zip(block_rows(rows, k, x, products, &factors)) {
+                y.extend_from_slice(&part);
+            }
+        }
+        ys
+    };
+    let mut out = Vec::with_capacity(ys.len());
+    for (y, (w, _)) in ys.into_iter().zip(products) {
+        let mut out_dims = dims.clone();
+        *out_dims.last_mut().expect("non-empty") = w.dims().0;
+        out.push(Tensor::from_vec(y, out_dims, x.device())?);
+    }
+    Ok(Some(out))
+}
+
+/// LoRA factors as [`block_matmul`] reads them: `(A, B, rank, scale)`, or `None`.
+type Factors<'a> = Option<(F32View<'a>, F32View<'a>, usize, f32)>;
+
+/// [`block_matmul`]'s products for `m` rows of `x` (`[m, k]`, at most the few-rows
+/// kernel's rows for the product to be as fast as intended), one output vector each.
+fn block_rows(m: usize, k: usize, x: &[f32], products: &[BlockProduct<'_>], factors: &[Factors<'_>]) -> Vec<Vec<f32>> {
     let bottlenecks: Vec<Option<Vec<f32>>> = factors
         .iter()
         .map(|f| {
             f.as_ref().map(|(a, _, r, scale)| {
-                let mut t = super::few_rows::matmul_t(m, *r, k, xs.values(), a.values());
+                let mut t = super::few_rows::matmul_t(m, *r, k, x, a.values());
                 t.iter_mut().for_each(|v| *v *= scale);
                 t
             })
@@ -131,22 +165,16 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
             _ => None,
         })
         .collect();
-    let ys = if packed {
+    // `block_matmul` admits products of one kind only.
+    if matches!(products.first(), Some((BlockWeights::Packed(_), _))) {
         let jobs: Vec<_> =
             products.iter().zip(&low_ranks).filter_map(|((w, _), l)| if let BlockWeights::Packed(w) = w { Some((*w, *l)) } else { None }).collect();
-        super::few_rows::matmul_t_packed_many(m, xs.values(), &jobs)
+        super::few_rows::matmul_t_packed_many(m, x, &jobs)
     } else {
         let jobs: Vec<_> =
             products.iter().zip(&low_ranks).filter_map(|((w, _), l)| if let BlockWeights::Int8(w) = w { Some((*w, *l)) } else { None }).collect();
-        super::int8_rows::matmul_t_many(m, xs.values(), &jobs)
-    };
-    let mut out = Vec::with_capacity(ys.len());
-    for (y, (w, _)) in ys.into_iter().zip(products) {
-        let mut out_dims = dims.clone();
-        *out_dims.last_mut().expect("non-empty") = w.dims().0;
-        out.push(Tensor::from_vec(y, out_dims, x.device())?);
+        super::int8_rows::matmul_t_many(m, x, &jobs)
     }
-    Ok(Some(out))
 }
 
 /// A contiguous f32 CPU tensor's values, read in place (its storage held for reading).
@@ -171,6 +199,15 @@ impl<'a> F32View<'a> {
             _ => &[],
         }
     }
+}
+
+/// Whether [`block_matmul`] runs `products` on this machine: all of one kind, the CPU has
+/// the few-rows kernels, and for the file's blocks no system BLAS (they equal the dense
+/// few-rows product, which with a system BLAS is BLAS's).
+pub(crate) fn block_route(products: &[BlockProduct<'_>]) -> bool {
+    let packed = products.iter().all(|(w, _)| matches!(w, BlockWeights::Packed(_)));
+    let int8 = products.iter().all(|(w, _)| matches!(w, BlockWeights::Int8(_)));
+    !products.is_empty() && super::few_rows::available() && if packed { blas().is_none() } else { int8 }
 }
 
 /// Whether an `m`-row product against a transposed f32 weight takes the few-rows kernel.

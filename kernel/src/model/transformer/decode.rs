@@ -64,6 +64,14 @@ impl Transformer {
         crate::model::portable::cpu_kernels(&self.embed_tokens) && self.dtype() == DType::F32 && self.lm_head.weight().dtype() == DType::F32
     }
 
+    /// Whether prompts prefilled together in one [`Transformer::step_sequences`] get exactly
+    /// what each gets alone: every projection and the output head multiply row by row in
+    /// prompt passes (the file's or integer blocks, see `Linear`). Everything else in a step
+    /// (norms, attention over a row's own sequence, activations) already works row by row.
+    pub fn prefills_rows_independently(&self) -> bool {
+        self.layers.iter().all(|l| l.projections().into_iter().all(Linear::prompt_rows_independent)) && self.lm_head.prompt_rows_independent()
+    }
+
     /// An empty cache for one sequence of at most `capacity` positions.
     pub fn sequence_cache(&self, capacity: usize) -> Result<SequenceCache> {
         if capacity > self.rotary.len() {
