@@ -25,10 +25,10 @@ struct Active {
 }
 
 impl Active {
-    /// `a` holding `cache`, before its first token is sampled.
-    fn unprefilled(a: Admitted, cache: SequenceCache) -> Self {
+    /// `a` before its first token is sampled.
+    fn unprefilled(a: Admitted) -> Self {
         let prompt_tokens = a.ids.len();
-        Self { index: a.index, cache, row: a.row, sampler: a.sampler, last: 0, prompt_tokens, prompt_seconds: 0.0, decode_start: Instant::now() }
+        Self { index: a.index, cache: a.cache, row: a.row, sampler: a.sampler, last: 0, prompt_tokens, prompt_seconds: 0.0, decode_start: Instant::now() }
     }
 
     fn into_generation(self) -> Generation {
@@ -49,8 +49,8 @@ struct Admitted {
     ids: Vec<u32>,
     row: RowState,
     sampler: Sampler,
-    /// New tokens it may take (its cache holds the prompt and these).
-    max_new: usize,
+    /// Its empty cache, with room for the prompt and the new tokens it may take.
+    cache: SequenceCache,
 }
 
 /// Most prompt rows one prefill step takes: bounds the step's activations (a row is a few
@@ -105,7 +105,7 @@ impl Generator<'_> {
             while active.len() + admitted.len() < slots {
                 let Some(i) = waiting.next() else { break };
                 match self.admit(i, &prompts[i], cfg) {
-                    Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a, self.transformer.sequence_cache(0)?).into_generation())),
+                    Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a).into_generation())),
                     Ok(a) => admitted.push(a),
                     Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
                     Err(e) => return Err(e),
@@ -144,8 +144,10 @@ impl Generator<'_> {
         }
     }
 
-    /// Prompt `i` checked and given its decoding state (already finished when there is no
-    /// room for new tokens); prefilled later by [`Generator::prefill`].
+    /// Prompt `i` checked and given its decoding state and cache (already finished, with an
+    /// empty cache, when there is no room for new tokens); prefilled later by
+    /// [`Generator::prefill`]. A prompt that cannot run is an `InvalidArgument` error here,
+    /// so it is reported on its own before any prompt shares a step with it.
     fn admit(&self, i: usize, ids: &[u32], cfg: &GenerationConfig) -> Result<Admitted> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument(format!("prompt {i} is empty")));
@@ -155,25 +157,27 @@ impl Generator<'_> {
             return Err(Error::InvalidArgument(format!("prompt {i} has {} tokens and does not fit the context of {context}", ids.len())));
         }
         let max_new = cfg.max_new_tokens.min(context - ids.len());
-        Ok(Admitted { index: i, ids: ids.to_vec(), row: RowState::new(max_new), sampler: Sampler::new(cfg.seed, cfg.sampling()), max_new })
+        let row = RowState::new(max_new);
+        let capacity = if row.finish.is_some() { 0 } else { ids.len() + max_new };
+        let cache = self.transformer.sequence_cache(capacity)?;
+        Ok(Admitted { index: i, ids: ids.to_vec(), row, sampler: Sampler::new(cfg.seed, cfg.sampling()), cache })
     }
 
     /// Prefills `group`'s prompts in one step (each with a cache of its own) and samples
     /// each one's first token. Every prompt is charged the step's time.
-    fn prefill(&self, group: Vec<Admitted>, cfg: &GenerationConfig, on_text: &mut impl FnMut(usize, &str)) -> Result<Vec<Active>> {
+    fn prefill(&self, mut group: Vec<Admitted>, cfg: &GenerationConfig, on_text: &mut impl FnMut(usize, &str)) -> Result<Vec<Active>> {
         let start = Instant::now();
-        let mut caches = group.iter().map(|a| self.transformer.sequence_cache(a.ids.len() + a.max_new)).collect::<Result<Vec<_>>>()?;
         let tokens: Vec<u32> = group.iter().flat_map(|a| a.ids.iter().copied()).collect();
         let seq: Vec<usize> = group.iter().enumerate().flat_map(|(s, a)| std::iter::repeat_n(s, a.ids.len())).collect();
-        let logits = self.transformer.step_sequences(&tokens, &seq, &mut caches.iter_mut().collect::<Vec<_>>())?;
+        let logits = self.transformer.step_sequences(&tokens, &seq, &mut group.iter_mut().map(|a| &mut a.cache).collect::<Vec<_>>())?;
         let prompt_seconds = start.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(group.len());
-        for ((s, mut a), cache) in group.into_iter().enumerate().zip(caches) {
+        for (s, mut a) in group.into_iter().enumerate() {
             let first = a.sampler.sample(&logits.get(s)?)?;
             if let Some(piece) = a.row.push(first, self.tokenizer, cfg)? {
                 on_text(a.index, &piece);
             }
-            let mut active = Active::unprefilled(a, cache);
+            let mut active = Active::unprefilled(a);
             active.last = first;
             active.prompt_seconds = prompt_seconds;
             out.push(active);
@@ -187,9 +191,18 @@ mod tests {
     use super::*;
 
     fn admitted(lengths: &[usize]) -> Vec<Admitted> {
-        let row = || RowState::new(4);
-        let sampler = || Sampler::new(0, GenerationConfig::greedy(4).sampling());
-        lengths.iter().enumerate().map(|(index, &n)| Admitted { index, ids: vec![1; n], row: row(), sampler: sampler(), max_new: 4 }).collect()
+        use crate::model::{Architecture, ModelConfig, Transformer, Weights};
+        let cfg = ModelConfig::tiny(Architecture::Llama);
+        let weights = Weights::random(&cfg, 4, candle_core::DType::F32, &candle_core::Device::Cpu).expect("random weights");
+        let transformer = Transformer::load(&cfg, &weights).expect("a tiny model");
+        let admitted = |index: usize, n: usize| Admitted {
+            index,
+            ids: vec![1; n],
+            row: RowState::new(4),
+            sampler: Sampler::new(0, GenerationConfig::greedy(4).sampling()),
+            cache: transformer.sequence_cache(0).expect("an empty cache"),
+        };
+        lengths.iter().enumerate().map(|(index, &n)| admitted(index, n)).collect()
     }
 
     fn shapes(groups: &[Vec<Admitted>]) -> Vec<Vec<usize>> {
