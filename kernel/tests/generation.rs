@@ -308,6 +308,31 @@ fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
     }
 }
 
+/// Prompts that finish at their first token (one new token each) free their slots at
+/// once: with two slots, all five prompts still run and are reported.
+#[test]
+fn prompts_finishing_at_their_first_token_do_not_end_continuous_batching_early() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let gen = Generator::new(&model.transformer, &model.tokenizer);
+    let prompts: Vec<Vec<u32>> = ["What is 2+2?", "Name a color.", "Say yes.", "Count to five.", "Name a fruit."]
+        .iter()
+        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
+        .collect();
+    let mut reported = vec![0; prompts.len()];
+    gen.generate_continuous(
+        &prompts,
+        &GenerationConfig::greedy(1),
+        2,
+        |_, _| {},
+        |i, r| {
+            assert_eq!(r.unwrap().token_ids.len(), 1, "prompt {i}");
+            reported[i] += 1;
+        },
+    )
+    .unwrap();
+    assert_eq!(reported, vec![1; prompts.len()], "every prompt reported once");
+}
+
 /// Decoding steps read the GGUF file's own Q4_1 / Q8_0 blocks, dequantized on the fly to
 /// exactly the f32 values: the logits equal the dense f32 path's bit for bit, one row or
 /// several at once, and greedy answers are the same. With a LoRA adapter attached the

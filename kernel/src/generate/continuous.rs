@@ -101,22 +101,28 @@ impl Generator<'_> {
             // Fill free slots: the prompts taking them are prefilled together where that
             // gives each exactly what it gets alone, so an answer depends on nothing but its
             // prompt (not on which prompts share its steps); else one at a time.
-            let mut admitted = Vec::new();
-            while active.len() + admitted.len() < slots {
-                let Some(i) = waiting.next() else { break };
-                match self.admit(i, &prompts[i], cfg) {
-                    Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a).into_generation())),
-                    Ok(a) => admitted.push(a),
-                    Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
-                    Err(e) => return Err(e),
+            // Prompts that finish at their first token free their slots again at once.
+            loop {
+                let mut admitted = Vec::new();
+                while active.len() + admitted.len() < slots {
+                    let Some(i) = waiting.next() else { break };
+                    match self.admit(i, &prompts[i], cfg) {
+                        Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a).into_generation())),
+                        Ok(a) => admitted.push(a),
+                        Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-            for group in prefill_groups(admitted, self.transformer.prefills_rows_independently()) {
-                for a in self.prefill(group, cfg, &mut on_text)? {
-                    if a.row.finish.is_some() {
-                        on_done(a.index, Ok(a.into_generation()));
-                    } else {
-                        active.push(a);
+                if admitted.is_empty() {
+                    break;
+                }
+                for group in prefill_groups(admitted, self.transformer.prefills_rows_independently()) {
+                    for a in self.prefill(group, cfg, &mut on_text)? {
+                        if a.row.finish.is_some() {
+                            on_done(a.index, Ok(a.into_generation()));
+                        } else {
+                            active.push(a);
+                        }
                     }
                 }
             }

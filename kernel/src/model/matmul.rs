@@ -123,10 +123,8 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
         block_rows(m, k, xs.values(), products, &factors)
     } else {
         let mut ys: Vec<Vec<f32>> = products.iter().map(|(w, _)| Vec::with_capacity(m * w.dims().0)).collect();
-        for (c, x) in xs.values()[..m * k].chunks(chunk * k).enumerate() {
-            let rows = x.len() / k;
-            debug_assert!(c * chunk + rows <= m);
-            for (y, part) in ys.iter_mut().zip(block_rows(rows, k, x, products, &factors)) {
+        for x in xs.values()[..m * k].chunks(chunk * k) {
+            for (y, part) in ys.iter_mut().zip(block_rows(x.len() / k, k, x, products, &factors)) {
                 y.extend_from_slice(&part);
             }
         }
