@@ -97,6 +97,7 @@ impl Generator<'_> {
         let slots = slots.max(1);
         let mut waiting = 0..prompts.len();
         let mut active: Vec<Active> = Vec::with_capacity(slots);
+        let together = self.transformer.prefills_rows_independently();
         loop {
             // Fill free slots: the prompts taking them are prefilled together where that
             // gives each exactly what it gets alone, so an answer depends on nothing but its
@@ -116,7 +117,7 @@ impl Generator<'_> {
                 if admitted.is_empty() {
                     break;
                 }
-                for group in prefill_groups(admitted, self.transformer.prefills_rows_independently()) {
+                for group in prefill_groups(admitted, together) {
                     for a in self.prefill(group, cfg, &mut on_text)? {
                         if a.row.finish.is_some() {
                             on_done(a.index, Ok(a.into_generation()));
