@@ -223,6 +223,61 @@ fn prompts_prefilled_together_equal_each_prefilled_alone() {
     }
 }
 
+/// Prefix caching's model side: a cache started with a prefix's keys and values
+/// (`SequenceCache::start_with`) and then given the rest of the prompt yields the logits of
+/// the whole prompt prefilled alone, bit for bit; a cache that cannot take the prefix
+/// (already used, too small) is refused.
+#[test]
+fn a_prompt_prefilled_after_a_copied_prefix_equals_its_whole_prefill() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let t = &model.transformer;
+    let prompt = model.tokenizer.encode_with_bos(&model.template.render_prompt(None, "Write a haiku about autumn leaves falling slowly.").unwrap()).unwrap();
+    let split = prompt.len() - 6;
+    let (prefix, _) = t.prefill(&prompt[..split], split).unwrap();
+    let mut cache = t.sequence_cache(prompt.len() + 1).unwrap();
+    cache.start_with(&prefix).unwrap();
+    assert_eq!(cache.len(), split);
+    let rest = t.step_sequences(&prompt[split..], &vec![0; prompt.len() - split], &mut [&mut cache]).unwrap();
+    let (_, whole) = t.prefill(&prompt, prompt.len() + 1).unwrap();
+    let (rest, whole) = (rest.get(0).unwrap().to_vec1::<f32>().unwrap(), whole.to_vec1::<f32>().unwrap());
+    let differing = rest.iter().zip(&whole).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differing, 0, "{differing} of {} logits differ from the whole prompt's prefill", whole.len());
+    assert!(cache.start_with(&prefix).unwrap_err().to_string().contains("cannot start with"), "a used cache");
+    let mut small = t.sequence_cache(split - 1).unwrap();
+    assert!(small.start_with(&prefix).unwrap_err().to_string().contains("cannot start with"), "a cache too small");
+}
+
+/// Prefix caching in continuous batching: prompts that share the chat template's system turn
+/// prefill it once, each reports the shared tokens as cached and answers exactly as it does
+/// alone; a prompt that is all prefix runs whole. Dense f32 weights (whose long products
+/// depend on the rows sharing them) share nothing.
+#[test]
+fn prompts_sharing_a_prefix_prefill_it_once_and_answer_as_alone() {
+    let model = Model::load(common::smollm_path()).unwrap();
+    let gen = Generator::new(&model.transformer, &model.tokenizer);
+    let mut prompts: Vec<Vec<u32>> = ["What is 2+2?", "Name a color.", "Write a haiku about autumn leaves falling slowly.", "Say yes."]
+        .iter()
+        .map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap())
+        .collect();
+    let shared = (0..prompts[0].len()).take_while(|&j| prompts.iter().all(|p| p.get(j) == prompts[0].get(j))).count();
+    assert!(shared >= 10, "the chat template's system turn is shared ({shared} tokens)");
+    prompts.push(prompts[0][..shared].to_vec());
+    let cfg = GenerationConfig::greedy(12);
+    let mut done: Vec<Option<Generation>> = vec![None; prompts.len()];
+    gen.generate_continuous(&prompts, &cfg, 2, |_, _| {}, |i, r| done[i] = Some(r.unwrap())).unwrap();
+    for (i, (p, got)) in prompts.iter().zip(done).enumerate() {
+        let got = got.unwrap();
+        let alone = gen.generate_ids(std::slice::from_ref(p), &cfg, |_, _| {}).unwrap().remove(0);
+        assert_eq!(alone.cached_prompt_tokens, 0, "a prompt alone shares nothing");
+        let expected = if p.len() > shared { shared } else { 0 };
+        assert_eq!(got.cached_prompt_tokens, expected, "prompt {i}");
+        assert_eq!(got.token_ids, alone.token_ids, "prompt {i}: the shared prefix changed the greedy answer");
+    }
+    let dense = model.transformer.without_packed_weights();
+    let dense_out = Generator::new(&dense, &model.tokenizer).generate_ids(&prompts, &cfg, |_, _| {}).unwrap();
+    assert!(dense_out.iter().all(|g| g.cached_prompt_tokens == 0), "dense f32 weights prefill every prompt whole");
+}
+
 /// Per-sequence decoding (continuous batching's model step): two rows at different
 /// positions decoded in one step give the same logits as a full forward pass over each
 /// row's whole sequence.

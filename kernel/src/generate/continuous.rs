@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::prefix::SharedPrefix;
 use super::row::RowState;
 use super::sampler::Sampler;
 use super::{FinishReason, Generation, GenerationConfig, Generator};
@@ -20,6 +21,7 @@ struct Active {
     /// The token to feed next (the last one sampled).
     last: u32,
     prompt_tokens: usize,
+    cached_prompt_tokens: usize,
     prompt_seconds: f64,
     decode_start: Instant,
 }
@@ -27,8 +29,18 @@ struct Active {
 impl Active {
     /// `a` before its first token is sampled.
     fn unprefilled(a: Admitted) -> Self {
-        let prompt_tokens = a.ids.len();
-        Self { index: a.index, cache: a.cache, row: a.row, sampler: a.sampler, last: 0, prompt_tokens, prompt_seconds: 0.0, decode_start: Instant::now() }
+        let (prompt_tokens, cached_prompt_tokens) = (a.ids.len(), a.start);
+        Self {
+            index: a.index,
+            cache: a.cache,
+            row: a.row,
+            sampler: a.sampler,
+            last: 0,
+            prompt_tokens,
+            cached_prompt_tokens,
+            prompt_seconds: 0.0,
+            decode_start: Instant::now(),
+        }
     }
 
     fn into_generation(self) -> Generation {
@@ -36,6 +48,7 @@ impl Active {
             text: self.row.text,
             token_ids: self.row.ids,
             prompt_tokens: self.prompt_tokens,
+            cached_prompt_tokens: self.cached_prompt_tokens,
             finish_reason: self.row.finish.unwrap_or(FinishReason::Length),
             prompt_seconds: self.prompt_seconds,
             generate_seconds: self.decode_start.elapsed().as_secs_f64(),
@@ -49,8 +62,17 @@ struct Admitted {
     ids: Vec<u32>,
     row: RowState,
     sampler: Sampler,
-    /// Its empty cache, with room for the prompt and the new tokens it may take.
+    /// Its cache, with room for the prompt and the new tokens it may take, holding the
+    /// prompt's first `start` positions (a shared prefix's, see [`SharedPrefix`]).
     cache: SequenceCache,
+    start: usize,
+}
+
+impl Admitted {
+    /// The prompt tokens still to prefill.
+    fn rest(&self) -> &[u32] {
+        &self.ids[self.start..]
+    }
 }
 
 /// Most prompt rows one prefill step takes: bounds the step's activations (a row is a few
@@ -58,19 +80,20 @@ struct Admitted {
 const PREFILL_ROWS: usize = 2048;
 
 /// `admitted` split into prefill steps: where prompts prefilled together get exactly what
-/// each gets alone (`together`), consecutive prompts of at least two tokens up to
-/// [`PREFILL_ROWS`] rows per step; each on its own otherwise. (A one-token prompt alone is
-/// a decoding-kind step, which may read other weights than a prompt step.)
+/// each gets alone (`together`), consecutive prompts with at least two tokens to prefill up
+/// to [`PREFILL_ROWS`] rows per step; each on its own otherwise. (A one-token prompt alone
+/// is a decoding-kind step, which may read other weights than a prompt step.)
 fn prefill_groups(admitted: Vec<Admitted>, together: bool) -> Vec<Vec<Admitted>> {
     let mut groups: Vec<Vec<Admitted>> = Vec::new();
     let mut rows = 0;
     for a in admitted {
-        let joins = together && a.ids.len() >= 2 && groups.last().is_some_and(|g| g[0].ids.len() >= 2) && rows + a.ids.len() <= PREFILL_ROWS;
+        let n = a.rest().len();
+        let joins = together && n >= 2 && groups.last().is_some_and(|g| g[0].rest().len() >= 2) && rows + n <= PREFILL_ROWS;
         if joins {
-            rows += a.ids.len();
+            rows += n;
             groups.last_mut().expect("checked above").push(a);
         } else {
-            rows = a.ids.len();
+            rows = n;
             groups.push(vec![a]);
         }
     }
@@ -98,6 +121,8 @@ impl Generator<'_> {
         let mut waiting = 0..prompts.len();
         let mut active: Vec<Active> = Vec::with_capacity(slots);
         let together = self.transformer.prefills_rows_independently();
+        // What every prompt begins with is prefilled once, where that changes no result.
+        let prefix = if together { SharedPrefix::prefill(self.transformer, prompts)? } else { None };
         loop {
             // Fill free slots: the prompts taking them are prefilled together where that
             // gives each exactly what it gets alone, so an answer depends on nothing but its
@@ -107,7 +132,7 @@ impl Generator<'_> {
                 let mut admitted = Vec::new();
                 while active.len() + admitted.len() < slots {
                     let Some(i) = waiting.next() else { break };
-                    match self.admit(i, &prompts[i], cfg) {
+                    match self.admit(i, &prompts[i], cfg, prefix.as_ref()) {
                         Ok(a) if a.row.finish.is_some() => on_done(i, Ok(Active::unprefilled(a).into_generation())),
                         Ok(a) => admitted.push(a),
                         Err(e @ Error::InvalidArgument(_)) => on_done(i, Err(e)),
@@ -152,10 +177,11 @@ impl Generator<'_> {
     }
 
     /// Prompt `i` checked and given its decoding state and cache (already finished, with an
-    /// empty cache, when there is no room for new tokens); prefilled later by
-    /// [`Generator::prefill`]. A prompt that cannot run is an `InvalidArgument` error here,
-    /// so it is reported on its own before any prompt shares a step with it.
-    fn admit(&self, i: usize, ids: &[u32], cfg: &GenerationConfig) -> Result<Admitted> {
+    /// empty cache, when there is no room for new tokens; started with `prefix` where the
+    /// prompt begins with it); prefilled later by [`Generator::prefill`]. A prompt that
+    /// cannot run is an `InvalidArgument` error here, so it is reported on its own before
+    /// any prompt shares a step with it.
+    fn admit(&self, i: usize, ids: &[u32], cfg: &GenerationConfig, prefix: Option<&SharedPrefix>) -> Result<Admitted> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument(format!("prompt {i} is empty")));
         }
@@ -166,16 +192,21 @@ impl Generator<'_> {
         let max_new = cfg.max_new_tokens.min(context - ids.len());
         let row = RowState::new(max_new);
         let capacity = if row.finish.is_some() { 0 } else { ids.len() + max_new };
-        let cache = self.transformer.sequence_cache(capacity)?;
-        Ok(Admitted { index: i, ids: ids.to_vec(), row, sampler: Sampler::new(cfg.seed, cfg.sampling()), cache })
+        let mut cache = self.transformer.sequence_cache(capacity)?;
+        let start = match prefix {
+            Some(p) if row.finish.is_none() => p.start(ids, &mut cache)?,
+            _ => 0,
+        };
+        Ok(Admitted { index: i, ids: ids.to_vec(), row, sampler: Sampler::new(cfg.seed, cfg.sampling()), cache, start })
     }
 
-    /// Prefills `group`'s prompts in one step (each with a cache of its own) and samples
-    /// each one's first token. Every prompt is charged the step's time.
+    /// Prefills `group`'s prompts in one step (each with a cache of its own, from the
+    /// positions it already holds) and samples each one's first token. Every prompt is
+    /// charged the step's time (a shared prefix's one prefill is charged to none).
     fn prefill(&self, mut group: Vec<Admitted>, cfg: &GenerationConfig, on_text: &mut impl FnMut(usize, &str)) -> Result<Vec<Active>> {
         let start = Instant::now();
-        let tokens: Vec<u32> = group.iter().flat_map(|a| a.ids.iter().copied()).collect();
-        let seq: Vec<usize> = group.iter().enumerate().flat_map(|(s, a)| std::iter::repeat_n(s, a.ids.len())).collect();
+        let tokens: Vec<u32> = group.iter().flat_map(|a| a.rest().iter().copied()).collect();
+        let seq: Vec<usize> = group.iter().enumerate().flat_map(|(s, a)| std::iter::repeat_n(s, a.rest().len())).collect();
         let logits = self.transformer.step_sequences(&tokens, &seq, &mut group.iter_mut().map(|a| &mut a.cache).collect::<Vec<_>>())?;
         let prompt_seconds = start.elapsed().as_secs_f64();
         let mut out = Vec::with_capacity(group.len());
@@ -208,6 +239,7 @@ mod tests {
             row: RowState::new(4),
             sampler: Sampler::new(0, GenerationConfig::greedy(4).sampling()),
             cache: transformer.sequence_cache(0).expect("an empty cache"),
+            start: 0,
         };
         lengths.iter().enumerate().map(|(index, &n)| admitted(index, n)).collect()
     }

@@ -4,6 +4,7 @@
 
 mod continuous;
 mod padded;
+mod prefix;
 mod row;
 mod sampler;
 mod weights;
@@ -94,6 +95,10 @@ pub struct Generation {
     pub token_ids: Vec<u32>,
     /// Number of prompt tokens.
     pub prompt_tokens: usize,
+    /// How many of them were not computed for this prompt but copied from a prefix it
+    /// shares with the other prompts of its call (prefix caching; same keys and values).
+    #[serde(default)]
+    pub cached_prompt_tokens: usize,
     /// Why generation ended.
     pub finish_reason: FinishReason,
     /// Seconds spent processing the prompt.

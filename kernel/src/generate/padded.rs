@@ -73,6 +73,7 @@ impl Generator<'_> {
                 text: r.text,
                 token_ids: r.ids,
                 prompt_tokens: p.len(),
+                cached_prompt_tokens: 0,
                 finish_reason: r.finish.unwrap_or(FinishReason::Length),
                 prompt_seconds,
                 generate_seconds,

@@ -170,24 +170,24 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Greedy answers (token ids) to every prompt, decoded as `eval run` decodes a suite:
-/// continuous batching over `batch` slots.
-fn decode_all(decoding: &Transformer, model: &Model, ids: &[Vec<u32>], max_tokens: usize, batch: usize) -> anyhow::Result<Vec<Vec<u32>>> {
+/// Greedy answers to every prompt, decoded as `eval run` decodes a suite: continuous
+/// batching over `batch` slots.
+fn decode_all(decoding: &Transformer, model: &Model, ids: &[Vec<u32>], max_tokens: usize, batch: usize) -> anyhow::Result<Vec<Generation>> {
     let gen = Generator::new(decoding, &model.tokenizer);
-    let (mut answers, mut failed) = (vec![Vec::new(); ids.len()], None);
+    let (mut answers, mut failed) = (vec![None; ids.len()], None);
     gen.generate_continuous(
         ids,
         &GenerationConfig::greedy(max_tokens),
         batch,
         |_, _| {},
         |i, r| match r {
-            Ok(g) => answers[i] = g.token_ids,
+            Ok(g) => answers[i] = Some(g),
             Err(e) => failed = Some(format!("prompt {i}: {e}")),
         },
     )?;
     match failed {
         Some(why) => anyhow::bail!("{why}"),
-        None => Ok(answers),
+        None => Ok(answers.into_iter().map(|g| g.expect("every prompt is reported")).collect()),
     }
 }
 
@@ -214,17 +214,20 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     let ids = prompts.iter().map(|p| model.tokenizer.encode_with_bos(p)).collect::<tunelab::Result<Vec<_>>>()?;
     let start = Instant::now();
     let answers = decode_all(&decoding, &model, &ids, a.max_tokens, a.batch)?;
-    let tokens: usize = answers.iter().map(Vec::len).sum();
     let seconds = start.elapsed().as_secs_f64();
+    let tokens: usize = answers.iter().map(|g| g.token_ids.len()).sum();
+    let prompt_tokens: usize = answers.iter().map(|g| g.prompt_tokens).sum();
+    let cached_prompt_tokens: usize = answers.iter().map(|g| g.cached_prompt_tokens).sum();
     // Rounding weights: how many answers are still the exact model's, token for token.
     let same = if tunelab::DecodeWeights::from(a.weights).is_exact() {
         None
     } else {
         let exact = decode_all(&model.transformer, &model, &ids, a.max_tokens, a.batch)?;
-        Some(answers.iter().zip(&exact).filter(|(a, b)| a == b).count())
+        Some(answers.iter().zip(&exact).filter(|(a, b)| a.token_ids == b.token_ids).count())
     };
     let ours = json!({
         "impl": "tunelab", "prompts": a.prompts, "batch": a.batch, "weights": format!("{:?}", a.weights), "completion_tokens": tokens,
+        "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached_prompt_tokens,
         "seconds": (seconds * 100.0).round() / 100.0, "tokens_per_s": (tokens as f64 / seconds * 10.0).round() / 10.0,
         "peak_rss_mb": super::peak_rss_mb(), "answers_equal_to_f32": same,
     });

@@ -24,6 +24,8 @@ pub struct SequenceCache {
     layers: Vec<LayerKv>,
     len: usize,
     capacity: usize,
+    kv_heads: usize,
+    head_dim: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,42 @@ impl SequenceCache {
     /// Positions this cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Starts this empty cache with everything `prefix` holds, so a prompt that begins with
+    /// `prefix`'s tokens is prefilled from there on (prefix caching). Where the model
+    /// prefills rows independently ([`Transformer::prefills_rows_independently`]) these are
+    /// exactly the keys and values the prompt's own prefill would write.
+    pub fn start_with(&mut self, prefix: &SequenceCache) -> Result<()> {
+        let fits = self.len == 0
+            && prefix.len <= self.capacity
+            && prefix.layers.len() == self.layers.len()
+            && (prefix.kv_heads, prefix.head_dim) == (self.kv_heads, self.head_dim);
+        if !fits {
+            return Err(Error::InvalidArgument(format!(
+                "a cache of {} positions ({} used, {} layers of {}×{}) cannot start with a prefix of {} positions ({} layers of {}×{})",
+                self.capacity,
+                self.len,
+                self.layers.len(),
+                self.kv_heads,
+                self.head_dim,
+                prefix.len,
+                prefix.layers.len(),
+                prefix.kv_heads,
+                prefix.head_dim
+            )));
+        }
+        let n = prefix.len * self.head_dim;
+        for (to, from) in self.layers.iter_mut().zip(&prefix.layers) {
+            // Head by head: a head's positions are contiguous, its cache's capacity apart.
+            for h in 0..self.kv_heads {
+                let (src, dst) = (h * prefix.capacity * self.head_dim, h * self.capacity * self.head_dim);
+                to.k[dst..dst + n].copy_from_slice(&from.k[src..src + n]);
+                to.v[dst..dst + n].copy_from_slice(&from.v[src..src + n]);
+            }
+        }
+        self.len = prefix.len;
+        Ok(())
     }
 }
 
@@ -80,7 +118,7 @@ impl Transformer {
         let h = self.heads();
         let size = h.kv_heads * capacity * h.dim;
         let layers = self.layers.iter().map(|_| LayerKv { k: vec![0.0; size], v: vec![0.0; size] }).collect();
-        Ok(SequenceCache { layers, len: 0, capacity })
+        Ok(SequenceCache { layers, len: 0, capacity, kv_heads: h.kv_heads, head_dim: h.dim })
     }
 
     /// Runs the prompt `ids` and returns its cache, sized for `capacity` positions, and the
