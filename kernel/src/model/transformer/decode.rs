@@ -11,6 +11,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::attend::{attend, HeadGroup};
 use super::{DecoderLayer, Transformer};
 use crate::error::{Error, Result};
 use crate::model::fused;
@@ -243,7 +244,10 @@ impl Transformer {
             let mut query = q[r * qw + g * group..r * qw + (g + 1) * group].to_vec();
             query.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
             let cache = &caches[rows.seq[r]];
-            attend_one(&query, &cache.layers[l], hd, g, rows.positions[r] + 1, cache.capacity, out);
+            let (kv, len) = (&cache.layers[l], rows.positions[r] + 1);
+            let head = g * cache.capacity * hd.dim..(g * cache.capacity + len) * hd.dim;
+            let group = HeadGroup { q: &query, keys: &kv.k[head.clone()], values: &kv.v[head], reps: hd.heads / hd.kv_heads, dim: hd.dim };
+            attend(&group, out);
         });
         Ok(Tensor::from_vec(out, (rows.seq.len(), qw), &self.device)?)
     }
@@ -269,90 +273,4 @@ impl Rotary<'_> {
         let span = r * self.half..(r + 1) * self.half;
         fused::rotate(head, 1, 2 * self.half, &self.cos[span.clone()], &self.sin[span], 1.0);
     }
-}
-
-/// Softmax attention of one row's query heads that share key/value head `g` (`q`
-/// `[heads / kv_heads · dim]`) over the first `len` positions of its cache, reading the keys
-/// once for all of them.
-///
-/// On x86-64 CPUs with AVX2 and FMA the same code is compiled for them (the crate's
-/// baseline is SSE2, which left this loop at a tenth of batched decoding time).
-fn attend_one(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { attend_one_avx512(q, kv, hd, g, len, cap, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::model::few_rows::available() {
-        // SAFETY: `available` checked that the CPU has AVX2 and FMA.
-        return unsafe { attend_one_avx2(q, kv, hd, g, len, cap, out) };
-    }
-    attend_one_portable(q, kv, hd, g, len, cap, out)
-}
-
-/// [`attend_one`] compiled with AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn attend_one_avx512(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
-    attend_one_portable(q, kv, hd, g, len, cap, out)
-}
-
-/// [`attend_one`] compiled with AVX2 and FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_avx2(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
-    attend_one_portable(q, kv, hd, g, len, cap, out)
-}
-
-/// The body of [`attend_one`], inlined into each instruction-set variant.
-#[inline(always)]
-fn attend_one_portable(q: &[f32], kv: &LayerKv, hd: Heads, g: usize, len: usize, cap: usize, out: &mut [f32]) {
-    let n_rep = hd.heads / hd.kv_heads;
-    let scale = 1.0 / (hd.dim as f32).sqrt();
-    let mut scores = vec![0f32; n_rep * len];
-    let keys = &kv.k[g * cap * hd.dim..][..len * hd.dim];
-    let values = &kv.v[g * cap * hd.dim..][..len * hd.dim];
-    for (j, key) in keys.chunks_exact(hd.dim).enumerate() {
-        for (rep, query) in q.chunks_exact(hd.dim).enumerate() {
-            scores[rep * len + j] = dot(query, key) * scale;
-        }
-    }
-    for (rep, row) in scores.chunks_exact_mut(len).enumerate() {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let o = &mut out[rep * hd.dim..][..hd.dim];
-        o.fill(0.0);
-        for (p, value) in row.iter().zip(values.chunks_exact(hd.dim)) {
-            for (o, v) in o.iter_mut().zip(value) {
-                *o += p * v;
-            }
-        }
-        let inv = 1.0 / sum;
-        o.iter_mut().for_each(|o| *o *= inv);
-    }
-}
-
-/// Dot product in sixteen independent lanes (so the compiler vectorizes it).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

@@ -6,6 +6,7 @@
 //! embeddings and a SwiGLU MLP `down(silu(gate(x)) * up(x))`. Weights are plain tensors
 //! under their HF names; [`Linear`] (in `model/linear.rs`) is the seam where LoRA attaches.
 
+mod attend;
 mod decode;
 
 pub use decode::SequenceCache;
