@@ -173,22 +173,36 @@ pub fn matmul_t_packed_many(m: usize, x: &[f32], products: &[(&PackedRows, Optio
 #[allow(clippy::too_many_arguments)]
 fn fill_columns(m: usize, k: usize, x: &[f32], w: Weights<'_>, wide: bool, lo: usize, hi: usize, tile: &mut [f32]) {
     let stride = hi - lo;
-    let columns = |rows: &[f32], tile: &mut [f32]| {
+    // `tile[i, j] = x[i, :] · w[j, :]` for `m` rows of `x` and the weight rows `w`.
+    let columns_of = |m: usize, x: &[f32], w: &[f32], tile: &mut [f32]| {
         // SAFETY: the callers asserted AVX2 and FMA, AVX-512F where `wide`; `x` holds m×k
-        // elements; `tile` holds m rows `stride` apart with room for `rows`.
+        // elements; `tile` holds m rows `stride` apart with room for `w`'s rows.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             if wide {
-                avx512::columns(m, k, x, rows, tile, stride)
+                avx512::columns(m, k, x, w, tile, stride)
             } else {
-                avx2::columns(m, k, x, rows, tile, stride)
+                avx2::columns(m, k, x, w, tile, stride)
             }
         }
     };
+    let columns = |w: &[f32], tile: &mut [f32]| columns_of(m, x, w, tile);
     match w {
         Weights::Dense(w) => columns(&w[lo * k..hi * k], tile),
         // One activation row (single-stream decoding): dequantized in registers.
         Weights::Packed(p) if m == 1 && wide && p.dot_rows(lo, hi, &x[..k], tile) => {}
+        // A prompt pass of many rows: the task's weight rows dequantized once (at most
+        // 384 KiB, in L2), then multiplied with the rows MAX_ROWS at a time, each pair's
+        // dot product the same as in a pass of few rows. (Dequantizing again for each
+        // MAX_ROWS rows read the step's ~114 MB of blocks from memory each time.)
+        Weights::Packed(p) if m > MAX_ROWS => SCRATCH.with_borrow_mut(|scratch| {
+            scratch.resize((hi - lo) * k, 0.0);
+            p.dequantize_rows(lo, hi, scratch);
+            for first in (0..m).step_by(MAX_ROWS) {
+                let rows = (m - first).min(MAX_ROWS);
+                columns_of(rows, &x[first * k..(first + rows) * k], scratch, &mut tile[first * stride..]);
+            }
+        }),
         // Four rows at a time (at most 24 KiB of f32), so the dequantized rows are still
         // in L1 when the kernel reads them.
         Weights::Packed(p) => SCRATCH.with_borrow_mut(|scratch| {
@@ -410,6 +424,24 @@ mod tests {
                     assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "rank {rank}, y[{i},{j}] = {got}, want {want}");
                 }
             }
+        }
+    }
+
+    /// A prompt pass of many rows over the file's blocks (the weights dequantized once per
+    /// task) gives each row exactly what a pass of at most `MAX_ROWS` rows gives it.
+    #[test]
+    fn many_rows_over_packed_blocks_equal_passes_of_few_rows_bit_for_bit() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let (m, n, k) = (150, 70, 96);
+        let (x, w) = operands(m, n, k);
+        let q = QTensor::quantize(&candle_core::Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu).unwrap(), GgmlDType::Q4_1).unwrap();
+        let packed = PackedRows::from_gguf(GgmlDType::Q4_1, &q.data().unwrap(), n, k).expect("packs");
+        let all = matmul_t_packed_many(m, &x, &[(&packed, None)]).remove(0);
+        for first in (0..m).step_by(MAX_ROWS) {
+            let rows = (m - first).min(MAX_ROWS);
+            let few = matmul_t_packed_many(rows, &x[first * k..(first + rows) * k], &[(&packed, None)]).remove(0);
+            let differing = few.iter().zip(&all[first * n..(first + rows) * n]).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differing, 0, "rows {first}.. of {m}");
         }
     }
 

@@ -118,8 +118,11 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
                 .transpose()
         })
         .collect::<candle_core::Result<_>>()?;
+    // The file's blocks take any number of rows at once (the kernel multiplies them
+    // `MAX_ROWS` at a time over weights it dequantizes once); integer blocks are given
+    // `MAX_ROWS` rows at a time.
     let chunk = super::few_rows::MAX_ROWS;
-    let ys = if m <= chunk {
+    let ys = if m <= chunk || matches!(products.first(), Some((BlockWeights::Packed(_), _))) {
         block_rows(m, k, xs.values(), products, &factors)
     } else {
         let mut ys: Vec<Vec<f32>> = products.iter().map(|(w, _)| Vec::with_capacity(m * w.dims().0)).collect();
@@ -142,8 +145,8 @@ pub fn block_matmul(x: &Tensor, products: &[BlockProduct<'_>]) -> candle_core::R
 /// LoRA factors as [`block_matmul`] reads them: `(A, B, rank, scale)`, or `None`.
 type Factors<'a> = Option<(F32View<'a>, F32View<'a>, usize, f32)>;
 
-/// [`block_matmul`]'s products for `m` rows of `x` (`[m, k]`, at most the few-rows
-/// kernel's rows for the product to be as fast as intended), one output vector each.
+/// [`block_matmul`]'s products for `m` rows of `x` (`[m, k]`; integer blocks are fast up
+/// to the few-rows kernel's rows, the file's blocks at any count), one output vector each.
 fn block_rows(m: usize, k: usize, x: &[f32], products: &[BlockProduct<'_>], factors: &[Factors<'_>]) -> Vec<Vec<f32>> {
     let bottlenecks: Vec<Option<Vec<f32>>> = factors
         .iter()
