@@ -63,6 +63,18 @@ pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> 
     tiled(m, n, None, |lo, hi, tile| fill_columns(m, k, x, Weights::Dense(w), wide, lo, hi, tile))
 }
 
+/// [`matmul_t`] for several dense weights of the same activation rows (`(w, n)` each: `n`
+/// rows of width `k`) in one parallel region, so small products (a LoRA update's `x·Aᵀ` for
+/// q, k and v) read their weights from memory side by side instead of one after another.
+pub fn matmul_t_dense_many(m: usize, k: usize, x: &[f32], weights: &[(&[f32], usize)]) -> Vec<Vec<f32>> {
+    assert!(weights.iter().all(|(w, n)| w.len() >= n * k), "few-rows matmul: weights smaller than their rows");
+    assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
+    assert!(available(), "few-rows matmul needs AVX2 and FMA");
+    let wide = avx512_available();
+    let shapes: Vec<(usize, Option<LowRank<'_>>)> = weights.iter().map(|&(_, n)| (n, None)).collect();
+    tiled_many(m, &shapes, |p, lo, hi, tile| fill_columns(m, k, x, Weights::Dense(weights[p].0), wide, lo, hi, tile))
+}
+
 /// A LoRA update's term added to a product's output rows: `y[i, j] += t[i, :] · B[j, :]`
 /// with `t = scale · x·Aᵀ` `[m, r]` (computed once) and `B` `[n, r]`. Each task adds it to
 /// its own output columns, so the update runs in parallel with no transposed copy of `B`.

@@ -148,11 +148,14 @@ type Factors<'a> = Option<(F32View<'a>, F32View<'a>, usize, f32)>;
 /// [`block_matmul`]'s products for `m` rows of `x` (`[m, k]`; integer blocks are fast up
 /// to the few-rows kernel's rows, the file's blocks at any count), one output vector each.
 fn block_rows(m: usize, k: usize, x: &[f32], products: &[BlockProduct<'_>], factors: &[Factors<'_>]) -> Vec<Vec<f32>> {
+    // Every LoRA bottleneck `scale · x·Aᵀ` in one parallel region.
+    let downs: Vec<(&[f32], usize)> = factors.iter().flatten().map(|(a, _, r, _)| (a.values(), *r)).collect();
+    let mut downs = if downs.is_empty() { Vec::new() } else { super::few_rows::matmul_t_dense_many(m, k, x, &downs) }.into_iter();
     let bottlenecks: Vec<Option<Vec<f32>>> = factors
         .iter()
         .map(|f| {
-            f.as_ref().map(|(a, _, r, scale)| {
-                let mut t = super::few_rows::matmul_t(m, *r, k, x, a.values());
+            f.as_ref().map(|(_, _, _, scale)| {
+                let mut t = downs.next().expect("one product per factor");
                 t.iter_mut().for_each(|v| *v *= scale);
                 t
             })
