@@ -25,11 +25,13 @@ pub(super) struct SharedPrefix {
 
 impl SharedPrefix {
     /// The longest prefix of every non-empty prompt, prefilled on `transformer`, where it is
-    /// at least [`MIN_PREFIX`] tokens and at least two prompts go on past it by
-    /// [`MIN_REST`] tokens or more (else `None`: nothing to share).
+    /// at least [`MIN_PREFIX`] tokens and at least two prompts that fit the model's context
+    /// go on past it by [`MIN_REST`] tokens or more (else `None`: nothing to share). Prompts
+    /// that cannot run are left to be reported one by one, as without a shared prefix.
     pub(super) fn prefill(transformer: &Transformer, prompts: &[Vec<u32>]) -> Result<Option<Self>> {
+        let context = transformer.config().max_position_embeddings;
         let len = common_prefix_len(prompts.iter().filter(|p| !p.is_empty()).map(Vec::as_slice));
-        let users = prompts.iter().filter(|p| p.len() >= len + MIN_REST).count();
+        let users = prompts.iter().filter(|p| p.len() >= len + MIN_REST && p.len() < context).count();
         if len < MIN_PREFIX || users < 2 {
             return Ok(None);
         }
@@ -58,6 +60,27 @@ fn common_prefix_len<'a>(mut prompts: impl Iterator<Item = &'a [u32]>) -> usize 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_is_shared_only_by_prompts_that_fit_the_context() {
+        use crate::model::{Architecture, ModelConfig, Weights};
+        let cfg = ModelConfig::tiny(Architecture::Llama);
+        let weights = Weights::random(&cfg, 4, candle_core::DType::F32, &candle_core::Device::Cpu).expect("random weights");
+        let transformer = Transformer::load(&cfg, &weights).expect("a tiny model");
+        let context = cfg.max_position_embeddings;
+        let prompt = |len: usize, last: u32| -> Vec<u32> { (0..len as u32).map(|t| t % 7).chain([last, last]).collect() };
+        let fit = [prompt(5, 1), prompt(5, 2), prompt(5, 3)];
+        let shared = SharedPrefix::prefill(&transformer, &fit).unwrap().expect("three prompts share five tokens");
+        assert_eq!(shared.ids.len(), 5);
+        let mut cache = transformer.sequence_cache(10).unwrap();
+        assert_eq!(shared.start(&prompt(8, 4), &mut cache).unwrap(), 5);
+        assert_eq!(cache.len(), 5);
+        // Prompts past the context share nothing (prefilling their prefix would fail the
+        // whole call; each is reported on its own instead).
+        let long = prompt(context, 0);
+        let too_long = [long.clone(), [long.clone(), vec![1, 2]].concat(), [long, vec![3, 4]].concat()];
+        assert!(SharedPrefix::prefill(&transformer, &too_long).unwrap().is_none());
+    }
 
     #[test]
     fn the_common_prefix_is_the_longest_every_prompt_begins_with() {
