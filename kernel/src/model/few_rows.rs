@@ -56,18 +56,16 @@ fn avx512_available() -> bool {
 /// `y[m, n] = x[m, k] · w[n, k]ᵀ` (all row-major, tightly packed). Callers check
 /// [`available`] first.
 pub fn matmul_t(m: usize, n: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
-    assert!(w.len() >= n * k, "few-rows matmul: weights smaller than {n}×{k}");
-    assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
-    assert!(available(), "few-rows matmul needs AVX2 and FMA");
-    let wide = avx512_available();
-    tiled(m, n, None, |lo, hi, tile| fill_columns(m, k, x, Weights::Dense(w), wide, lo, hi, tile))
+    matmul_t_dense_many(m, k, x, &[(w, n)]).pop().expect("one product")
 }
 
 /// [`matmul_t`] for several dense weights of the same activation rows (`(w, n)` each: `n`
 /// rows of width `k`) in one parallel region, so small products (a LoRA update's `x·Aᵀ` for
 /// q, k and v) read their weights from memory side by side instead of one after another.
 pub fn matmul_t_dense_many(m: usize, k: usize, x: &[f32], weights: &[(&[f32], usize)]) -> Vec<Vec<f32>> {
-    assert!(weights.iter().all(|(w, n)| w.len() >= n * k), "few-rows matmul: weights smaller than their rows");
+    for &(w, n) in weights {
+        assert!(w.len() >= n * k, "few-rows matmul: weights smaller than {n}×{k}");
+    }
     assert!(x.len() >= m * k, "few-rows matmul: activations smaller than {m}×{k}");
     assert!(available(), "few-rows matmul needs AVX2 and FMA");
     let wide = avx512_available();
@@ -228,18 +226,12 @@ fn fill_columns(m: usize, k: usize, x: &[f32], w: Weights<'_>, wide: bool, lo: u
     }
 }
 
-/// `y[m, n]` filled by parallel tasks, each owning the output columns `lo..hi` of one run
-/// of [`ROWS_PER_TASK`] weight rows: `fill(lo, hi, tile)` writes the task's products into
-/// `tile` (`[m, hi - lo]`, row-major), then the low-rank term is added and the tile copied
-/// into `y`.
-fn tiled(m: usize, n: usize, low_rank: Option<LowRank<'_>>, fill: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut ys = tiled_many(m, &[(n, low_rank)], |_, lo, hi, tile| fill(lo, hi, tile));
-    ys.pop().expect("one product")
-}
-
-/// [`tiled`] for several products of the same activation rows at once (`(n, low-rank term)`
-/// each; `fill` gets the product's index first): one parallel region whose tasks cover
-/// every product, so a decoding step pays one fork and join for q, k and v together.
+/// `y[m, n]` for several products of the same activation rows (`(n, low-rank term)` each),
+/// filled by parallel tasks, each owning the output columns `lo..hi` of one run of
+/// [`ROWS_PER_TASK`] weight rows of one product: `fill(p, lo, hi, tile)` writes product `p`'s
+/// values into `tile` (`[m, hi - lo]`, row-major), then the low-rank term is added and the
+/// tile copied into `y`. One parallel region covers every product, so a decoding step pays
+/// one fork and join for q, k and v together.
 pub(super) fn tiled_many(m: usize, products: &[(usize, Option<LowRank<'_>>)], fill: impl Fn(usize, usize, usize, &mut [f32]) + Sync) -> Vec<Vec<f32>> {
     for &(n, low_rank) in products {
         if let Some(l) = low_rank {
