@@ -188,11 +188,11 @@ fn forward_group<T: Float>(qkv: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f6
                 let row = &mut s[ri * keys..(ri + 1) * keys];
                 let visible = i0 + ri + 1;
                 let max = row[..visible].iter().copied().fold(T::neg_infinity(), num_traits::Float::max);
-                let mut sum = T::zero();
                 for x in &mut row[..visible] {
-                    *x = (*x - max).exp();
-                    sum += *x;
+                    *x = *x - max;
                 }
+                T::exp_in_place(&mut row[..visible]);
+                let sum = row[..visible].iter().fold(T::zero(), |a, &x| a + x);
                 let inv = sum.recip();
                 for x in &mut row[..visible] {
                     *x *= inv;
@@ -232,8 +232,9 @@ fn backward_group<T: Float>(qkv: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dim
                 let visible = i0 + ri + 1;
                 let l = T::from(lse[i0 + ri]).unwrap_or_else(T::zero);
                 for x in &mut row[..visible] {
-                    *x = (*x - l).exp();
+                    *x = *x - l;
                 }
+                T::exp_in_place(&mut row[..visible]);
                 row[visible..].fill(T::zero());
             }
             let dob_blk = &dob[i0 * d..(i0 + rows) * d];

@@ -47,11 +47,11 @@ fn forward<T: Float>(x: &[T], w: &[T], targets: &[u32], h: usize, vocab: usize) 
         logits.par_chunks_mut(vocab).zip(loss[c0..c0 + rows].par_iter_mut()).zip(targets[c0..c0 + rows].par_iter()).for_each(|((row, l), &t)| {
             let max = row.iter().copied().fold(T::neg_infinity(), num_traits::Float::max);
             let shifted_target = row[t as usize] - max;
-            let mut sum = T::zero();
             for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
+                *x = *x - max;
             }
+            T::exp_in_place(row);
+            let sum = row.iter().fold(T::zero(), |a, &x| a + x);
             *l = sum.ln() - shifted_target;
             let inv = sum.recip();
             for x in row.iter_mut() {

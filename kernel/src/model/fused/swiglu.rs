@@ -19,44 +19,48 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
 
 struct SwiGlu;
 
-fn sigmoid<T: Float>(x: T) -> T {
-    (T::one() + (-x).exp()).recip()
+/// Writes `σ(g)` into `out` (the exponentials many at a time, see `Float::exp_in_place`).
+fn sigmoid_into<T: Float>(g: &[T], out: &mut [T]) {
+    for (o, &g) in out.iter_mut().zip(g) {
+        *o = -g;
+    }
+    T::exp_in_place(out);
+    for o in out.iter_mut() {
+        *o = (T::one() + *o).recip();
+    }
 }
 
-/// `silu(g)·u` for one element.
-#[inline]
-fn silu_mul<T: Float>(g: T, u: T) -> T {
-    g * sigmoid(g) * u
+/// `out = silu(g)·u`, elementwise.
+fn silu_mul_into<T: Float>(g: &[T], u: &[T], out: &mut [T]) {
+    sigmoid_into(g, out);
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = g * *o * u;
+    }
 }
 
-/// `(dg, du)` of [`silu_mul`] for upstream gradient `dy`:
+/// `(dg, du)` of `silu(g)·u` for upstream gradient `dy`, elementwise:
 /// `dg = dy·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dy·silu(g)`.
-#[inline]
-fn silu_mul_grad<T: Float>(g: T, u: T, dy: T) -> (T, T) {
-    let s = sigmoid(g);
-    (dy * u * s * (T::one() + g * (T::one() - s)), dy * g * s)
+fn silu_mul_grad_into<T: Float>(g: &[T], u: &[T], dy: &[T], dg: &mut [T], du: &mut [T]) {
+    sigmoid_into(g, dg);
+    for i in 0..g.len() {
+        let s = dg[i];
+        (dg[i], du[i]) = (dy[i] * u[i] * s * (T::one() + g[i] * (T::one() - s)), dy[i] * g[i] * s);
+    }
 }
 
 fn forward<T: Float>(g: &[T], u: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.len()];
-    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = silu_mul(g, u);
-        }
-    });
+    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| silu_mul_into(g, u, o));
     out
 }
 
 /// `(dg, du)` for upstream gradient `dy`.
 fn backward<T: Float>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let (mut dg, mut du) = (vec![T::zero(); g.len()], vec![T::zero(); g.len()]);
-    dg.par_chunks_mut(CHUNK).zip(du.par_chunks_mut(CHUNK)).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK))).for_each(
-        |((dg, du), ((g, u), dy))| {
-            for i in 0..g.len() {
-                (dg[i], du[i]) = silu_mul_grad(g[i], u[i], dy[i]);
-            }
-        },
-    );
+    dg.par_chunks_mut(CHUNK)
+        .zip(du.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)))
+        .for_each(|((dg, du), ((g, u), dy))| silu_mul_grad_into(g, u, dy, dg, du));
     (dg, du)
 }
 
@@ -66,9 +70,7 @@ pub(crate) fn forward_joined<T: Float>(gu: &[T], f: usize) -> Vec<T> {
     let mut out = vec![T::zero(); gu.len() / 2];
     out.par_chunks_mut(f).zip(gu.par_chunks(2 * f)).for_each(|(o, row)| {
         let (g, u) = row.split_at(f);
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = silu_mul(g, u);
-        }
+        silu_mul_into(g, u, o);
     });
     out
 }
@@ -80,9 +82,7 @@ pub(crate) fn backward_joined<T: Float>(gu: &[T], dy: &[T], f: usize) -> Vec<T> 
     dgu.par_chunks_mut(2 * f).zip(gu.par_chunks(2 * f).zip(dy.par_chunks(f))).for_each(|(d, (row, dy))| {
         let (g, u) = row.split_at(f);
         let (dg, du) = d.split_at_mut(f);
-        for i in 0..f {
-            (dg[i], du[i]) = silu_mul_grad(g[i], u[i], dy[i]);
-        }
+        silu_mul_grad_into(g, u, dy, dg, du);
     });
     dgu
 }
