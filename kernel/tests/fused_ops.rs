@@ -226,3 +226,135 @@ fn projection_of_swiglu_with_residual_equals_composed_ops() {
     assert!(fused::project(&plain[0], fused::Input::SwiGlu, &[fused::Part { weight: &w, bias: None, lora: None }], None).is_err());
     assert!(fused::project(&plain[0], fused::Input::Plain, &[fused::Part { weight: &w, bias: None, lora: None }], Some(&plain[0])).is_err());
 }
+
+/// A decoder layer's weights for [`fused::decoder_layer`] tests: hidden 8, 2 query heads
+/// sharing 1 key/value head of size 4, MLP width 6, biases on q/k/v.
+struct TinyLayer {
+    norms: [Tensor; 2],
+    /// q, k, v, o, gate, up, down.
+    weights: [Tensor; 7],
+    biases: [Tensor; 3],
+}
+
+impl TinyLayer {
+    const SHAPES: [[usize; 2]; 7] = [[8, 8], [4, 8], [4, 8], [8, 8], [6, 8], [6, 8], [8, 6]];
+
+    fn new() -> Self {
+        Self {
+            norms: [randn(&[8], 20), randn(&[8], 21)],
+            weights: Self::SHAPES.map(|s| (randn(&s, s[0] as u64 * 31 + s[1] as u64) * 0.4).unwrap()),
+            biases: [randn(&[8], 22), randn(&[4], 23), randn(&[4], 24)],
+        }
+    }
+
+    /// The projections, with LoRA on q (rank 2), v (rank 3), gate (rank 2) and down (rank 2)
+    /// read from `t[1..9]` as A, B pairs.
+    fn parts<'a>(&'a self, t: &'a [Tensor]) -> [fused::Part<'a>; 7] {
+        let lora = |i: usize, scale: f64| Some(fused::PartLora { a: &t[i], b: &t[i + 1], scale });
+        let w = &self.weights;
+        [
+            fused::Part { weight: &w[0], bias: Some(&self.biases[0]), lora: lora(1, 0.7) },
+            fused::Part { weight: &w[1], bias: Some(&self.biases[1]), lora: None },
+            fused::Part { weight: &w[2], bias: Some(&self.biases[2]), lora: lora(3, 1.3) },
+            fused::Part { weight: &w[3], bias: None, lora: None },
+            fused::Part { weight: &w[4], bias: None, lora: lora(5, 0.5) },
+            fused::Part { weight: &w[5], bias: None, lora: None },
+            fused::Part { weight: &w[6], bias: None, lora: lora(7, 2.0) },
+        ]
+    }
+
+    fn inputs(b: usize, t: usize) -> Vec<Tensor> {
+        let shapes: [&[usize]; 9] = [&[b, t, 8], &[2, 8], &[8, 2], &[3, 8], &[4, 3], &[2, 8], &[6, 2], &[2, 6], &[8, 2]];
+        shapes.iter().enumerate().map(|(i, s)| (randn(s, 40 + i as u64) * 0.5).unwrap()).collect()
+    }
+
+    fn fused(&self, t: &[Tensor], cos: &Tensor, sin: &Tensor) -> Tensor {
+        let [q, k, v, o, gate, up, down] = self.parts(t);
+        let spec = fused::LayerSpec {
+            input_norm: &self.norms[0],
+            qkv: [q, k, v],
+            o,
+            post_norm: &self.norms[1],
+            gate_up: [gate, up],
+            down,
+            heads: 2,
+            kv_heads: 1,
+            eps: 1e-5,
+            cos,
+            sin,
+        };
+        fused::decoder_layer(&t[0], &spec).unwrap()
+    }
+
+    /// The same layer as the chain of fused ops it replaces.
+    fn chained(&self, t: &[Tensor], cos: &Tensor, sin: &Tensor) -> Tensor {
+        let [q, k, v, o, gate, up, down] = self.parts(t);
+        let x = &t[0];
+        let qkv = fused::project(x, fused::Input::RmsNorm { weight: &self.norms[0], eps: 1e-5 }, &[q, k, v], None).unwrap();
+        let attended = fused::causal_attention_joined(&qkv, 2, 1, cos, sin).unwrap();
+        let h = fused::project(&attended, fused::Input::Plain, &[o], Some(x)).unwrap();
+        let gate_up = fused::project(&h, fused::Input::RmsNorm { weight: &self.norms[1], eps: 1e-5 }, &[gate, up], None).unwrap();
+        fused::project(&gate_up, fused::Input::SwiGlu, &[down], Some(&h)).unwrap()
+    }
+}
+
+#[test]
+fn decoder_layer_equals_the_chain_of_fused_ops_it_replaces() {
+    // 70 positions cross attention's 64-row block.
+    let (b, t) = (2, 70);
+    let tables = RotaryTables::new(4, 128, 10_000.0, DType::F64, &Device::Cpu).unwrap();
+    let (cos, sin) = tables.range(0, t).unwrap();
+    let layer = TinyLayer::new();
+    let inputs = TinyLayer::inputs(b, t);
+    compare("decoder_layer", &inputs, |x| layer.fused(x, &cos, &sin), |x| layer.chained(x, &cos, &sin), 1e-10);
+    // The same in f32, as training runs it.
+    let f32s: Vec<Tensor> = inputs.iter().map(|x| x.to_dtype(DType::F32).unwrap()).collect();
+    let (cos32, sin32) = (cos.to_dtype(DType::F32).unwrap(), sin.to_dtype(DType::F32).unwrap());
+    let layer32 = TinyLayer {
+        norms: layer.norms.clone().map(|x| x.to_dtype(DType::F32).unwrap()),
+        weights: layer.weights.clone().map(|x| x.to_dtype(DType::F32).unwrap()),
+        biases: layer.biases.clone().map(|x| x.to_dtype(DType::F32).unwrap()),
+    };
+    let (yf, yc) = (layer32.fused(&f32s, &cos32, &sin32), layer32.chained(&f32s, &cos32, &sin32));
+    let d = max_diff(&yf.to_dtype(DType::F64).unwrap(), &yc.to_dtype(DType::F64).unwrap());
+    assert!(d < 1e-5, "decoder_layer in f32 differs by {d}");
+}
+
+#[test]
+fn decoder_layer_gradient_matches_finite_differences() {
+    let t = 3;
+    let tables = RotaryTables::new(4, 16, 10_000.0, DType::F64, &Device::Cpu).unwrap();
+    let (cos, sin) = tables.range(0, t).unwrap();
+    let layer = TinyLayer::new();
+    let inputs = TinyLayer::inputs(1, t);
+    for which in [0, 1, 4, 8] {
+        finite_differences("decoder_layer", &inputs, which, |x| layer.fused(x, &cos, &sin));
+    }
+}
+
+#[test]
+fn decoder_layer_without_lora_passes_the_input_gradient() {
+    let t = 4;
+    let tables = RotaryTables::new(4, 16, 10_000.0, DType::F64, &Device::Cpu).unwrap();
+    let (cos, sin) = tables.range(0, t).unwrap();
+    let layer = TinyLayer::new();
+    let frozen = |x: &[Tensor]| {
+        let w = &layer.weights;
+        let part = |i: usize| fused::Part { weight: &w[i], bias: None, lora: None };
+        let spec = fused::LayerSpec {
+            input_norm: &layer.norms[0],
+            qkv: [part(0), part(1), part(2)],
+            o: part(3),
+            post_norm: &layer.norms[1],
+            gate_up: [part(4), part(5)],
+            down: part(6),
+            heads: 2,
+            kv_heads: 1,
+            eps: 1e-5,
+            cos: &cos,
+            sin: &sin,
+        };
+        fused::decoder_layer(&x[0], &spec).unwrap()
+    };
+    finite_differences("decoder_layer (no LoRA)", &[randn(&[1, t, 8], 50)], 0, frozen);
+}

@@ -38,17 +38,29 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_hea
 /// values side by side in each row (one fused q/k/v projection's output).
 pub fn causal_attention_joined(qkv: &Tensor, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let (b, t, width) = qkv.dims3()?;
-    let per_head = heads + 2 * kv_heads;
-    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || width % per_head != 0 {
-        candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {width}");
+    qkv.contiguous()?.apply_op1(CausalAttention::new(b, t, width, heads, kv_heads, cos, sin)?)
+}
+
+impl CausalAttention {
+    /// The op for `b` rows of `t` positions of joined q/k/v `width` wide, checking that the
+    /// heads and rotary tables fit.
+    pub(super) fn new(b: usize, t: usize, width: usize, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Self> {
+        let per_head = heads + 2 * kv_heads;
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || width % per_head != 0 {
+            candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {width}");
+        }
+        let d = width / per_head;
+        if cos.dims2()? != (t, d / 2) || sin.dims2()? != (t, d / 2) {
+            candle_core::bail!("causal_attention: rotary tables {:?} do not fit {t} positions of head size {d}", cos.dims());
+        }
+        let table = |x: &Tensor| -> candle_core::Result<Vec<f64>> { x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1() };
+        Ok(Self { dims: Dims { b, t, heads, kv_heads, d }, cos: table(cos)?, sin: table(sin)?, lse: Mutex::new(Vec::new()) })
     }
-    let d = width / per_head;
-    if cos.dims2()? != (t, d / 2) || sin.dims2()? != (t, d / 2) {
-        candle_core::bail!("causal_attention: rotary tables {:?} do not fit {t} positions of head size {d}", cos.dims());
+
+    /// Width of an output row (all query heads).
+    pub(super) fn out_width(&self) -> usize {
+        self.dims.out_width()
     }
-    let table = |x: &Tensor| -> candle_core::Result<Vec<f64>> { x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1() };
-    let op = CausalAttention { dims: Dims { b, t, heads, kv_heads, d }, cos: table(cos)?, sin: table(sin)?, lse: Mutex::new(Vec::new()) };
-    qkv.contiguous()?.apply_op1(op)
 }
 
 #[derive(Clone, Copy)]
@@ -91,7 +103,7 @@ impl Dims {
     }
 }
 
-struct CausalAttention {
+pub(super) struct CausalAttention {
     dims: Dims,
     cos: Vec<f64>,
     sin: Vec<f64>,
@@ -262,7 +274,9 @@ fn backward_group<T: Float>(qkv: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dim
 }
 
 impl CausalAttention {
-    fn forward<T: Float>(&self, qkv: &[T]) -> Vec<T> {
+    /// Output rows `[b·t, heads·d]` for joined q/k/v rows; keeps the log-sum-exps for
+    /// [`CausalAttention::backward`].
+    pub(super) fn forward<T: Float>(&self, qkv: &[T]) -> Vec<T> {
         let dm = self.dims;
         let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| forward_group(qkv, dm, g, &self.cos, &self.sin)).collect();
         let mut out = vec![T::zero(); dm.b * dm.t * dm.out_width()];
@@ -280,7 +294,7 @@ impl CausalAttention {
     }
 
     /// The gradient of the q/k/v rows, laid out like them.
-    fn backward<T: Float>(&self, qkv: &[T], o: &[T], dout: &[T]) -> Vec<T> {
+    pub(super) fn backward<T: Float>(&self, qkv: &[T], o: &[T], dout: &[T]) -> Vec<T> {
         let dm = self.dims;
         let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let groups: Vec<_> = (0..dm.b * dm.kv_heads).into_par_iter().map(|g| backward_group(qkv, o, dout, &lse, dm, g, &self.cos, &self.sin)).collect();

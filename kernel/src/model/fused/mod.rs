@@ -16,6 +16,7 @@
 
 mod attention;
 mod exp;
+mod layer;
 mod lm_head_loss;
 mod lora_linear;
 mod projection;
@@ -23,6 +24,7 @@ mod swiglu;
 
 pub(crate) use attention::rotate;
 pub use attention::{causal_attention, causal_attention_joined};
+pub use layer::{decoder_layer, LayerSpec};
 pub use lm_head_loss::lm_head_cross_entropy;
 pub use lora_linear::lora_linear;
 pub use projection::{project, Input, Part, PartLora};

@@ -96,7 +96,7 @@ pub fn project(x: &Tensor, input: Input<'_>, parts: &[Part<'_>], residual: Optio
 
 /// Every LoRA `A` and `B` of `parts`, flattened and joined in part order (one op argument,
 /// so that candle routes their gradients), or `None` without any.
-fn lora_pack(parts: &[Part<'_>]) -> candle_core::Result<Option<Tensor>> {
+pub(super) fn lora_pack(parts: &[Part<'_>]) -> candle_core::Result<Option<Tensor>> {
     let mut pieces = Vec::new();
     for l in parts.iter().filter_map(|p| p.lora) {
         pieces.push(l.a.flatten_all()?);
@@ -134,19 +134,22 @@ struct FrozenPart {
     lora: Option<LoraSlot>,
 }
 
-struct Project {
+/// The op [`project`] applies (also one step of [`super::decoder_layer`]).
+pub(super) struct Project {
     input: InputOp,
     parts: Vec<FrozenPart>,
     /// Projection input features.
     k: usize,
     /// Output features (all parts).
     width: usize,
-    has_pack: bool,
+    /// Length of the joined LoRA weights its parts read (0 without LoRA).
+    pack_len: usize,
     has_residual: bool,
 }
 
 impl Project {
-    fn new(input: Input<'_>, parts: &[Part<'_>], k: usize, has_residual: bool) -> candle_core::Result<Self> {
+    /// The op for `parts` of input width `k` (see [`project`]).
+    pub(super) fn new(input: Input<'_>, parts: &[Part<'_>], k: usize, has_residual: bool) -> candle_core::Result<Self> {
         let input = match input {
             Input::Plain => InputOp::Plain,
             Input::SwiGlu => InputOp::SwiGlu,
@@ -183,8 +186,7 @@ impl Project {
             frozen.push(FrozenPart { weight: p.weight.contiguous()?.detach(), bias, out, column, lora });
             column += out;
         }
-        let has_pack = offset > 0;
-        Ok(Self { input, parts: frozen, k, width: column, has_pack, has_residual })
+        Ok(Self { input, parts: frozen, k, width: column, pack_len: offset, has_residual })
     }
 
     /// The projections' input for `x` `[m, ·]`: `x` itself, or its norm or SwiGLU product.
@@ -196,8 +198,18 @@ impl Project {
         })
     }
 
+    /// Output features (all parts).
+    pub(super) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Length of the joined LoRA weights of its parts, in [`lora_pack`]'s order.
+    pub(super) fn pack_len(&self) -> usize {
+        self.pack_len
+    }
+
     /// `y` `[m, width]`.
-    fn forward<T: Float>(&self, x: &[T], pack: Option<&[T]>, residual: Option<&[T]>, m: usize) -> candle_core::Result<Vec<T>> {
+    pub(super) fn forward<T: Float>(&self, x: &[T], pack: Option<&[T]>, residual: Option<&[T]>, m: usize) -> candle_core::Result<Vec<T>> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
         let mut y = vec![T::zero(); m * width];
         for p in &self.parts {
@@ -246,7 +258,7 @@ impl Project {
     }
 
     /// `(dx, d(joined LoRA weights))` for upstream `dy` `[m, width]`.
-    fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
+    pub(super) fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
         let mut dz = vec![T::zero(); m * k];
         let mut dpack = pack.map(|p| vec![T::zero(); p.len()]);
@@ -362,7 +374,7 @@ impl CustomOp2 for Project {
 
     /// The second argument is the joined LoRA weights when there are any, else the residual.
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        if self.has_pack {
+        if self.pack_len > 0 {
             self.cpu_forward((s1, l1), Some((s2, l2)), None)
         } else {
             self.cpu_forward((s1, l1), None, Some((s2, l2)))
@@ -370,7 +382,7 @@ impl CustomOp2 for Project {
     }
 
     fn bwd(&self, x: &Tensor, second: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        if self.has_pack {
+        if self.pack_len > 0 {
             let (dx, dpack, _) = self.grads(x, Some(second), dy)?;
             Ok((Some(dx), dpack))
         } else {

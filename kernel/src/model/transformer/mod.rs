@@ -199,9 +199,10 @@ impl DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// The training pass as four fused ops (norm + q/k/v, attention, o + residual,
-    /// norm + gate/up, SwiGLU + down + residual), which keep 40 % fewer values per token for
-    /// the backward pass than one op per step; `None` when a projection's LoRA dropout
+    /// The training pass as one fused op ([`fused::decoder_layer`]: norm + q/k/v, attention,
+    /// o + residual, norm + gate/up, SwiGLU + down + residual), which keeps 40 % fewer values
+    /// per token for the backward pass than one op per step and leaves candle only the
+    /// layer's input and LoRA weights to sum gradients for; `None` when a projection's LoRA dropout
     /// needs the composed path, or a base weight is being differentiated.
     fn forward_fused(&self, x: &Tensor, step: &Step) -> candle_core::Result<Option<Tensor>> {
         let [Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)] = self.projections().map(|p| p.fused_part(true)) else {
@@ -210,12 +211,20 @@ impl DecoderLayer {
         if self.input_layernorm.track_op() || self.post_attention_layernorm.track_op() {
             return Ok(None); // the fused ops treat the norms as frozen
         }
-        let a = &self.self_attn;
-        let qkv = fused::project(x, fused::Input::RmsNorm { weight: &self.input_layernorm, eps: step.eps }, &[q, k, v], None)?;
-        let attended = fused::causal_attention_joined(&qkv, a.num_heads, a.num_kv_heads, &step.cos, &step.sin)?;
-        let h = fused::project(&attended, fused::Input::Plain, &[o], Some(x))?;
-        let gate_up = fused::project(&h, fused::Input::RmsNorm { weight: &self.post_attention_layernorm, eps: step.eps }, &[gate, up], None)?;
-        Ok(Some(fused::project(&gate_up, fused::Input::SwiGlu, &[down], Some(&h))?))
+        let spec = fused::LayerSpec {
+            input_norm: &self.input_layernorm,
+            qkv: [q, k, v],
+            o,
+            post_norm: &self.post_attention_layernorm,
+            gate_up: [gate, up],
+            down,
+            heads: self.self_attn.num_heads,
+            kv_heads: self.self_attn.num_kv_heads,
+            eps: step.eps,
+            cos: &step.cos,
+            sin: &step.sin,
+        };
+        Ok(Some(fused::decoder_layer(x, &spec)?))
     }
 }
 
