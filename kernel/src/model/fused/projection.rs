@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{gemm, gemm_strided, slice_of, swiglu, tensor, with_slice, Float, Operand, Threads, Trans};
+use super::{gemm, gemm_new, gemm_strided, gemm_to, slice_of, swiglu, tensor, with_slice, Float, Operand, Threads, Trans};
 use crate::model::grad_ops::{rms_rows, rms_rows_backward};
 
 /// What the op applies to its input before the projections.
@@ -211,13 +211,36 @@ impl Project {
     /// `y` `[m, width]`.
     pub(super) fn forward<T: Float>(&self, x: &[T], pack: Option<&[T]>, residual: Option<&[T]>, m: usize) -> candle_core::Result<Vec<T>> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
-        let mut y = vec![T::zero(); m * width];
+        // Each part's product writes its columns of `y` without them being zeroed first.
+        let mut y: Vec<T> = Vec::with_capacity(m * width);
         for p in &self.parts {
-            let c = &mut y[p.column..];
             with_slice::<T, _>(&p.weight, |w| {
-                gemm_strided(m, p.out, k, Operand::packed(&z, k, Trans::No), Operand::packed(w, k, Trans::Yes), c, width, false, T::one(), Threads::All);
+                // SAFETY: `y` has capacity `m·width`; the part writes (and does not read) its
+                // `out` columns from `column`, inside that extent.
+                unsafe {
+                    let c = y.as_mut_ptr().add(p.column);
+                    gemm_to(
+                        m,
+                        p.out,
+                        k,
+                        Operand::packed(&z, k, Trans::No),
+                        Operand::packed(w, k, Trans::Yes),
+                        c,
+                        m * width - p.column,
+                        width,
+                        false,
+                        T::one(),
+                        Threads::All,
+                    );
+                }
                 Ok(())
             })?;
+        }
+        // SAFETY: the parts' columns tile `[0, width)` (`column` runs over their `out`s,
+        // see `new`), so every element was written above.
+        unsafe { y.set_len(m * width) };
+        for p in &self.parts {
+            let c = &mut y[p.column..];
             if let (Some(l), Some(pack)) = (p.lora, pack) {
                 let (a, b) = l.weights(pack, k, p.out);
                 let mut za = vec![T::zero(); m * l.rank];
@@ -260,13 +283,18 @@ impl Project {
     /// `(dx, d(joined LoRA weights))` for upstream `dy` `[m, width]`.
     pub(super) fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
-        let mut dz = vec![T::zero(); m * k];
+        let mut dz: Vec<T> = Vec::new();
         let mut dpack = pack.map(|p| vec![T::zero(); p.len()]);
         for (i, p) in self.parts.iter().enumerate() {
             let dy_p = Operand { data: &dy[p.column..], ld: width, trans: Trans::No };
-            // dZ += dYₚ · W
+            // dZ = dY₀ · W₀, then dZ += dYₚ · Wₚ
             with_slice::<T, _>(&p.weight, |w| {
-                gemm_strided(m, k, p.out, dy_p, Operand::packed(w, k, Trans::No), &mut dz, k, i > 0, T::one(), Threads::All);
+                let w = Operand::packed(w, k, Trans::No);
+                if i == 0 {
+                    dz = gemm_new(m, k, p.out, dy_p, w, T::one(), Threads::All);
+                } else {
+                    gemm_strided(m, k, p.out, dy_p, w, &mut dz, k, true, T::one(), Threads::All);
+                }
                 Ok(())
             })?;
             if let (Some(l), Some(pack), Some(dpack)) = (p.lora, pack, dpack.as_mut()) {
