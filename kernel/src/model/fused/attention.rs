@@ -46,7 +46,7 @@ impl CausalAttention {
     /// heads and rotary tables fit.
     pub(super) fn new(b: usize, t: usize, width: usize, heads: usize, kv_heads: usize, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Self> {
         let per_head = heads + 2 * kv_heads;
-        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || width % per_head != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || !width.is_multiple_of(per_head) {
             candle_core::bail!("causal_attention: {heads} heads and {kv_heads} key/value heads do not fit width {width}");
         }
         let d = width / per_head;
@@ -201,7 +201,7 @@ fn forward_group<T: Float>(qkv: &[T], dm: Dims, g: usize, cos: &[f64], sin: &[f6
                 let visible = i0 + ri + 1;
                 let max = row[..visible].iter().copied().fold(T::neg_infinity(), num_traits::Float::max);
                 for x in &mut row[..visible] {
-                    *x = *x - max;
+                    *x -= max;
                 }
                 T::exp_in_place(&mut row[..visible]);
                 let sum = row[..visible].iter().fold(T::zero(), |a, &x| a + x);
@@ -244,7 +244,7 @@ fn backward_group<T: Float>(qkv: &[T], o: &[T], dout: &[T], lse: &[f64], dm: Dim
                 let visible = i0 + ri + 1;
                 let l = T::from(lse[i0 + ri]).unwrap_or_else(T::zero);
                 for x in &mut row[..visible] {
-                    *x = *x - l;
+                    *x -= l;
                 }
                 T::exp_in_place(&mut row[..visible]);
                 row[visible..].fill(T::zero());

@@ -186,7 +186,7 @@ impl DecoderLayer {
 fn add_into<T: Float>(acc: &mut [T], other: &[T]) {
     acc.par_chunks_mut(1 << 14).zip(other.par_chunks(1 << 14)).for_each(|(a, o)| {
         for (a, &o) in a.iter_mut().zip(o) {
-            *a = *a + o;
+            *a += o;
         }
     });
 }

@@ -48,7 +48,7 @@ fn forward<T: Float>(x: &[T], w: &[T], targets: &[u32], h: usize, vocab: usize) 
             let max = row.iter().copied().fold(T::neg_infinity(), num_traits::Float::max);
             let shifted_target = row[t as usize] - max;
             for x in row.iter_mut() {
-                *x = *x - max;
+                *x -= max;
             }
             T::exp_in_place(row);
             let sum = row.iter().fold(T::zero(), |a, &x| a + x);
