@@ -1,6 +1,6 @@
 //! Fused training ops: each decoder block piece (LoRA projection, causal attention with
 //! rotary embedding, SwiGLU, output head + cross-entropy) as one candle custom op with a
-//! hand-written backward pass.
+//! hand-written backward pass, and a whole decoder layer as one op built from them.
 //!
 //! Why: composed from candle primitives, every intermediate tensor stays alive until the
 //! backward pass ends (a LoRA projection kept four output-sized tensors, attention four
