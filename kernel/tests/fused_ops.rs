@@ -269,7 +269,12 @@ impl TinyLayer {
     }
 
     fn fused(&self, t: &[Tensor], cos: &Tensor, sin: &Tensor) -> Tensor {
-        let [q, k, v, o, gate, up, down] = self.parts(t);
+        self.layer(&t[0], self.parts(t), cos, sin)
+    }
+
+    /// [`fused::decoder_layer`] of `x` with these projections.
+    fn layer(&self, x: &Tensor, parts: [fused::Part<'_>; 7], cos: &Tensor, sin: &Tensor) -> Tensor {
+        let [q, k, v, o, gate, up, down] = parts;
         let spec = fused::LayerSpec {
             input_norm: &self.norms[0],
             qkv: [q, k, v],
@@ -283,7 +288,7 @@ impl TinyLayer {
             cos,
             sin,
         };
-        fused::decoder_layer(&t[0], &spec).unwrap()
+        fused::decoder_layer(x, &spec).unwrap()
     }
 
     /// The same layer as the chain of fused ops it replaces.
@@ -339,22 +344,8 @@ fn decoder_layer_without_lora_passes_the_input_gradient() {
     let (cos, sin) = tables.range(0, t).unwrap();
     let layer = TinyLayer::new();
     let frozen = |x: &[Tensor]| {
-        let w = &layer.weights;
-        let part = |i: usize| fused::Part { weight: &w[i], bias: None, lora: None };
-        let spec = fused::LayerSpec {
-            input_norm: &layer.norms[0],
-            qkv: [part(0), part(1), part(2)],
-            o: part(3),
-            post_norm: &layer.norms[1],
-            gate_up: [part(4), part(5)],
-            down: part(6),
-            heads: 2,
-            kv_heads: 1,
-            eps: 1e-5,
-            cos: &cos,
-            sin: &sin,
-        };
-        fused::decoder_layer(&x[0], &spec).unwrap()
+        let parts = std::array::from_fn(|i| fused::Part { weight: &layer.weights[i], bias: None, lora: None });
+        layer.layer(&x[0], parts, &cos, &sin)
     };
     finite_differences("decoder_layer (no LoRA)", &[randn(&[1, t, 8], 50)], 0, frozen);
 }

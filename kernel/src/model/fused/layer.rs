@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::attention::CausalAttention;
 use super::projection::{lora_pack, Project};
-use super::{slice_of, tensor, with_slice, Float, Input, Part};
+use super::{slice_grads, slice_of, Float, Input, Part, SliceBackward};
 
 /// The pieces of one decoder layer, as [`decoder_layer`] reads them.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +126,24 @@ impl DecoderLayer {
         Ok(y)
     }
 
+    fn cpu_forward(&self, x: (&CpuStorage, &Layout), pack: Option<(&CpuStorage, &Layout)>) -> candle_core::Result<(CpuStorage, Shape)> {
+        let m = x.1.dims().first().copied().unwrap_or(0);
+        fn run<T: Float>(op: &DecoderLayer, x: (&CpuStorage, &Layout), pack: Option<(&CpuStorage, &Layout)>, m: usize) -> candle_core::Result<Vec<T>> {
+            let pack = pack.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
+            op.forward(slice_of::<T>(x.0, x.1)?, pack, m)
+        }
+        let y = match x.0 {
+            CpuStorage::F32(_) => CpuStorage::F32(run::<f32>(self, x, pack, m)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run::<f64>(self, x, pack, m)?),
+            _ => candle_core::bail!("decoder_layer supports f32 and f64"),
+        };
+        Ok((y, Shape::from((m, self.hidden))))
+    }
+}
+
+impl SliceBackward for DecoderLayer {
+    const NAME: &'static str = "decoder_layer";
+
     /// `(dx, d(joined LoRA weights))` for upstream `dy` `[m, hidden]`.
     fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -143,42 +161,6 @@ impl DecoderLayer {
         add_into(&mut dx, &dh);
         let dpack = pack.map(|_| [d_qkv, d_o, d_gate_up, d_down].into_iter().flatten().flatten().collect());
         Ok((dx, dpack))
-    }
-
-    fn cpu_forward(&self, x: (&CpuStorage, &Layout), pack: Option<(&CpuStorage, &Layout)>) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = x.1.dims().first().copied().unwrap_or(0);
-        fn run<T: Float>(op: &DecoderLayer, x: (&CpuStorage, &Layout), pack: Option<(&CpuStorage, &Layout)>, m: usize) -> candle_core::Result<Vec<T>> {
-            let pack = pack.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
-            op.forward(slice_of::<T>(x.0, x.1)?, pack, m)
-        }
-        let y = match x.0 {
-            CpuStorage::F32(_) => CpuStorage::F32(run::<f32>(self, x, pack, m)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run::<f64>(self, x, pack, m)?),
-            _ => candle_core::bail!("decoder_layer supports f32 and f64"),
-        };
-        Ok((y, Shape::from((m, self.hidden))))
-    }
-
-    fn grads(&self, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        fn run<T: Float>(op: &DecoderLayer, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-            let m = x.dim(0)?;
-            let (dx, dpack) = with_slice::<T, _>(x, |xs| {
-                with_slice::<T, _>(dy, |dys| match pack {
-                    Some(p) => with_slice::<T, _>(p, |ps| op.backward(xs, Some(ps), dys, m)),
-                    None => op.backward(xs, None, dys, m),
-                })
-            })?;
-            let dpack = match (dpack, pack) {
-                (Some(d), Some(p)) => Some(tensor(d, p.dims())?),
-                _ => None,
-            };
-            Ok((tensor(dx, x.dims())?, dpack))
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => run::<f32>(self, x, pack, dy),
-            candle_core::DType::F64 => run::<f64>(self, x, pack, dy),
-            dt => candle_core::bail!("decoder_layer supports f32 and f64, got {dt:?}"),
-        }
     }
 }
 
@@ -201,7 +183,7 @@ impl CustomOp1 for DecoderLayer {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(self.grads(x, None, dy)?.0))
+        Ok(Some(slice_grads(self, x, None, dy)?.0))
     }
 }
 
@@ -216,7 +198,7 @@ impl CustomOp2 for DecoderLayer {
     }
 
     fn bwd(&self, x: &Tensor, pack: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dpack) = self.grads(x, Some(pack), dy)?;
+        let (dx, dpack) = slice_grads(self, x, Some(pack), dy)?;
         Ok((Some(dx), dpack))
     }
 }

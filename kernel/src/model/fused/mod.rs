@@ -75,6 +75,40 @@ pub(crate) fn with_slice<T: Float, R>(t: &Tensor, f: impl FnOnce(&[T]) -> candle
     }
 }
 
+/// An op whose backward pass runs on the elements of its input `x` `[m, ·]`, its joined LoRA
+/// weights (if any) and the upstream gradient.
+pub(crate) trait SliceBackward {
+    /// The op's name in error messages.
+    const NAME: &'static str;
+
+    /// `(dx, d(joined LoRA weights))`.
+    fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)>;
+}
+
+/// [`SliceBackward::backward`] on tensors (f32 or f64): the gradients shaped like `x` and
+/// `pack`.
+pub(crate) fn slice_grads<O: SliceBackward>(op: &O, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    fn run<T: Float, O: SliceBackward>(op: &O, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let m = x.dim(0)?;
+        let (dx, dpack) = with_slice::<T, _>(x, |xs| {
+            with_slice::<T, _>(dy, |dys| match pack {
+                Some(p) => with_slice::<T, _>(p, |ps| op.backward(xs, Some(ps), dys, m)),
+                None => op.backward(xs, None, dys, m),
+            })
+        })?;
+        let dpack = match (dpack, pack) {
+            (Some(d), Some(p)) => Some(tensor(d, p.dims())?),
+            _ => None,
+        };
+        Ok((tensor(dx, x.dims())?, dpack))
+    }
+    match x.dtype() {
+        DType::F32 => run::<f32, O>(op, x, pack, dy),
+        DType::F64 => run::<f64, O>(op, x, pack, dy),
+        dt => candle_core::bail!("{} supports f32 and f64, got {dt:?}", O::NAME),
+    }
+}
+
 /// A tensor on the CPU from a vector of `T` in row-major order.
 pub(crate) fn tensor<T: Float>(data: Vec<T>, shape: &[usize]) -> candle_core::Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)

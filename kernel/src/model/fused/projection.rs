@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{gemm, gemm_new, gemm_strided, gemm_to, slice_of, swiglu, tensor, with_slice, Float, Operand, Threads, Trans};
+use super::{gemm, gemm_new, gemm_strided, gemm_to, slice_grads, slice_of, swiglu, with_slice, Float, Operand, SliceBackward, Threads, Trans};
 use crate::model::grad_ops::{rms_rows, rms_rows_backward};
 
 /// What the op applies to its input before the projections.
@@ -280,8 +280,45 @@ impl Project {
         Ok(y)
     }
 
+    /// Forward on CPU storage, dispatching on the element type.
+    fn cpu_forward(
+        &self,
+        x: (&CpuStorage, &Layout),
+        pack: Option<(&CpuStorage, &Layout)>,
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let m = x.1.dims().first().copied().unwrap_or(0);
+        fn run<T: Float>(
+            op: &Project,
+            x: (&CpuStorage, &Layout),
+            pack: Option<(&CpuStorage, &Layout)>,
+            residual: Option<(&CpuStorage, &Layout)>,
+            m: usize,
+        ) -> candle_core::Result<Vec<T>> {
+            let pack = pack.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
+            let residual = residual.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
+            op.forward(slice_of::<T>(x.0, x.1)?, pack, residual, m)
+        }
+        let y = match x.0 {
+            CpuStorage::F32(_) => CpuStorage::F32(run::<f32>(self, x, pack, residual, m)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run::<f64>(self, x, pack, residual, m)?),
+            _ => candle_core::bail!("project supports f32 and f64"),
+        };
+        Ok((y, Shape::from((m, self.width))))
+    }
+
+    /// Gradients `(dx, d(joined LoRA weights), d(residual))`.
+    fn grads(&self, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dpack) = slice_grads(self, x, pack, dy)?;
+        Ok((dx, dpack, self.has_residual.then(|| dy.clone())))
+    }
+}
+
+impl SliceBackward for Project {
+    const NAME: &'static str = "project";
+
     /// `(dx, d(joined LoRA weights))` for upstream `dy` `[m, width]`.
-    pub(super) fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
+    fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
         let mut dz: Vec<T> = Vec::new();
         let mut dpack = pack.map(|p| vec![T::zero(); p.len()]);
@@ -319,57 +356,6 @@ impl Project {
             InputOp::SwiGlu => swiglu::backward_joined(x, &dz, k),
         };
         Ok((dx, dpack))
-    }
-
-    /// Forward on CPU storage, dispatching on the element type.
-    fn cpu_forward(
-        &self,
-        x: (&CpuStorage, &Layout),
-        pack: Option<(&CpuStorage, &Layout)>,
-        residual: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = x.1.dims().first().copied().unwrap_or(0);
-        fn run<T: Float>(
-            op: &Project,
-            x: (&CpuStorage, &Layout),
-            pack: Option<(&CpuStorage, &Layout)>,
-            residual: Option<(&CpuStorage, &Layout)>,
-            m: usize,
-        ) -> candle_core::Result<Vec<T>> {
-            let pack = pack.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
-            let residual = residual.map(|(s, l)| slice_of::<T>(s, l)).transpose()?;
-            op.forward(slice_of::<T>(x.0, x.1)?, pack, residual, m)
-        }
-        let y = match x.0 {
-            CpuStorage::F32(_) => CpuStorage::F32(run::<f32>(self, x, pack, residual, m)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run::<f64>(self, x, pack, residual, m)?),
-            _ => candle_core::bail!("project supports f32 and f64"),
-        };
-        Ok((y, Shape::from((m, self.width))))
-    }
-
-    /// Gradients `(dx, d(joined LoRA weights), d(residual))`.
-    fn grads(&self, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Float>(op: &Project, x: &Tensor, pack: Option<&Tensor>, dy: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-            let m = x.dim(0)?;
-            let (dx, dpack) = with_slice::<T, _>(x, |xs| {
-                with_slice::<T, _>(dy, |dys| match pack {
-                    Some(p) => with_slice::<T, _>(p, |ps| op.backward(xs, Some(ps), dys, m)),
-                    None => op.backward(xs, None, dys, m),
-                })
-            })?;
-            let dpack = match (dpack, pack) {
-                (Some(d), Some(p)) => Some(tensor(d, p.dims())?),
-                _ => None,
-            };
-            Ok((tensor(dx, x.dims())?, dpack))
-        }
-        let (dx, dpack) = match x.dtype() {
-            candle_core::DType::F32 => run::<f32>(self, x, pack, dy)?,
-            candle_core::DType::F64 => run::<f64>(self, x, pack, dy)?,
-            dt => candle_core::bail!("project supports f32 and f64, got {dt:?}"),
-        };
-        Ok((dx, dpack, self.has_residual.then(|| dy.clone())))
     }
 }
 
