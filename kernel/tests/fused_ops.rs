@@ -222,6 +222,12 @@ fn projection_of_swiglu_with_residual_equals_composed_ops() {
     let plain = [randn(&[3, 7], 6), randn(&[3, 4], 7)];
     let frozen_only = |t: &[Tensor]| fused::project(&t[0], fused::Input::Plain, &[fused::Part { weight: &w, bias: None, lora: None }], Some(&t[1])).unwrap();
     compare("project (plain, residual)", &plain, frozen_only, |t| (&t[1] + composed_part(&t[0], &w, None, None)).unwrap(), 1e-10);
+    // Without parts the output is empty and the input's gradient zero.
+    let x = Var::from_tensor(&plain[0]).unwrap();
+    let y = fused::project(x.as_tensor(), fused::Input::Plain, &[], None).unwrap();
+    assert_eq!(y.dims(), [3, 0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(max_diff(g.get(x.as_tensor()).expect("a gradient for the input"), &plain[0].zeros_like().unwrap()), 0.0);
     // Shapes that do not fit are errors, not panics.
     assert!(fused::project(&plain[0], fused::Input::SwiGlu, &[fused::Part { weight: &w, bias: None, lora: None }], None).is_err());
     assert!(fused::project(&plain[0], fused::Input::Plain, &[fused::Part { weight: &w, bias: None, lora: None }], Some(&plain[0])).is_err());

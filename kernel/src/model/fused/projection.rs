@@ -320,7 +320,8 @@ impl SliceBackward for Project {
     /// `(dx, d(joined LoRA weights))` for upstream `dy` `[m, width]`.
     fn backward<T: Float>(&self, x: &[T], pack: Option<&[T]>, dy: &[T], m: usize) -> candle_core::Result<(Vec<T>, Option<Vec<T>>)> {
         let (z, k, width) = (self.transformed(x)?, self.k, self.width);
-        let mut dz: Vec<T> = Vec::new();
+        // Written by the first part's product (zeros when there are no parts).
+        let mut dz: Vec<T> = if self.parts.is_empty() { vec![T::zero(); m * k] } else { Vec::new() };
         let mut dpack = pack.map(|p| vec![T::zero(); p.len()]);
         for (i, p) in self.parts.iter().enumerate() {
             let dy_p = Operand { data: &dy[p.column..], ld: width, trans: Trans::No };
