@@ -11,8 +11,6 @@
 //! result does not depend on how many rows share the product: batched decoding equals one
 //! sequence at a time on a given machine.
 
-use rayon::prelude::*;
-
 use super::fused::SendPtr;
 use super::packed::PackedRows;
 
@@ -241,7 +239,8 @@ pub(super) fn tiled_many(m: usize, products: &[(usize, Option<LowRank<'_>>)], fi
     let mut ys: Vec<Vec<f32>> = products.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
     let outs: Vec<SendPtr<f32>> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
     let tasks: Vec<(usize, usize)> = products.iter().enumerate().flat_map(|(p, &(n, _))| (0..n.div_ceil(ROWS_PER_TASK)).map(move |t| (p, t))).collect();
-    tasks.into_par_iter().for_each(|(p, task)| {
+    super::team::for_each(tasks.len(), |t| {
+        let (p, task) = tasks[t];
         let (n, low_rank) = products[p];
         let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(n));
         // The task's columns, [m, hi - lo], then copied row by row: writing y directly would

@@ -343,12 +343,13 @@ impl Linear {
         Some(fused::Part { weight: &self.weight, bias: self.bias.as_ref(), lora })
     }
 
-    /// Whether prompt passes multiply this projection row by row (block weights through the
-    /// few-rows kernels, whatever the number of rows), so a row's result does not depend
-    /// on which other rows share the pass. The f32 weight's product does not qualify: past
-    /// the few-rows kernel's rows it is a blocked GEMM.
-    pub(crate) fn prompt_rows_independent(&self) -> bool {
-        self.block_product(OpMode::Prompt).is_some_and(|p| block_route(&[p]))
+    /// Whether passes of kind `mode` multiply this projection by the few-rows kernels over
+    /// block weights. For prompt passes that means row by row, whatever the number of rows,
+    /// so a row's result does not depend on which other rows share the pass (the f32
+    /// weight's product does not qualify: past the few-rows kernel's rows it is a blocked
+    /// GEMM); for decoding passes, that every parallel loop runs on the step's spinning team.
+    pub(crate) fn multiplies_by_blocks(&self, mode: OpMode) -> bool {
+        self.block_product(mode).is_some_and(|p| block_route(&[p]))
     }
 
     /// This projection as a block product for a pass of kind `mode` (its integer blocks, else

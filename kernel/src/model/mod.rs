@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod ops;
 mod packed;
 pub mod portable;
+mod team;
 mod tokenizer;
 mod transformer;
 mod weights;

@@ -9,14 +9,12 @@
 //! cache, and a finished sequence's slot can take a new prompt in the next step.
 
 use candle_core::{DType, Tensor};
-use rayon::prelude::*;
 
 use super::attend::{attend, HeadGroup};
 use super::{DecoderLayer, Transformer};
 use crate::error::{Error, Result};
-use crate::model::fused;
 use crate::model::ops::{self, OpMode};
-use crate::model::Linear;
+use crate::model::{fused, team, Linear};
 
 /// One sequence's rotated keys and values for every layer, stored head by head
 /// (`[kv_heads, capacity, head_dim]` per layer) with room for a fixed number of positions.
@@ -108,7 +106,13 @@ impl Transformer {
     /// prompt passes (the file's or integer blocks, see `Linear`). Everything else in a step
     /// (norms, attention over a row's own sequence, activations) already works row by row.
     pub fn prefills_rows_independently(&self) -> bool {
-        self.layers.iter().all(|l| l.projections().into_iter().all(Linear::prompt_rows_independent)) && self.lm_head.prompt_rows_independent()
+        self.all_multiply_by_blocks(OpMode::Prompt)
+    }
+
+    /// Whether every projection and the output head multiply by the few-rows kernels over
+    /// block weights in passes of kind `mode`.
+    fn all_multiply_by_blocks(&self, mode: OpMode) -> bool {
+        self.layers.iter().all(|l| l.projections().into_iter().all(|p| p.multiplies_by_blocks(mode))) && self.lm_head.multiplies_by_blocks(mode)
     }
 
     /// An empty cache for one sequence of at most `capacity` positions.
@@ -147,7 +151,14 @@ impl Transformer {
     /// each sequence's last row, `[sequences, vocab]`. Only a step of one row per sequence
     /// reads quantized decoding weights; a step that prefills reads the f32 weights.
     pub fn step_sequences(&self, tokens: &[u32], seq: &[usize], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
-        fused::on_pool(|| self.step_sequences_on_pool(tokens, seq, caches))
+        // A decoding step whose products all run the few-rows kernels over blocks (every
+        // parallel loop of the step a `team::for_each`) keeps the pool's threads spinning
+        // between its ~120 short loops.
+        if tokens.len() == caches.len() && self.all_multiply_by_blocks(OpMode::Inference) {
+            team::with_spinning_team(|| self.step_sequences_on_pool(tokens, seq, caches))
+        } else {
+            fused::on_pool(|| self.step_sequences_on_pool(tokens, seq, caches))
+        }
     }
 
     /// [`Transformer::step_sequences`], run by a thread of rayon's pool.
@@ -219,27 +230,27 @@ impl Transformer {
         let [q, k, v] = Linear::forward_joined([&a.q_proj, &a.k_proj, &a.v_proj], &normed, rows.mode)?;
         let (q, k, v) = (values(q)?, values(k)?, values(v)?);
         let (qw, kw) = (hd.heads * hd.dim, hd.kv_heads * hd.dim);
-        // Keys and values first, one sequence per task; then every row reads its sequence.
-        caches.par_iter_mut().enumerate().for_each(|(s, cache)| {
+        // Keys and values first, written in order (a few hundred values per row); then every
+        // row reads its sequence.
+        for (r, &s) in rows.seq.iter().enumerate() {
+            let cache = &mut caches[s];
             let cap = cache.capacity;
             let kv = &mut cache.layers[l];
-            for r in (0..rows.seq.len()).filter(|&r| rows.seq[r] == s) {
-                let mut key = k[r * kw..(r + 1) * kw].to_vec();
-                key.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
-                for g in 0..hd.kv_heads {
-                    let at = (g * cap + rows.positions[r]) * hd.dim;
-                    kv.k[at..at + hd.dim].copy_from_slice(&key[g * hd.dim..(g + 1) * hd.dim]);
-                    kv.v[at..at + hd.dim].copy_from_slice(&v[r * kw + g * hd.dim..r * kw + (g + 1) * hd.dim]);
-                }
+            let mut key = k[r * kw..(r + 1) * kw].to_vec();
+            key.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
+            for g in 0..hd.kv_heads {
+                let at = (g * cap + rows.positions[r]) * hd.dim;
+                kv.k[at..at + hd.dim].copy_from_slice(&key[g * hd.dim..(g + 1) * hd.dim]);
+                kv.v[at..at + hd.dim].copy_from_slice(&v[r * kw + g * hd.dim..r * kw + (g + 1) * hd.dim]);
             }
-        });
+        }
         let caches: &[&mut SequenceCache] = caches;
         // One task per row and key/value head (the query heads sharing it), so a single
         // sequence's step also spreads over the threads; each head's arithmetic is the same
         // whatever the split.
         let group = qw / hd.kv_heads;
         let mut out = vec![0f32; rows.seq.len() * qw];
-        out.par_chunks_mut(group).enumerate().for_each(|(unit, out)| {
+        team::for_each_chunk_mut(&mut out, group, |unit, out| {
             let (r, g) = (unit / hd.kv_heads, unit % hd.kv_heads);
             let mut query = q[r * qw + g * group..r * qw + (g + 1) * group].to_vec();
             query.chunks_exact_mut(hd.dim).for_each(|h| rotary.apply(h, r));
