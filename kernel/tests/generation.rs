@@ -171,17 +171,18 @@ fn bf16_decoding_stays_close_to_f32() {
 /// computes: prompt and decoding passes both take them.
 #[test]
 fn int8_dot_decoding_stays_close_to_f32() {
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{Device, Tensor};
     use tunelab::DecodeWeights;
     let model = Model::load(common::smollm_path()).unwrap();
     let int8 = model.transformer.int8_for_decoding().unwrap();
     stays_close_to_f32(&model, &int8, "int8-dot", 90);
 
     // An adapter stays f32 beside the integer blocks: it moves the logits as it moves the
-    // exact path's, up to the rounding's own noise (about 1 logit here, so a strong adapter).
+    // exact path's, up to the rounding's own noise (about 1 logit here, so a strong adapter:
+    // random B on every projection, moving the logits by tens).
     let adapter = AdapterSet::new(&model.transformer, LoraConfig::default(), 7).unwrap();
     for l in adapter.layers().values() {
-        l.b.set(&(Tensor::ones(l.b.dims(), DType::F32, &Device::Cpu).unwrap() * 0.05).unwrap()).unwrap();
+        l.b.set(&Tensor::randn(0f32, 0.5, l.b.dims(), &Device::Cpu).unwrap()).unwrap();
     }
     let ids = model.tokenizer.encode_with_bos(&model.template.render_prompt(None, "List three fruits.").unwrap()).unwrap();
     let last = |t: &tunelab::Transformer| t.prefill(&ids, ids.len()).unwrap().1;
@@ -190,7 +191,7 @@ fn int8_dot_decoding_stays_close_to_f32() {
     let int8_move = (last(&DecodeWeights::Int8Dot.prepare(&model.transformer, Some(&adapter)).unwrap()) - last(&int8)).unwrap();
     let (moved, off) = (max_abs(exact_move.clone()), max_abs((&exact_move - &int8_move).unwrap()));
     eprintln!("with an adapter: it moves f32 logits by up to {moved:.3}; int8-dot's move differs by up to {off:.3}");
-    assert!(moved > 2.0 && off < 0.5 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
+    assert!(moved > 10.0 && off < 0.2 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
 }
 
 /// Prompts prefilled together in one step (as continuous batching admits them) get exactly
