@@ -84,8 +84,9 @@ fn load(model: &std::path::Path, adapter: Option<&std::path::Path>, weights: Dec
     Ok((m, decoding))
 }
 
-/// llama.cpp's single-stream figures, or `None` (with a note) when it cannot run.
-fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usize) -> anyhow::Result<Option<Value>> {
+/// llama.cpp's single-stream figures, or `None` (with a note) when it cannot run; with
+/// `lora`, llama.cpp generates with that GGUF LoRA adapter applied.
+fn llamacpp(refs: Option<&References>, model: &Path, max_tokens: usize, lora: Option<&Path>) -> anyhow::Result<Option<Value>> {
     let Some(r) = refs else { return Ok(None) };
     let model = tunelab::model::resolve_model_path(model)?;
     let missing = r.missing_modules(&["llama_cpp"])?;
@@ -93,9 +94,34 @@ fn llamacpp(refs: Option<&References>, model: &std::path::Path, max_tokens: usiz
         eprintln!("{}", r.missing_message(&["llama-cpp-python".to_string()]));
         return Ok(None);
     }
-    let v = r.run("llamacpp_generate_reference.py", &[model.display().to_string(), "--max-tokens".into(), max_tokens.to_string()])?;
+    let args = [model.display().to_string(), "--max-tokens".into(), max_tokens.to_string()];
+    let v = match lora {
+        Some(lora) => r.run_with_lora("llamacpp_generate_reference.py", &args, lora)?,
+        None => r.run("llamacpp_generate_reference.py", &args)?,
+    };
     println!("{v}");
     Ok(Some(v))
+}
+
+/// A GGUF LoRA file written for the reference run, removed when dropped.
+struct TempLora(PathBuf);
+
+impl TempLora {
+    /// Writes `adapter` for `model` in llama.cpp's GGUF LoRA layout (as `tunelab export
+    /// gguf-lora` does) to a file in the temporary directory.
+    fn write(adapter: &Path, model: &Model) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("tunelab-bench-lora-{}.gguf", std::process::id()));
+        let set = AdapterSet::load_for(adapter, model)?;
+        let file = Self(path);
+        set.write_gguf_lora(model.config(), &file.0).with_context(|| format!("writing {} for the llama.cpp reference", file.0.display()))?;
+        Ok(file)
+    }
+}
+
+impl Drop for TempLora {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs `tunelab bench generate`.
@@ -141,7 +167,17 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
     });
     println!("{ours}");
 
-    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
+    // With an adapter, llama.cpp runs with the same adapter (the like-for-like ratio) and
+    // without it (what the adapter costs each).
+    let lora = match (&refs, &a.adapter) {
+        (Some(_), Some(dir)) => Some(TempLora::write(dir, &model)?),
+        _ => None,
+    };
+    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens, lora.as_ref().map(|l| l.0.as_path()))?;
+    let theirs_base = match lora {
+        Some(_) => llamacpp(refs.as_ref(), &a.model, a.max_tokens, None)?,
+        None => None,
+    };
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
         format!(
@@ -156,16 +192,26 @@ pub fn run_generate(a: GenerateBenchArgs) -> anyhow::Result<()> {
         Some(p) => format!("{} + {} ({:?} decoding)", a.model.display(), p.display(), a.weights),
         None => format!("{} ({:?} decoding)", a.model.display(), a.weights),
     };
-    let t = |k| theirs.as_ref().and_then(|v| f(v, k));
-    table.row(vec![
-        label,
-        num(f(&ours, "end_to_end_tokens_per_s"), 1),
-        num(f(&ours, "peak_rss_mb"), 0),
-        same.map_or_else(|| "all (exact)".to_string(), |n| format!("{n} of {}", PROMPTS.len())),
-        num(t("end_to_end_tokens_per_s"), 1),
-        num(t("peak_rss_mb"), 0),
-        ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s")),
-    ]);
+    let same = same.map_or_else(|| "all (exact)".to_string(), |n| format!("{n} of {}", PROMPTS.len()));
+    let mut row = |label: String, theirs: Option<&Value>| {
+        let t = |k| theirs.and_then(|v| f(v, k));
+        table.row(vec![
+            label,
+            num(f(&ours, "end_to_end_tokens_per_s"), 1),
+            num(f(&ours, "peak_rss_mb"), 0),
+            same.clone(),
+            num(t("end_to_end_tokens_per_s"), 1),
+            num(t("peak_rss_mb"), 0),
+            ratio(f(&ours, "end_to_end_tokens_per_s"), t("end_to_end_tokens_per_s")),
+        ]);
+    };
+    match &theirs_base {
+        Some(base) => {
+            row(format!("{label}, llama.cpp with the same adapter"), theirs.as_ref());
+            row(format!("{label}, llama.cpp without it"), Some(base));
+        }
+        None => row(label, theirs.as_ref()),
+    }
     table.print();
     Ok(())
 }
@@ -233,7 +279,7 @@ pub fn run_eval(a: EvalBenchArgs) -> anyhow::Result<()> {
     });
     println!("{ours}");
 
-    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens)?;
+    let theirs = llamacpp(refs.as_ref(), &a.model, a.max_tokens, None)?;
     let f = |v: &Value, k: &str| v[k].as_f64();
     let mut table = Table::new(
         format!(

@@ -10,11 +10,26 @@ use serde_json::Value;
 
 use super::ReferenceArgs;
 
-/// Runs `script` under the wrapper that appends `peak_rss_mb` to its JSON line.
+/// The environment variable through which [`References::run_with_lora`] hands the wrapper
+/// a GGUF LoRA file.
+const LORA_ENV: &str = "TUNELAB_REFERENCE_LLAMA_LORA";
+
+/// Runs `script` under the wrapper that appends `peak_rss_mb` to its JSON line. With
+/// `TUNELAB_REFERENCE_LLAMA_LORA` set, every `llama_cpp.Llama` the script creates loads that
+/// GGUF LoRA file (`lora_path`), so the unchanged reference script measures llama.cpp with
+/// the same adapter; llama-cpp-python raises when the file does not load.
 const RSS_WRAPPER: &str = r#"
-import json, resource, runpy, sys, io, contextlib
+import json, os, resource, runpy, sys, io, contextlib
 script, args = sys.argv[1], sys.argv[2:]
 sys.argv = [script] + args
+lora = os.environ.get("TUNELAB_REFERENCE_LLAMA_LORA")
+if lora:
+    import llama_cpp
+    class _LlamaWithLora(llama_cpp.Llama):
+        def __init__(self, *a, **k):
+            k["lora_path"] = lora
+            super().__init__(*a, **k)
+    llama_cpp.Llama = _LlamaWithLora
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     runpy.run_path(script, run_name="__main__")
@@ -72,10 +87,30 @@ impl References {
 
     /// Runs reference script `name` with `args` and returns its JSON line (with peak RSS).
     pub fn run(&self, name: &str, args: &[String]) -> anyhow::Result<Value> {
+        self.run_script(name, args, None)
+    }
+
+    /// Runs llama.cpp reference script `name` with every model it loads carrying the GGUF
+    /// LoRA adapter `lora` (as `tunelab export gguf-lora` writes it).
+    pub fn run_with_lora(&self, name: &str, args: &[String], lora: &Path) -> anyhow::Result<Value> {
+        self.run_script(name, args, Some(lora))
+    }
+
+    fn run_script(&self, name: &str, args: &[String], lora: Option<&Path>) -> anyhow::Result<Value> {
         let script = self.dir.join(name);
         let mut cmd = Command::new(&self.python);
         cmd.arg("-c").arg(RSS_WRAPPER).arg(&script).args(args);
-        last_json_line(cmd, &script.display().to_string())
+        let what = match lora {
+            Some(lora) => {
+                cmd.env(LORA_ENV, lora);
+                format!("{} with LoRA {}", script.display(), lora.display())
+            }
+            None => {
+                cmd.env_remove(LORA_ENV);
+                script.display().to_string()
+            }
+        };
+        last_json_line(cmd, &what)
     }
 
     /// The message for modules the reference needs but Python lacks.
