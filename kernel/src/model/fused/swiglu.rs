@@ -50,7 +50,11 @@ fn silu_mul_grad_into<T: Float>(g: &[T], u: &[T], dy: &[T], dg: &mut [T], du: &m
 
 fn forward<T: Float>(g: &[T], u: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.len()];
-    out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| silu_mul_into(g, u, o));
+    // A decoding step's rows run on its spinning team (a rayon loop elsewhere).
+    crate::model::team::for_each_chunk_mut(&mut out, CHUNK, |i, o| {
+        let at = i * CHUNK..i * CHUNK + o.len();
+        silu_mul_into(&g[at.clone()], &u[at], o)
+    });
     out
 }
 

@@ -151,10 +151,10 @@ impl Transformer {
     /// each sequence's last row, `[sequences, vocab]`. Only a step of one row per sequence
     /// reads quantized decoding weights; a step that prefills reads the f32 weights.
     pub fn step_sequences(&self, tokens: &[u32], seq: &[usize], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
-        // A decoding step whose products all run the few-rows kernels over blocks (every
-        // parallel loop of the step a `team::for_each`) keeps the pool's threads spinning
-        // between its ~120 short loops.
-        if tokens.len() == caches.len() && self.all_multiply_by_blocks(OpMode::Inference) {
+        // A step whose products all run the few-rows kernels over blocks (every parallel
+        // loop of the step a `team::for_each`) keeps the pool's threads spinning between its
+        // ~120 short loops (a decoding step's are tens of microseconds each).
+        if self.all_multiply_by_blocks(Self::step_mode(tokens.len(), caches.len())) {
             team::with_spinning_team(|| self.step_sequences_on_pool(tokens, seq, caches))
         } else {
             fused::on_pool(|| self.step_sequences_on_pool(tokens, seq, caches))
@@ -196,8 +196,7 @@ impl Transformer {
         let table = |t: Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
         let rotary = Rotary { cos: &table(cos)?, sin: &table(sin)?, half };
         let eps = self.cfg.rms_norm_eps;
-        // One token per sequence is a decoding pass (quantized weights when there are any).
-        let mode = if tokens.len() == caches.len() { OpMode::Inference } else { OpMode::Prompt };
+        let mode = Self::step_mode(tokens.len(), caches.len());
         let rows = Rows { seq, positions: &positions, mode };
         let mut x = self.embed_tokens.index_select(&Tensor::from_slice(tokens, tokens.len(), &self.device)?, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -212,6 +211,16 @@ impl Transformer {
         let last = Tensor::from_vec(last_row.iter().map(|&r| r as u32).collect::<Vec<_>>(), last_row.len(), &self.device)?;
         let x = ops::rms_norm(&x.index_select(&last, 0)?, &self.norm, eps, mode)?;
         Ok(self.lm_head.forward(&x, mode)?)
+    }
+
+    /// The kind of pass a step of `rows` rows over `sequences` sequences is: one token per
+    /// sequence is a decoding pass (quantized weights when there are any), else a prompt pass.
+    fn step_mode(rows: usize, sequences: usize) -> OpMode {
+        if rows == sequences {
+            OpMode::Inference
+        } else {
+            OpMode::Prompt
+        }
     }
 
     fn heads(&self) -> Heads {
