@@ -153,7 +153,7 @@ pub(crate) fn for_each(tasks: usize, task: impl Fn(usize) + Sync) {
     // SAFETY: `LEADING` points at a team only while `with_spinning_team`'s body runs on
     // this thread, and the team outlives that body.
     let Some(team) = (unsafe { team.as_ref() }) else {
-        (0..tasks).into_par_iter().for_each(|i| task(i));
+        (0..tasks).into_par_iter().for_each(&task);
         return;
     };
     let region = Region { task: &task, tasks, next: AtomicUsize::new(0) };
@@ -229,6 +229,17 @@ mod tests {
         }
     }
 
+    /// Counts the calling task in `arrived` and waits (20 s at most) for a second one;
+    /// whether they met.
+    fn meet(arrived: &AtomicUsize) -> bool {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while arrived.load(Ordering::SeqCst) < 2 && Instant::now() < give_up {
+            std::hint::spin_loop();
+        }
+        arrived.load(Ordering::SeqCst) == 2
+    }
+
     /// The pool's other thread takes tasks: two tasks that each wait for the other to start
     /// finish only when they run at the same time.
     #[test]
@@ -239,12 +250,7 @@ mod tests {
                     let arrived = AtomicUsize::new(0);
                     let met = AtomicUsize::new(0);
                     for_each(2, |_| {
-                        arrived.fetch_add(1, Ordering::SeqCst);
-                        let give_up = Instant::now() + Duration::from_secs(20);
-                        while arrived.load(Ordering::SeqCst) < 2 && Instant::now() < give_up {
-                            std::hint::spin_loop();
-                        }
-                        met.fetch_add(usize::from(arrived.load(Ordering::SeqCst) == 2), Ordering::SeqCst);
+                        met.fetch_add(usize::from(meet(&arrived)), Ordering::SeqCst);
                     });
                     assert_eq!(met.load(Ordering::SeqCst), 2, "a task ran alone: no helper took the other");
                 }
@@ -273,11 +279,7 @@ mod tests {
                     let seen = std::sync::Mutex::new(None);
                     let arrived = AtomicUsize::new(0);
                     for_each(2, |_| {
-                        arrived.fetch_add(1, Ordering::SeqCst);
-                        let give_up = Instant::now() + Duration::from_secs(20);
-                        while arrived.load(Ordering::SeqCst) < 2 && Instant::now() < give_up {
-                            std::hint::spin_loop();
-                        }
+                        meet(&arrived);
                         if std::thread::current().id() != leader {
                             *seen.lock().unwrap() = Some(voluntary_switches());
                         }
