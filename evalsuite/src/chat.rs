@@ -73,8 +73,31 @@ pub struct ChatReply {
     pub prompt_tokens: Option<usize>,
     /// `usage.completion_tokens`.
     pub completion_tokens: Option<usize>,
+    /// `usage.prompt_tokens_details.cached_tokens`: prompt tokens the server took from its
+    /// prefix cache (OpenAI, vLLM with `--enable-prompt-tokens-details`, llama.cpp's server).
+    pub cached_prompt_tokens: Option<usize>,
     /// `finish_reason`.
     pub finish: String,
+}
+
+impl ChatReply {
+    /// Reads a chat completion body that `url` answered.
+    fn from_body(reply: &Value, url: &str) -> Result<Self> {
+        let choice = &reply["choices"][0];
+        let text = choice["message"]["content"].as_str().ok_or_else(|| Error::Endpoint {
+            url: url.to_string(),
+            message: format!("answered without choices[0].message.content: {}", short_body(&reply.to_string())),
+        })?;
+        let count = |v: &Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        let usage = &reply["usage"];
+        Ok(Self {
+            text: text.to_string(),
+            prompt_tokens: count(&usage["prompt_tokens"]),
+            completion_tokens: count(&usage["completion_tokens"]),
+            cached_prompt_tokens: count(&usage["prompt_tokens_details"]["cached_tokens"]),
+            finish: choice["finish_reason"].as_str().unwrap_or("").to_string(),
+        })
+    }
 }
 
 impl ChatClient {
@@ -141,19 +164,7 @@ impl ChatClient {
             body["stop"] = json!(decoding.stop_strings);
         }
         let reply: Value = self.with_retries(path, |url| self.request(self.client.post(url).json(&body)))?;
-        let url = format!("{}{path}", self.base);
-        let choice = &reply["choices"][0];
-        let text = choice["message"]["content"].as_str().ok_or_else(|| Error::Endpoint {
-            url: url.clone(),
-            message: format!("answered without choices[0].message.content: {}", short_body(&reply.to_string())),
-        })?;
-        let usage = |k: &str| reply["usage"][k].as_u64().map(|n| n as usize);
-        Ok(ChatReply {
-            text: text.to_string(),
-            prompt_tokens: usage("prompt_tokens"),
-            completion_tokens: usage("completion_tokens"),
-            finish: choice["finish_reason"].as_str().unwrap_or("").to_string(),
-        })
+        ChatReply::from_body(&reply, &format!("{}{path}", self.base))
     }
 
     /// Sends a request, retrying on 429, 5xx and connection errors with backoff; other
@@ -273,6 +284,26 @@ mod tests {
         assert_eq!(client.base, "http://127.0.0.1:9");
         let err = client.models().unwrap_err().to_string();
         assert!(!err.contains("secret") && err.contains("127.0.0.1:9"), "{err}");
+    }
+
+    /// Replies as vLLM (prefix caching with prompt token details on), OpenAI and
+    /// llama-cpp-python's server send them; `cached_tokens` is read where present.
+    #[test]
+    fn usage_with_and_without_cached_prompt_tokens() {
+        let vllm = json!({"choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 210, "completion_tokens": 12, "total_tokens": 222, "prompt_tokens_details": {"cached_tokens": 192}}});
+        let r = ChatReply::from_body(&vllm, "u").unwrap();
+        assert_eq!((r.text.as_str(), r.prompt_tokens, r.completion_tokens, r.cached_prompt_tokens), ("hi", Some(210), Some(12), Some(192)));
+        assert_eq!(r.finish, "stop");
+        let plain = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "prompt_tokens_details": null}});
+        let r = ChatReply::from_body(&plain, "u").unwrap();
+        assert_eq!((r.prompt_tokens, r.cached_prompt_tokens), (Some(5), None));
+        let hostile = json!({"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": -1, "prompt_tokens_details": {"cached_tokens": "many"}}});
+        let r = ChatReply::from_body(&hostile, "u").unwrap();
+        assert_eq!((r.prompt_tokens, r.cached_prompt_tokens, r.finish.as_str()), (None, None, ""));
+        let e = ChatReply::from_body(&json!({"choices": []}), "http://h/v1/chat/completions").unwrap_err().to_string();
+        assert!(e.contains("http://h/v1/chat/completions") && e.contains("choices[0].message.content"), "{e}");
     }
 
     #[test]

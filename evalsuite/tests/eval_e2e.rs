@@ -45,6 +45,12 @@ fn base_and_adapter_runs_write_run_directories_and_summaries() {
     }
     let csv = std::fs::read_to_string(base.join("results.csv")).unwrap();
     assert_eq!(csv.lines().next().unwrap().split(',').count(), df.width());
+    // The suite's prompts share the chat template's system turn: prefilled once, it is
+    // counted as cached in every later case's prompt, never more than the prompt itself.
+    let tokens = |col: &str| -> Vec<u64> { df.column(col).unwrap().u64().unwrap().iter().map(Option::unwrap).collect() };
+    let (prompt, cached) = (tokens("prompt_tokens"), tokens("cached_prompt_tokens"));
+    assert!(prompt.iter().zip(&cached).all(|(p, c)| c < p), "cached {cached:?} of prompts {prompt:?}");
+    assert!(cached.iter().filter(|&&c| c > 0).count() >= 30, "cached prompt tokens {cached:?}");
 
     // The same run again: every output comes from the cache.
     run_ok(&[&["eval", "run", "--name", "base-again"], &common[..]].concat());

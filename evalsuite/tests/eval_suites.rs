@@ -18,8 +18,10 @@ use tunelab_evalsuite::Error;
 
 /// Scores `outputs` for `cases` through `eval run`'s scoring path, without a model.
 fn score(cases: &[ScoredCase], outputs: &[String]) -> Vec<CaseScore> {
-    let generated: Vec<Generated> =
-        outputs.iter().map(|t| Generated { text: t.clone(), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "stop".into() }).collect();
+    let generated: Vec<Generated> = outputs
+        .iter()
+        .map(|t| Generated { text: t.clone(), prompt_tokens: None, completion_tokens: None, cached_prompt_tokens: None, latency_s: 0.0, finish: "stop".into() })
+        .collect();
     score_all(cases, &generated, &ScoreContext::new("test", None)).unwrap()
 }
 

@@ -58,6 +58,7 @@ impl Backend for HttpBackend {
                             text: r.text,
                             prompt_tokens: r.prompt_tokens,
                             completion_tokens: r.completion_tokens,
+                            cached_prompt_tokens: r.cached_prompt_tokens,
                             latency_s: start.elapsed().as_secs_f64(),
                             finish: r.finish,
                         })

@@ -126,6 +126,7 @@ impl Backend for LocalBackend {
         let report = |g: tunelab::Generation| Generated {
             completion_tokens: Some(g.token_ids.len()),
             prompt_tokens: Some(g.prompt_tokens),
+            cached_prompt_tokens: Some(g.cached_prompt_tokens),
             latency_s: g.prompt_seconds + g.generate_seconds,
             finish: format!("{:?}", g.finish_reason).to_lowercase(),
             text: g.text,

@@ -22,6 +22,11 @@ pub struct Generated {
     pub prompt_tokens: Option<usize>,
     /// Generated tokens, when the backend reports them.
     pub completion_tokens: Option<usize>,
+    /// Prompt tokens taken from a prefix cache instead of being computed (the local
+    /// backend's shared prefixes, a server's `prompt_tokens_details.cached_tokens`), when
+    /// the backend reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<usize>,
     /// Seconds from request to complete output (local generation: from the case's prefill
     /// to its last token, while sharing decoding steps with the other cases in flight).
     pub latency_s: f64,

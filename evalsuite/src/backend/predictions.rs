@@ -180,7 +180,17 @@ impl Backend for PredictionsBackend {
         let found = self.match_cases(cases)?;
         for (i, p) in found.into_iter().enumerate() {
             let pred = &self.predictions[p];
-            done(i, Ok(Generated { text: pred.output.clone(), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "predicted".into() }));
+            done(
+                i,
+                Ok(Generated {
+                    text: pred.output.clone(),
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    cached_prompt_tokens: None,
+                    latency_s: 0.0,
+                    finish: "predicted".into(),
+                }),
+            );
         }
         Ok(())
     }

@@ -104,6 +104,7 @@ pub fn results_frame(run: &str, outcomes: &[CaseOutcome]) -> PolarsResult<DataFr
         Column::new("latency_s".into(), f(&|o, _| o.generated.latency_s)),
         Column::new("prompt_tokens".into(), u(&|o, _| o.generated.prompt_tokens.map(|n| n as u64))),
         Column::new("completion_tokens".into(), u(&|o, _| o.generated.completion_tokens.map(|n| n as u64))),
+        Column::new("cached_prompt_tokens".into(), u(&|o, _| o.generated.cached_prompt_tokens.map(|n| n as u64))),
         Column::new("finish".into(), s(&|o, _| o.generated.finish.clone())),
         Column::new("cached".into(), b(&|o, _| o.cached)),
     ];

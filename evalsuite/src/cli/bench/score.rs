@@ -73,7 +73,14 @@ pub fn run(pairs: &Path, n: usize) -> anyhow::Result<()> {
             let (reference, candidate) = &rows[i % rows.len()];
             let mut case = Case::new(format!("pair-{i}"), "bench", "", reference.clone());
             case.keywords = reference.split_whitespace().next().map(|w| vec![w.to_string()]).unwrap_or_default();
-            let output = Generated { text: format!("{candidate} {i}"), prompt_tokens: None, completion_tokens: None, latency_s: 0.0, finish: "bench".into() };
+            let output = Generated {
+                text: format!("{candidate} {i}"),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cached_prompt_tokens: None,
+                latency_s: 0.0,
+                finish: "bench".into(),
+            };
             (case, output)
         })
         .unzip();
