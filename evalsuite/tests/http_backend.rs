@@ -298,7 +298,7 @@ fn several_models_one_server_serves_by_name_make_one_run_each() {
     let base = tunelab::Model::load(model_path()).unwrap();
     let mut loras = Vec::new();
     for (seed, name) in [(1, "adapter-a"), (2, "adapter-b")] {
-        let set = common::random_adapter(&base.transformer, tunelab::LoraConfig::default(), seed, 0.05);
+        let set = common::random_adapter(&base.transformer, tunelab::LoraConfig::default(), seed, 0.1);
         let (adapter, gguf) = (dir.join(name), dir.join(format!("{name}.gguf")));
         set.save(&adapter).unwrap();
         let out = tunelab(&[

@@ -334,6 +334,11 @@ fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
     let texts = ["What is 2+2?", "Name a color.", "Write a haiku about autumn leaves falling slowly.", "Say yes.", "Count to five."];
     let mut prompts: Vec<Vec<u32>> = texts.iter().map(|p| model.tokenizer.encode_with_bos(&model.template.render_prompt(None, p).unwrap()).unwrap()).collect();
     prompts.insert(2, Vec::new());
+    let context = model.transformer.config().max_position_embeddings;
+    // As long as the context, beginning as the others do (it shares their prefix).
+    let mut too_long = prompts[0].clone();
+    too_long.resize(context, 1);
+    prompts.insert(4, too_long);
     let cfg = GenerationConfig::greedy(20);
     let mut done: Vec<Option<tunelab::Result<Generation>>> = prompts.iter().map(|_| None).collect();
     let mut order = Vec::new();
@@ -355,6 +360,11 @@ fn continuous_batching_refills_slots_and_isolates_bad_prompts() {
         let got = done[i].take().unwrap();
         if p.is_empty() {
             assert!(got.unwrap_err().to_string().contains("empty"));
+            continue;
+        }
+        if p.len() == context {
+            let e = got.unwrap_err().to_string();
+            assert!(e.contains(&format!("prompt {i} has {context} tokens")) && e.contains("does not fit the context"), "{e}");
             continue;
         }
         let got = got.unwrap();

@@ -152,10 +152,14 @@ pub fn new_study(runs: &[PathBuf], study: &std::path::Path, extra: &[&str]) -> S
 /// are drawn with standard deviation `std`: PEFT's zero B would leave every output unchanged.
 pub fn random_adapter(model: &tunelab::Transformer, config: tunelab::LoraConfig, seed: u64, std: f32) -> tunelab::AdapterSet {
     let set = tunelab::AdapterSet::new(model, config, seed).unwrap();
+    // Drawn from `seed` (candle's CPU `randn` is not seedable), so every run of a test gets
+    // the same adapter and what it changes does not depend on the draw.
+    let mut rng = tunelab::splitmix::SplitMix64(seed);
     for var in set.vars() {
         // B is [out, r]; A is [r, in].
         if var.dims()[1] == set.config.r {
-            var.set(&candle_core::Tensor::randn(0f32, std, var.dims(), var.device()).unwrap()).unwrap();
+            let values: Vec<f32> = (0..var.elem_count()).map(|_| rng.normal() as f32 * std).collect();
+            var.set(&candle_core::Tensor::from_vec(values, var.dims(), var.device()).unwrap()).unwrap();
         }
     }
     set

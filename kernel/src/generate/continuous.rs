@@ -185,11 +185,7 @@ impl Generator<'_> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument(format!("prompt {i} is empty")));
         }
-        let context = self.transformer.config().max_position_embeddings;
-        if ids.len() >= context {
-            return Err(Error::InvalidArgument(format!("prompt {i} has {} tokens and does not fit the context of {context}", ids.len())));
-        }
-        let max_new = cfg.max_new_tokens.min(context - ids.len());
+        let max_new = super::room_for_answer(self.transformer, &format!("prompt {i}"), ids.len(), cfg.max_new_tokens)?;
         let row = RowState::new(max_new);
         let capacity = if row.finish.is_some() { 0 } else { ids.len() + max_new };
         let mut cache = self.transformer.sequence_cache(capacity)?;

@@ -118,6 +118,17 @@ impl Generation {
     }
 }
 
+/// How many new tokens a prompt of `len` tokens may get within `transformer`'s context,
+/// `max_new` at most; an error naming `prompt` (e.g. "prompt 3") when the prompt alone
+/// fills the context.
+fn room_for_answer(transformer: &Transformer, prompt: &str, len: usize, max_new: usize) -> Result<usize> {
+    let context = transformer.config().max_position_embeddings;
+    if len >= context {
+        return Err(Error::InvalidArgument(format!("{prompt} has {len} tokens and does not fit the context of {context}")));
+    }
+    Ok(max_new.min(context - len))
+}
+
 /// Generates text from a transformer and its tokenizer.
 #[derive(Debug, Clone, Copy)]
 pub struct Generator<'a> {

@@ -24,11 +24,7 @@ impl Generator<'_> {
         }
         let device = self.transformer.device();
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let context = self.transformer.config().max_position_embeddings;
-        if longest >= context {
-            return Err(Error::InvalidArgument(format!("prompt of {longest} tokens does not fit the context of {context}")));
-        }
-        let max_new = cfg.max_new_tokens.min(context - longest);
+        let max_new = super::room_for_answer(self.transformer, "the longest prompt", longest, cfg.max_new_tokens)?;
         let pad_id = self.tokenizer.pad_id();
         let padding = Padding { left: prompts.iter().map(|p| longest - p.len()).collect() };
         let mut batch = Vec::with_capacity(prompts.len() * longest);

@@ -29,9 +29,9 @@ impl SharedPrefix {
     /// go on past it by [`MIN_REST`] tokens or more (else `None`: nothing to share). Prompts
     /// that cannot run are left to be reported one by one, as without a shared prefix.
     pub(super) fn prefill(transformer: &Transformer, prompts: &[Vec<u32>]) -> Result<Option<Self>> {
-        let context = transformer.config().max_position_embeddings;
         let len = common_prefix_len(prompts.iter().filter(|p| !p.is_empty()).map(Vec::as_slice));
-        let users = prompts.iter().filter(|p| p.len() >= len + MIN_REST && p.len() < context).count();
+        let fits = |p: &Vec<u32>| super::room_for_answer(transformer, "a prompt", p.len(), 0).is_ok();
+        let users = prompts.iter().filter(|p| p.len() >= len + MIN_REST && fits(p)).count();
         if len < MIN_PREFIX || users < 2 {
             return Ok(None);
         }
