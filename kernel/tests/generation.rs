@@ -179,10 +179,14 @@ fn int8_dot_decoding_stays_close_to_f32() {
 
     // An adapter stays f32 beside the integer blocks: it moves the logits as it moves the
     // exact path's, up to the rounding's own noise (about 1 logit here, so a strong adapter:
-    // random B on every projection, moving the logits by tens).
+    // B drawn from a fixed seed on every projection, moving the logits by 16). Dropping any
+    // one projection kind's term from the int8 path (or layer 0's v_proj alone) moves them
+    // differently by 40 % or more; over 60 seeds the rounding's own share stayed under 24 %.
     let adapter = AdapterSet::new(&model.transformer, LoraConfig::default(), 7).unwrap();
+    let mut rng = tunelab::splitmix::SplitMix64(1);
     for l in adapter.layers().values() {
-        l.b.set(&Tensor::randn(0f32, 0.5, l.b.dims(), &Device::Cpu).unwrap()).unwrap();
+        let values: Vec<f32> = (0..l.b.elem_count()).map(|_| rng.normal() as f32 * 0.3).collect();
+        l.b.set(&Tensor::from_vec(values, l.b.dims(), &Device::Cpu).unwrap()).unwrap();
     }
     let ids = model.tokenizer.encode_with_bos(&model.template.render_prompt(None, "List three fruits.").unwrap()).unwrap();
     let last = |t: &tunelab::Transformer| t.prefill(&ids, ids.len()).unwrap().1;
@@ -191,7 +195,7 @@ fn int8_dot_decoding_stays_close_to_f32() {
     let int8_move = (last(&DecodeWeights::Int8Dot.prepare(&model.transformer, Some(&adapter)).unwrap()) - last(&int8)).unwrap();
     let (moved, off) = (max_abs(exact_move.clone()), max_abs((&exact_move - &int8_move).unwrap()));
     eprintln!("with an adapter: it moves f32 logits by up to {moved:.3}; int8-dot's move differs by up to {off:.3}");
-    assert!(moved > 10.0 && off < 0.2 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
+    assert!(moved > 10.0 && off < 0.25 * moved, "int8-dot with an adapter: moved {moved}, off by {off}");
 }
 
 /// Prompts prefilled together in one step (as continuous batching admits them) get exactly
