@@ -1,4 +1,6 @@
-//! A decoding step's parallel loops on rayon's threads kept spinning between loops.
+//! A model step's parallel loops on rayon's threads kept spinning between loops (decoding
+//! and prompt steps whose products all run over block weights, see
+//! `Transformer::step_sequences`).
 //!
 //! Why: a single-stream decoding step of SmolLM2 runs about 120 parallel loops of tens of
 //! microseconds each (q/k/v, attention, o, gate/up, down per layer). Between two rayon loops
@@ -108,6 +110,12 @@ impl Drop for Counted<'_> {
 /// Runs `body` on a thread of rayon's pool with the pool's other threads spinning beside
 /// it, ready for every [`for_each`] that `body` starts; they return to the pool when `body`
 /// returns (or panics). Nested calls, and a pool of one thread, just run `body`.
+///
+/// The helpers are rayon jobs pushed before anything `body` pushes, and thieves take a
+/// deque's oldest job first, so a job of `body`'s own (a rayon loop inside it) is stolen
+/// only after every helper job was: the leader never finds one of its own helpers in its
+/// deque while it waits for a stolen job (which would spin until a `body` that cannot
+/// resume ends). Helpers nobody took are run at the end, see `stop`, and return at once.
 pub(crate) fn with_spinning_team<R: Send>(body: impl FnOnce() -> R + Send) -> R {
     fused::on_pool(|| {
         let helpers = rayon::current_num_threads().saturating_sub(1);
