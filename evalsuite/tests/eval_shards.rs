@@ -90,7 +90,16 @@ fn missing_repeated_or_mismatched_shards_are_refused() {
         shard(&dir, "b.jsonl", &format!("b{i}"), &format!("{i}/2"));
     }
     shard(&dir, "a.jsonl", "a1of3", "1/3");
+    // A shard as an older tunelab wrote it: its results table lacks a column.
+    let old = dir.join("a2-older");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["run.json", "results.csv"] {
+        std::fs::copy(dir.join("a2").join(f), old.join(f)).unwrap();
+    }
+    let mut table = tunelab_evalsuite::run::store::read_results(&dir.join("a2")).unwrap().drop("cached_prompt_tokens").unwrap();
+    polars::prelude::ParquetWriter::new(std::fs::File::create(old.join("results.parquet")).unwrap()).finish(&mut table).unwrap();
     for (shards, why) in [
+        (&["a1", "a2-older"][..], "only in the first: [cached_prompt_tokens]"),
         (&["a1"][..], "shard(s) 2/2 missing"),
         (&["a1", "a1", "a2"][..], "given twice"),
         (&["a1", "b2"][..], "backend"),

@@ -3,8 +3,9 @@
 //!
 //! The shards must be slices 1..N of the same N, each once, and agree on everything that
 //! decides a result: suite (by hash), rubrics, backend (model and adapter by hash), decoding
-//! and seed, and the case selection. Anything else is refused with the field and the runs
-//! named; nothing is written then.
+//! and seed, and the case selection, and their results tables have the same columns (one
+//! tunelab version). Anything else is refused with the field and the runs named; nothing is
+//! written then.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,22 @@ fn same_run(a: &RunRecord, b: &RunRecord) -> std::result::Result<(), &'static st
         ("per-category limit", a.selection.limit_per_category == b.selection.limit_per_category),
     ];
     fields.into_iter().find(|(_, same)| !same).map_or(Ok(()), |(field, _)| Err(field))
+}
+
+/// Checks that two shards' results tables have the same columns in the same order (tables
+/// written by different tunelab versions may not); says how they differ.
+fn columns_match(a: &DataFrame, b: &DataFrame) -> std::result::Result<(), String> {
+    let names = |d: &DataFrame| d.get_column_names().into_iter().map(|n| n.to_string()).collect::<Vec<String>>();
+    let (a, b) = (names(a), names(b));
+    if a == b {
+        return Ok(());
+    }
+    let only = |x: &[String], y: &[String]| x.iter().filter(|c| !y.contains(c)).cloned().collect::<Vec<_>>().join(", ");
+    Err(format!(
+        "have different results columns (only in the first: [{}]; only in the second: [{}]); the shards of one run are written by the same tunelab version",
+        only(&a, &b),
+        only(&b, &a)
+    ))
 }
 
 /// Merges the shard runs in `dirs` into `out/name`.
@@ -84,6 +101,9 @@ pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, c
             )));
         }
         cases.extend(shard_cases);
+        if let Some(all) = &merged {
+            columns_match(all, &df).map_err(|why| Error::Invalid(format!("{} and {} {why}", dirs[0].display(), dir.display())))?;
+        }
         let mut df = df;
         let height = df.height();
         df.with_column(Column::new("run".into(), vec![name.to_string(); height]))
