@@ -154,15 +154,16 @@ impl Transformer {
         // A step whose products all run the few-rows kernels over blocks (every parallel
         // loop of the step a `team::for_each`) keeps the pool's threads spinning between its
         // ~120 short loops (a decoding step's are tens of microseconds each).
-        if self.all_multiply_by_blocks(Self::step_mode(tokens.len(), caches.len())) {
-            team::with_spinning_team(|| self.step_sequences_on_pool(tokens, seq, caches))
+        let mode = Self::step_mode(tokens.len(), caches.len());
+        if self.all_multiply_by_blocks(mode) {
+            team::with_spinning_team(|| self.step_sequences_on_pool(tokens, seq, caches, mode))
         } else {
-            fused::on_pool(|| self.step_sequences_on_pool(tokens, seq, caches))
+            fused::on_pool(|| self.step_sequences_on_pool(tokens, seq, caches, mode))
         }
     }
 
-    /// [`Transformer::step_sequences`], run by a thread of rayon's pool.
-    fn step_sequences_on_pool(&self, tokens: &[u32], seq: &[usize], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+    /// [`Transformer::step_sequences`], run by a thread of rayon's pool, a pass of kind `mode`.
+    fn step_sequences_on_pool(&self, tokens: &[u32], seq: &[usize], caches: &mut [&mut SequenceCache], mode: OpMode) -> Result<Tensor> {
         if !self.supports_sequence_decoding() {
             return Err(Error::InvalidArgument("sequence decoding needs f32 weights on the CPU".into()));
         }
@@ -196,7 +197,6 @@ impl Transformer {
         let table = |t: Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
         let rotary = Rotary { cos: &table(cos)?, sin: &table(sin)?, half };
         let eps = self.cfg.rms_norm_eps;
-        let mode = Self::step_mode(tokens.len(), caches.len());
         let rows = Rows { seq, positions: &positions, mode };
         let mut x = self.embed_tokens.index_select(&Tensor::from_slice(tokens, tokens.len(), &self.device)?, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
