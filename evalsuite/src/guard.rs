@@ -2,6 +2,7 @@
 //! answers and their rubric), built into the library so an installed `tunelab` has it
 //! wherever it runs, not only inside a source checkout.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -24,10 +25,16 @@ pub fn export(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     for (name, contents) in FILES {
         let path = dir.join(name);
-        match std::fs::read(&path) {
-            Ok(existing) if existing == contents.as_bytes() => continue,
-            Ok(_) => return Err(Error::Suite { path, message: "differs from the shipped guard suite; move it away or point --guard-dir elsewhere".into() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&path, contents).map_err(io(&path))?,
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                // One byte past the shipped file tells "longer" apart without reading it all.
+                let mut existing = Vec::new();
+                file.take(contents.len() as u64 + 1).read_to_end(&mut existing).map_err(io(&path))?;
+                if existing != contents.as_bytes() {
+                    return Err(Error::Suite { path, message: "differs from the shipped guard suite; move it away or point --guard-dir elsewhere".into() });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tunelab::fsutil::write_atomic(&path, contents.as_bytes())?,
             Err(e) => return Err(io(&path)(e)),
         }
     }

@@ -344,7 +344,7 @@ pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite> {
     // Validate before writing: load from a temporary file next to the destination (so the
     // relative paths hold), then move it into place.
     let tmp = dir.join(format!(".{}.tmp", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, &text).map_err(|e| Error::io("writing", &tmp, e))?;
+    tunelab::fsutil::write_synced(&tmp, text.as_bytes()).map_err(|e| Error::io("writing", &tmp, e))?;
     let mut suite = match Suite::load(&tmp) {
         Ok(suite) => suite,
         Err(e) => {
@@ -353,6 +353,7 @@ pub fn new_suite(spec: &NewSuite, dest: &Path) -> Result<Suite> {
         }
     };
     std::fs::rename(&tmp, dest).map_err(|e| Error::io("moving into place", dest, e))?;
+    tunelab::fsutil::sync_dir(dir)?;
     if let Some(hash) = suite.files.remove(&tmp) {
         suite.files.insert(dest.to_path_buf(), hash);
     }

@@ -98,7 +98,15 @@ fn missing_repeated_or_mismatched_shards_are_refused() {
     }
     let mut table = tunelab_evalsuite::run::store::read_results(&dir.join("a2")).unwrap().drop("cached_prompt_tokens").unwrap();
     polars::prelude::ParquetWriter::new(std::fs::File::create(old.join("results.parquet")).unwrap()).finish(&mut table).unwrap();
+    // A shard whose table lost a row after its record was written.
+    let cut = dir.join("a2-cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    std::fs::copy(dir.join("a2/run.json"), cut.join("run.json")).unwrap();
+    let full = tunelab_evalsuite::run::store::read_results(&dir.join("a2")).unwrap();
+    let mut table = full.slice(1, full.height() - 1);
+    polars::prelude::ParquetWriter::new(std::fs::File::create(cut.join("results.parquet")).unwrap()).finish(&mut table).unwrap();
     for (shards, why) in [
+        (&["a1", "a2-cut"][..], "where the run record counts"),
         (&["a1", "a2-older"][..], "only in the first: [cached_prompt_tokens]"),
         (&["a1"][..], "shard(s) 2/2 missing"),
         (&["a1", "a1", "a2"][..], "given twice"),

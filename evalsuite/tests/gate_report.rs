@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{root, score_predictions, scratch, tunelab};
+use polars::prelude::{ChunkCompareEq, Column, DataFrame, ParquetReader, ParquetWriter, PolarsResult, SerReader};
 use serde_json::Value;
 
 fn fixture(run: &str) -> PathBuf {
@@ -111,9 +112,89 @@ fn mismatched_or_missing_runs_are_data_errors() {
     let (code, text) = gate(&base, &dir.join("other"), &[]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("ERROR") && text.contains("suite"), "{text}");
-    let (code, text) = gate(&base, &dir.join("no-such-run"), &[]);
+    // An unreadable run replaces an earlier report at the --junit / --json paths with the
+    // error (a stale pass must not stay there for CI to read).
+    let (junit, json) = (dir.join("gate.xml"), dir.join("gate.json"));
+    std::fs::write(&junit, "<testsuites failures=\"0\" errors=\"0\"/>").unwrap();
+    std::fs::write(&json, "{\"decision\": \"pass\"}").unwrap();
+    let (code, text) = gate(&base, &dir.join("no-such-run"), &["--junit", junit.to_str().unwrap(), "--json", json.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("no-such-run"), "{text}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("errors=\"1\"") && xml.contains("no-such-run"), "{xml}");
+    assert_eq!(junit_schema_errors(&junit), None);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(json["error"].as_str().unwrap().contains("no-such-run"), "{json}");
+}
+
+/// A copy of the recorded run `run` under `dir/name`, its results table changed by `edit`
+/// and its record's counts made to match (as a run of those cases would have written it).
+fn edited_run(dir: &Path, run: &str, name: &str, edit: impl FnOnce(DataFrame) -> PolarsResult<DataFrame>) -> PathBuf {
+    let (src, dst) = (fixture(run), dir.join(name));
+    std::fs::create_dir_all(&dst).unwrap();
+    let df = ParquetReader::new(std::fs::File::open(src.join("results.parquet")).unwrap()).finish().unwrap();
+    let mut df = edit(df).unwrap();
+    ParquetWriter::new(std::fs::File::create(dst.join("results.parquet")).unwrap()).finish(&mut df).unwrap();
+    let mut record: Value = serde_json::from_str(&std::fs::read_to_string(src.join("run.json")).unwrap()).unwrap();
+    let (categories, ids) = (df.column("category").unwrap().str().unwrap(), df.column("case_id").unwrap().str().unwrap());
+    let cases: std::collections::HashSet<_> = categories.iter().zip(ids.iter()).collect();
+    record["counts"]["cases"] = cases.len().into();
+    record["counts"]["rows"] = df.height().into();
+    std::fs::write(dst.join("run.json"), record.to_string()).unwrap();
+    dst
+}
+
+/// A column of `df` with the rows of `category` replaced by `value`.
+fn replaced<T: Clone>(df: &DataFrame, name: &str, category: &str, value: T, current: impl Fn(&Column, usize) -> T) -> Vec<T> {
+    let categories = df.column("category").unwrap().str().unwrap().clone();
+    let column = df.column(name).unwrap();
+    (0..df.height()).map(|i| if categories.get(i) == Some(category) { value.clone() } else { current(column, i) }).collect()
+}
+
+/// The default policy's guard rule is optional for runs without guard cases, but a candidate
+/// that lost them (evaluated with `--category heldout`), or whose guard checks all errored,
+/// cannot pass it: both are data errors (2). A results table that breaks its contract
+/// (a repeated check row, a score outside [0, 1]) is refused naming the file and row.
+#[test]
+fn a_candidate_without_guard_scores_or_with_a_broken_table_is_a_data_error() {
+    let dir = scratch("gate-missing");
+    let base = fixture("base");
+    let no_guard = edited_run(&dir, "adapter", "no-guard", |df| {
+        let keep = df.column("category")?.str()?.not_equal("guard");
+        df.filter(&keep)
+    });
+    let (code, text) = gate(&base, &no_guard, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("ERROR guard: not worse") && text.contains("the candidate none"), "{text}");
+
+    let errored = edited_run(&dir, "adapter", "guard-errored", |mut df| {
+        let float = |c: &Column, i: usize| c.f64().unwrap().get(i).unwrap_or(f64::NAN);
+        let boolean = |c: &Column, i: usize| c.bool().unwrap().get(i).unwrap_or(false);
+        for name in ["value", "score", "case_score"] {
+            let v = replaced(&df, name, "guard", f64::NAN, float);
+            df.with_column(Column::new(name.into(), v))?;
+        }
+        for (name, value) in [("passed", false), ("case_passed", false), ("error", true)] {
+            let v = replaced(&df, name, "guard", value, boolean);
+            df.with_column(Column::new(name.into(), v))?;
+        }
+        Ok(df)
+    });
+    let (code, text) = gate(&base, &errored, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("ERROR guard: not worse") && text.contains("has a score in both runs"), "{text}");
+
+    let repeated = edited_run(&dir, "adapter", "repeated-row", |df| df.vstack(&df.slice(0, 1)));
+    let out_of_range = edited_run(&dir, "adapter", "score-2", |mut df| {
+        let v = vec![2.0; df.height()];
+        df.with_column(Column::new("case_score".into(), v))?;
+        Ok(df)
+    });
+    for (run, why) in [(&repeated, "appears twice"), (&out_of_range, "outside [0, 1]")] {
+        let (code, text) = gate(&base, run, &[]);
+        assert_eq!(code, 2, "{text}");
+        assert!(text.contains("not a valid results table") && text.contains("results.parquet") && text.contains(why), "{why}: {text}");
+    }
 }
 
 #[test]

@@ -115,9 +115,13 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     let history = ana.json("/api/history");
     assert_eq!(history["tasks"].as_array().unwrap().len(), 11);
     assert_eq!(ana.json(&format!("/api/task/{first}"))["choice"], "tie");
-    // A replayed request id is acknowledged once, not counted again.
-    let (status, ack) = ana.vote(&first, "right", "ana-change");
+    // A replayed request id is acknowledged once, not counted again; the same id for
+    // another vote is refused (acknowledging it would claim a vote never stored).
+    let (status, ack) = ana.vote(&first, "tie", "ana-change");
     assert_eq!((status, ack["replayed"].clone()), (200, json!(true)));
+    let (status, ack) = ana.vote(&first, "right", "ana-change");
+    assert_eq!(status, 409, "{ack}");
+    assert_eq!(ana.json(&format!("/api/task/{first}"))["choice"], "tie");
 
     // Ben votes too: his sides are his own; he prefers the first system's answer.
     let (mut ben_votes, mut ben_left) = (0, 0);

@@ -57,6 +57,21 @@ pub fn read_input_text(path: &Path) -> Result<String> {
     String::from_utf8(read_input(path)?).map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})"))))
 }
 
+/// The text of an input file read as bytes: UTF-8 without its BOM, or an error naming
+/// `path` and the line of the first bad byte (UTF-16 is named as such).
+pub fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(Error::InvalidArgument(format!("{}: the file is UTF-16 encoded; save it as UTF-8", path.display())));
+    }
+    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        Error::InvalidArgument(format!("{}:{line}:{column}: invalid UTF-8 (byte 0x{:02x}); save the file as UTF-8", path.display(), bytes[e.valid_up_to()]))
+    })
+}
+
 /// Reads `path` whole when it holds at most `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -81,15 +96,18 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Creates (or truncates) `path`, writes `bytes` and fsyncs the file: the first half of an
+/// atomic write, for callers that check the written file before renaming it into place.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let result = write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -153,6 +153,11 @@ fn minified_arrays_locate_records_by_column_and_index() {
     let p = write("pretty.json", b"[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n  {\"instruction\": \"c\"}\n]\n");
     let text = report(&Dataset::load(&p).unwrap(), None).render_text();
     assert!(text.contains("pretty.json:3: error"), "{text}");
+    // Columns restart on each line (records 2 and 3 share line 2; record 2 is the error).
+    let p = write("mixed.json", b"[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": \"x\"}, {\"instruction\": \"y\", \"output\": \"z\"}]");
+    let ds = Dataset::load(&p).unwrap();
+    assert_eq!(ds.examples.iter().map(|e| (e.source.line, e.source.column)).collect::<Vec<_>>(), [(1, None), (2, Some(24))]);
+    assert!(report(&ds, None).render_text().contains("mixed.json:2:2 (record 2): error"));
 }
 
 #[test]

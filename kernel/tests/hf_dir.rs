@@ -164,6 +164,25 @@ fn truncated_gguf_and_missing_model_are_reported_precisely() {
     let e = load_err(&header_only);
     assert!(e.contains("header.gguf") && e.contains("not a readable GGUF file"), "{e}");
 
+    // A header whose dimensions multiply past 2⁶⁴ (wrapping to 0 bytes) is not a tensor
+    // that fits in 32 bytes of data.
+    let mut hostile = b"GGUF".to_vec();
+    hostile.extend(3u32.to_le_bytes());
+    hostile.extend(1u64.to_le_bytes()); // tensors
+    hostile.extend(0u64.to_le_bytes()); // metadata entries
+    hostile.extend(1u64.to_le_bytes());
+    hostile.push(b'w');
+    hostile.extend(2u32.to_le_bytes());
+    hostile.extend((1u64 << 32).to_le_bytes());
+    hostile.extend((1u64 << 32).to_le_bytes());
+    hostile.extend(0u32.to_le_bytes()); // f32
+    hostile.extend(0u64.to_le_bytes()); // offset
+    hostile.resize(hostile.len().next_multiple_of(32) + 32, 0);
+    let wrapped = root.join("wrapped.gguf");
+    std::fs::write(&wrapped, &hostile).unwrap();
+    let e = GgufFile::open(&wrapped).err().expect("a tensor of 2^64 values in 32 bytes").to_string();
+    assert!(e.contains("wrapped.gguf") && e.contains("file is truncated: tensor w"), "{e}");
+
     let not_gguf = root.join("text.gguf");
     std::fs::write(&not_gguf, "hello").unwrap();
     let e = load_err(&not_gguf);

@@ -38,12 +38,9 @@ impl PredictionsBackend {
     /// Reads the file; malformed lines are errors naming file:line.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = tunelab::fsutil::read_input(path)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| Error::Records {
-            path: path.to_path_buf(),
-            line: None,
-            message: format!("not UTF-8 (byte {})", e.valid_up_to()),
-        })?;
+        let text = tunelab::fsutil::decode_utf8(path, &bytes)?;
         let mut predictions = Vec::new();
+        let mut id_lines: HashMap<String, usize> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -61,8 +58,8 @@ impl PredictionsBackend {
                 return Err(at("needs an `id` or a `prompt` to match it to a case".into()));
             }
             if let Some(id) = &id {
-                if let Some(first) = predictions.iter().find(|p: &&Prediction| p.id.as_ref() == Some(id)) {
-                    return Err(at(format!("id {id:?} repeats line {} (each case takes one prediction)", first.line)));
+                if let Some(first) = id_lines.insert(id.clone(), i + 1) {
+                    return Err(at(format!("id {id:?} repeats line {first} (each case takes one prediction)")));
                 }
             }
             predictions.push(Prediction { line: i + 1, id, prompt, label: field("label"), output });
@@ -215,5 +212,26 @@ mod tests {
         }
         // A prompt that merely contains another is not it.
         assert_ne!(normalize_text(&untemplated("<|im_start|>user\nconcatenate two lists<|im_end|>")), "cat");
+    }
+
+    /// A UTF-8 BOM is read past (editors on Windows write one), UTF-16 and bad bytes are
+    /// named with the line, and a repeated id names both lines.
+    #[test]
+    fn predictions_files_read_like_datasets() {
+        let dir = std::env::temp_dir().join(format!("tunelab-predictions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            super::PredictionsBackend::load(&path).map(|b| b.predictions.len()).map_err(|e| e.to_string())
+        };
+        assert_eq!(load("bom.jsonl", b"\xEF\xBB\xBF{\"id\": \"a\", \"output\": \"x\"}\n"), Ok(1));
+        assert!(load("utf16.jsonl", b"\xFF\xFE{\0").unwrap_err().contains("UTF-16"));
+        let err = load("bad.jsonl", b"{\"id\": \"a\", \"output\": \"x\"}\n{\"id\": \"b\", \"output\": \"\xC3x\"}\n").unwrap_err();
+        assert!(err.contains("bad.jsonl:2:") && err.contains("invalid UTF-8"), "{err}");
+        let err =
+            load("dup.jsonl", b"{\"id\": \"a\", \"output\": \"x\"}\n{\"id\": \"b\", \"output\": \"y\"}\n{\"id\": \"a\", \"output\": \"z\"}\n").unwrap_err();
+        assert!(err.contains(":3") && err.contains("repeats line 1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -173,7 +173,15 @@ pub fn gate(args: GateArgs) -> anyhow::Result<bool> {
     let code = match decided {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("error: {message}");
+            // Reports from an earlier gate at these paths would tell CI something else.
+            let reports = [(&args.junit, junit::render_error(&message)), (&args.json, serde_json::json!({ "error": message }).to_string())];
+            for (path, text) in reports {
+                if let Some(Err(e)) = path.as_ref().map(|p| tunelab::fsutil::write_atomic(p, text.as_bytes())) {
+                    eprintln!("error: {e}");
+                }
+            }
             2
         }
     };

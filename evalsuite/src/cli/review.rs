@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use tunelab_evalsuite::review::listen::{self, ServeLimits};
 use tunelab_evalsuite::review::results::render_text;
 use tunelab_evalsuite::review::server::{router, ServiceState};
 use tunelab_evalsuite::review::{create_study, study_results, token, Store, Study, StudyOptions};
@@ -183,7 +184,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<bool> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        axum::serve(listener, router(Arc::new(state))).with_graceful_shutdown(shutdown).await.context("serving")?;
+        listen::serve(listener, router(Arc::new(state)), ServeLimits::default(), shutdown).await;
         anyhow::Ok(())
     })?;
     Ok(true)

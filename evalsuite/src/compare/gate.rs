@@ -194,7 +194,27 @@ pub fn decide(comparison: &Comparison, policy: &Policy) -> Decision {
 }
 
 fn interval(c: &CategoryComparison) -> String {
-    format!("Δ {:+.3} [{:+.3}, {:+.3}], n {}", c.score.diff, c.score.bootstrap.0, c.score.bootstrap.1, c.n)
+    let unscored = if c.unscored > 0 { format!(" ({} more left out: every check errored on a side)", c.unscored) } else { String::new() };
+    format!("Δ {:+.3} [{:+.3}, {:+.3}], n {}{unscored}", c.score.diff, c.score.bootstrap.0, c.score.bootstrap.1, c.n)
+}
+
+/// A rule's category without cases scored in both runs: skipped (when `optional`) only if
+/// the baseline has none; a category the baseline has and the candidate lacks, or whose
+/// cases all errored on one side, is a data error, never a pass.
+fn absent(comparison: &Comparison, name: &str, optional: bool) -> (Status, String) {
+    let (baseline, candidate) = comparison.run_cases.get(name).copied().unwrap_or_default();
+    if baseline == 0 {
+        let status = if optional { Status::Skipped } else { Status::Error };
+        return (status, format!("no `{name}` cases in the baseline"));
+    }
+    let figure = if candidate == 0 {
+        format!("the baseline has {baseline} `{name}` case(s), the candidate none")
+    } else if let Some(c) = comparison.category(name) {
+        format!("none of the {} shared `{name}` case(s) has a score in both runs (every check errored on a side)", c.unscored)
+    } else {
+        format!("the runs share no `{name}` case ({baseline} in the baseline, {candidate} in the candidate)")
+    };
+    (Status::Error, figure)
 }
 
 fn check(comparison: &Comparison, rule: &Rule) -> Outcome {
@@ -209,8 +229,8 @@ fn check(comparison: &Comparison, rule: &Rule) -> Outcome {
                 _ => format!("{name}: not worse by more than {:.3}", rule.margin.unwrap_or(DEFAULT_MARGIN)),
             };
             let Some(c) = find(name) else {
-                let status = if rule.optional { Status::Skipped } else { Status::Error };
-                return outcome(text, status, format!("no `{name}` cases in both runs"));
+                let (status, figure) = absent(comparison, name, rule.optional);
+                return outcome(text, status, figure);
             };
             if c.n < super::MIN_CASES_FOR_VERDICT {
                 return outcome(
@@ -236,8 +256,11 @@ fn check(comparison: &Comparison, rule: &Rule) -> Outcome {
             let text = format!("{scope}: no check newly fails on more than {max} case(s)");
             let cats: Vec<&CategoryComparison> = comparison.categories.iter().filter(|c| rule.category.as_ref().is_none_or(|n| &c.category == n)).collect();
             if cats.is_empty() {
-                let status = if rule.optional { Status::Skipped } else { Status::Error };
-                return outcome(text, status, format!("no `{scope}` cases in both runs"));
+                let (status, figure) = match &rule.category {
+                    Some(name) => absent(comparison, name, rule.optional),
+                    None => (if rule.optional { Status::Skipped } else { Status::Error }, "the runs share no cases".to_string()),
+                };
+                return outcome(text, status, figure);
             }
             let worst = cats.iter().flat_map(|c| c.checks.iter().map(move |k| (c, k))).max_by_key(|(_, k)| k.flips.pass_to_fail);
             match worst {

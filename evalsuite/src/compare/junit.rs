@@ -86,6 +86,19 @@ pub fn render(comparison: &Comparison, decision: &Decision) -> String {
     xml
 }
 
+/// The JUnit XML document for a gate that could not compare the runs at all (a run or the
+/// policy unreadable): one `error` test case carrying `message`, so CI shows the data
+/// problem instead of an earlier report left at the same path.
+pub fn render_error(message: &str) -> String {
+    let message = escape_xml(message);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"tunelab gate\" tests=\"1\" failures=\"0\" errors=\"1\">\n  \
+         <testsuite name=\"all\" id=\"0\" package=\"tunelab.gate\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0\" timestamp=\"1970-01-01T00:00:00\" hostname=\"localhost\">\n    \
+         <properties/>\n    <testcase name=\"runs are readable\" classname=\"tunelab.gate.all\" time=\"0\">\n      \
+         <error message=\"{message}\" type=\"error\">{message}</error>\n    </testcase>\n    <system-out/>\n    <system-err/>\n  </testsuite>\n</testsuites>\n"
+    )
+}
+
 /// `YYYY-MM-DDTHH:MM:SS` (the XSD's timestamp: no zone) from an RFC 3339 time.
 fn timestamp(rfc3339: &str) -> &str {
     rfc3339.get(..19).filter(|t| t.len() == 19).unwrap_or("1970-01-01T00:00:00")

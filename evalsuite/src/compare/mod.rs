@@ -11,7 +11,7 @@ pub mod junit;
 pub mod report;
 pub mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -229,6 +229,9 @@ pub struct Comparison {
     pub shared_cases: usize,
     /// Shared cases whose output is the same text in both runs.
     pub identical_outputs: usize,
+    /// Cases per category in each run, `(baseline, candidate)`, shared or not, for every
+    /// category of either run.
+    pub run_cases: BTreeMap<String, (usize, usize)>,
     /// Problems with comparing these runs at all.
     pub flags: Vec<Flag>,
 }
@@ -265,6 +268,13 @@ pub fn compare(baseline: &RunTable, candidate: &RunTable, opts: &CompareOptions)
         c.mcnemar_p_holm = p;
     }
     let flags = flags::find(baseline, candidate, pairs.len(), identical);
+    let mut run_cases: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for c in &baseline.cases {
+        run_cases.entry(c.category.clone()).or_default().0 += 1;
+    }
+    for c in &candidate.cases {
+        run_cases.entry(c.category.clone()).or_default().1 += 1;
+    }
     Comparison {
         baseline: RunInfo::of(baseline),
         candidate: RunInfo::of(candidate),
@@ -274,6 +284,7 @@ pub fn compare(baseline: &RunTable, candidate: &RunTable, opts: &CompareOptions)
         memorization_gap: (memorization_gap(baseline), memorization_gap(candidate)),
         shared_cases: pairs.len(),
         identical_outputs: identical,
+        run_cases,
         flags,
     }
 }

@@ -63,8 +63,7 @@ pub struct RunTable {
 impl RunTable {
     /// Reads the run directory `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let record = store::read_record(dir)?;
-        let df = store::read_results(dir)?;
+        let (record, df) = store::read_run(dir)?;
         let cases = cases(&df).map_err(|source| Error::Table { path: dir.join(store::RESULTS_FILE), source })?;
         Ok(Self { dir: dir.to_path_buf(), record, cases })
     }

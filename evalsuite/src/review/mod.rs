@@ -13,6 +13,7 @@
 //!   with the order its sides were shown in (WAL, synchronous commits).
 
 pub mod leak;
+pub mod listen;
 pub mod results;
 pub mod server;
 pub mod store;

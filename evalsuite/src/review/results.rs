@@ -133,17 +133,18 @@ pub struct ReviewResults {
 /// Reads the study directory and computes its results, naming the runs from the study's
 /// key (`key.json`).
 pub fn study_results(dir: &Path) -> Result<ReviewResults> {
-    results_with(dir, Some(StudyKey::read(dir)?))
+    let study = Study::read(dir)?;
+    let key = StudyKey::read(dir, &study)?;
+    results_with(dir, study, Some(key))
 }
 
 /// [`study_results`] without reading the key: systems are named by their opaque ids (what
 /// the service shows admins while voting is open).
 pub fn blinded_study_results(dir: &Path) -> Result<ReviewResults> {
-    results_with(dir, None)
+    results_with(dir, Study::read(dir)?, None)
 }
 
-fn results_with(dir: &Path, key: Option<StudyKey>) -> Result<ReviewResults> {
-    let study = Study::read(dir)?;
+fn results_with(dir: &Path, study: Study, key: Option<StudyKey>) -> Result<ReviewResults> {
     let key = key.unwrap_or_else(|| StudyKey { schema_version: study.schema_version, systems: Vec::new(), excluded: Vec::new() });
     let store = Store::open(dir)?;
     let votes = store.latest_votes(&study)?;
@@ -385,5 +386,47 @@ mod tests {
         assert_eq!((r.kappas[0].a.as_str(), r.kappas[0].b.as_str(), r.kappas[0].shared), ("ana", "ben", 2));
         assert_eq!(r.alpha_units, 2);
         assert!(r.ratings[1].rating.rating > r.ratings[0].rating.rating);
+    }
+
+    /// A study file whose tasks, items or systems do not fit together is refused when read,
+    /// naming the file and the inconsistency, and a key for other systems is refused too.
+    #[test]
+    fn inconsistent_study_files_are_refused_when_read() {
+        let dir = std::env::temp_dir().join(format!("tunelab-study-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |study: &Study, key: &StudyKey| {
+            std::fs::write(dir.join(super::super::study::STUDY_FILE), serde_json::to_vec(study).unwrap()).unwrap();
+            std::fs::write(dir.join(super::super::study::KEY_FILE), serde_json::to_vec(key).unwrap()).unwrap();
+        };
+        let (good, key) = study();
+        write(&good, &key);
+        assert_eq!(Study::read(&dir).unwrap(), good);
+        assert_eq!(StudyKey::read(&dir, &good).unwrap(), key);
+
+        type Breakage = (&'static str, fn(&mut Study));
+        let breakages: [Breakage; 6] = [
+            ("names item 5 of 2", |s| s.tasks[1].item = 5),
+            ("pairs systems [1, 1]", |s| s.tasks[0].pair = [1, 1]),
+            ("pairs systems [0, 2]", |s| s.tasks[0].pair = [0, 2]),
+            ("has 1 answers for 2 systems", |s| {
+                s.items[0].answers.pop();
+            }),
+            ("task id t0 appears twice", |s| s.tasks[1].id = "t0".into()),
+            ("reviewers_per_item is 0", |s| s.reviewers_per_item = 0),
+        ];
+        for (why, breakage) in breakages {
+            let mut bad = good.clone();
+            breakage(&mut bad);
+            write(&bad, &key);
+            let err = Study::read(&dir).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("study.json"), "{why}: {err}");
+        }
+
+        let mut other_key = key.clone();
+        other_key.systems[1].id = "s9".into();
+        write(&good, &other_key);
+        let err = StudyKey::read(&dir, &good).unwrap_err().to_string();
+        assert!(err.contains("key.json") && err.contains("s9"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

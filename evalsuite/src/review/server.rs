@@ -299,6 +299,7 @@ async fn vote(State(state): State<Arc<ServiceState>>, headers: HeaderMap, body: 
             }
             Err(Refusal::Closed) => Err(reject(StatusCode::CONFLICT, "this study is closed; votes are no longer accepted")),
             Err(Refusal::NotAvailable) => Err(reject(StatusCode::FORBIDDEN, "this item is not assigned to you")),
+            Err(Refusal::RequestIdReused) => Err(reject(StatusCode::CONFLICT, "this request id was used for another vote; send a new one")),
         }
     })
     .await

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -115,6 +115,9 @@ pub enum Refusal {
     /// The task is not open to this reviewer (enough reviewers already, or reserved by
     /// others).
     NotAvailable,
+    /// The request id was already used by this reviewer for another vote (another task,
+    /// choice or comment): acknowledging it would claim a vote that was never stored.
+    RequestIdReused,
 }
 
 /// An acknowledged vote.
@@ -148,10 +151,24 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the study directory's database.
+    /// Creates the database of a new study in `dir` (or opens the one there).
+    pub fn create(dir: &Path) -> Result<Self> {
+        Self::connect(dir, OpenFlags::default())
+    }
+
+    /// Opens the study directory's database, which must exist: a study whose votes are gone
+    /// is an error, not a fresh study with none.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| Error::Database { path: path.clone(), source })?;
+        if !path.is_file() {
+            return Err(Error::Invalid(format!("{}: missing; it holds the study's reviewers and votes (is this a study directory?)", path.display())));
+        }
+        Self::connect(dir, OpenFlags::default().difference(OpenFlags::SQLITE_OPEN_CREATE))
+    }
+
+    fn connect(dir: &Path, flags: OpenFlags) -> Result<Self> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(&path, flags).map_err(|source| Error::Database { path: path.clone(), source })?;
         let store = Self { conn, path };
         store.setup()?;
         Ok(store)
@@ -236,8 +253,8 @@ impl Store {
 
     /// Records `reviewer`'s vote on task `task`, with the sides they were shown. A vote on a
     /// task they voted on before replaces it (both rows are kept); a `request_id` seen before
-    /// from the same reviewer is acknowledged again without a new row (a client retrying
-    /// after a lost reply never counts twice). Once the study is closed every vote, replayed
+    /// from the same reviewer with the same vote is acknowledged again without a new row (a
+    /// client retrying after a lost reply never counts twice), and with another vote refused. Once the study is closed every vote, replayed
     /// or not, is refused. The row is committed (synchronously) before this returns.
     #[allow(clippy::too_many_arguments)]
     pub fn record_vote(
@@ -257,17 +274,21 @@ impl Store {
         if closed.is_some() {
             return Ok(Err(Refusal::Closed));
         }
+        let t = &study.tasks[task];
         if let Some(rid) = request_id {
-            let seen: Option<i64> = checked(
+            let seen: Option<(i64, String, String, String)> = checked(
                 &path,
-                tx.query_row("SELECT id FROM votes WHERE reviewer_id = ?1 AND request_id = ?2", params![reviewer, rid], |r| r.get(0)).optional(),
+                tx.query_row("SELECT id, task, choice, comment FROM votes WHERE reviewer_id = ?1 AND request_id = ?2", params![reviewer, rid], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional(),
             )?;
-            if let Some(vote_id) = seen {
-                return Ok(Ok(Ack { vote_id, replayed: true }));
+            if let Some((vote_id, seen_task, seen_choice, seen_comment)) = seen {
+                let same = seen_task == t.id && seen_choice == choice.as_str() && seen_comment == comment;
+                return Ok(if same { Ok(Ack { vote_id, replayed: true }) } else { Err(Refusal::RequestIdReused) });
             }
         }
         let state = checked(&path, TaskState::read(&tx, reviewer, now_ms))?;
-        let t = &study.tasks[task];
         if !state.voted_by_me.contains(&t.id) && !state.reserved_by_me.contains(&t.id) && !state.open_to_me(study, t, true) {
             return Ok(Err(Refusal::NotAvailable));
         }
@@ -307,18 +328,22 @@ impl Store {
         ))?;
         let rows: Vec<(i64, String, String, i64, i64)> =
             self.db(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).and_then(|r| r.collect()))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(reviewer, task, choice, left, right)| {
-                Some(VoteRow {
-                    reviewer,
-                    task: *index.get(task.as_str())?,
-                    choice: Choice::parse(&choice)?,
-                    left: usize::try_from(left).ok()?,
-                    right: usize::try_from(right).ok()?,
-                })
+        // The file may have been edited: a vote that does not fit the study is an error,
+        // never dropped or counted for a system the task did not show.
+        rows.into_iter()
+            .map(|(reviewer, task_id, choice, left, right)| {
+                let bad = |why: String| Error::Invalid(format!("{}: reviewer {reviewer}'s vote on task {task_id}: {why}", self.path.display()));
+                let task = *index.get(task_id.as_str()).ok_or_else(|| bad("no such task in study.json".into()))?;
+                let choice = Choice::parse(&choice).ok_or_else(|| bad(format!("unknown choice {choice:?}")))?;
+                let pair = study.tasks[task].pair;
+                let shown = (usize::try_from(left).ok(), usize::try_from(right).ok());
+                let (Some(left), Some(right)) = shown else { return Err(bad(format!("systems shown ({left}, {right}) are not the task's {pair:?}"))) };
+                if [left, right] != pair && [right, left] != pair {
+                    return Err(bad(format!("systems shown ({left}, {right}) are not the task's {pair:?}")));
+                }
+                Ok(VoteRow { reviewer, task, choice, left, right })
             })
-            .collect())
+            .collect()
     }
 
     /// Every vote row ever written, oldest first (for audits and the durability test).
@@ -458,7 +483,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let s = study(1, 7);
-        let mut store = Store::open(&dir).unwrap();
+        let mut store = Store::create(&dir).unwrap();
         let (a, b) = (store.add_reviewer("a", &[1; 32], "t").unwrap(), store.add_reviewer("b", &[2; 32], "t").unwrap());
         assert!(store.add_reviewer("a", &[3; 32], "t").is_err(), "names are unique");
         assert_eq!(store.next_task(&s, a, 0).unwrap().0, Next::Task(0));
@@ -467,7 +492,9 @@ mod tests {
         assert_eq!(store.record_vote(&s, b, 0, Choice::Left, "", Some("b1"), 1, "t").unwrap(), Err(Refusal::NotAvailable));
         let ack = store.record_vote(&s, a, 0, Choice::Tie, "", Some("a1"), 2, "t").unwrap().unwrap();
         assert!(!ack.replayed);
-        assert_eq!(store.record_vote(&s, a, 0, Choice::Left, "", Some("a1"), 3, "t").unwrap().unwrap(), Ack { vote_id: ack.vote_id, replayed: true });
+        assert_eq!(store.record_vote(&s, a, 0, Choice::Tie, "", Some("a1"), 3, "t").unwrap().unwrap(), Ack { vote_id: ack.vote_id, replayed: true });
+        // The same request id for another vote is refused, not acknowledged as stored.
+        assert_eq!(store.record_vote(&s, a, 0, Choice::Left, "", Some("a1"), 3, "t").unwrap(), Err(Refusal::RequestIdReused));
         // The reservation expires, but the task has its one reviewer.
         assert_eq!(store.next_task(&s, b, RESERVATION_MS + 10).unwrap().0, Next::Finished);
         assert!(store.close("t").unwrap());
@@ -476,6 +503,15 @@ mod tests {
         let votes = store.latest_votes(&s).unwrap();
         assert_eq!(votes.len(), 1);
         assert_eq!(votes[0].choice, Choice::Tie);
+        // An edited vote for a system the task did not show is refused, not counted.
+        store.conn.execute("UPDATE votes SET left_system = 99", []).unwrap();
+        let err = store.latest_votes(&s).unwrap_err().to_string();
+        assert!(err.contains("review.db") && err.contains("not the task's"), "{err}");
+        // A study directory without its database is an error, and none is created.
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert!(Store::open(&empty).err().unwrap().to_string().contains("missing"));
+        assert!(!empty.join(DB_FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

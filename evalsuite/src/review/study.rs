@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::leak::{identity_words, mentioned_identity};
 use super::token;
 use crate::error::{Error, Result};
-use crate::run::store::{read_record, read_results};
+use crate::run::store::read_run;
 use crate::run::summary::{floats, strings};
 
 /// The study's served content.
@@ -136,9 +136,45 @@ pub struct StudyKey {
 }
 
 impl Study {
-    /// Reads `DIR/study.json`.
+    /// Reads `DIR/study.json`, checking that its tasks, items and systems refer to each
+    /// other consistently (the file may have been edited or written by someone else).
     pub fn read(dir: &Path) -> Result<Self> {
-        read_json(&dir.join(STUDY_FILE), "study")
+        let path = dir.join(STUDY_FILE);
+        let study: Self = read_json(&path, "study")?;
+        study.check().map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))?;
+        Ok(study)
+    }
+
+    /// The first inconsistency between tasks, items and systems, if any.
+    fn check(&self) -> std::result::Result<(), String> {
+        let systems = self.systems.len();
+        if systems < 2 {
+            return Err(format!("{systems} systems; a study compares two or more"));
+        }
+        if self.reviewers_per_item == 0 {
+            return Err("reviewers_per_item is 0".into());
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            if item.answers.len() != systems {
+                return Err(format!("item {i} ({}) has {} answers for {systems} systems", item.case_id, item.answers.len()));
+            }
+            if !item.judge_scores.is_empty() && item.judge_scores.len() != systems {
+                return Err(format!("item {i} ({}) has {} judge scores for {systems} systems", item.case_id, item.judge_scores.len()));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            if task.item >= self.items.len() {
+                return Err(format!("task {i} ({}) names item {} of {}", task.id, task.item, self.items.len()));
+            }
+            if !(task.pair[0] < task.pair[1] && task.pair[1] < systems) {
+                return Err(format!("task {i} ({}) pairs systems {:?}; expected two of 0..{systems} in increasing order", task.id, task.pair));
+            }
+            if !ids.insert(task.id.as_str()) {
+                return Err(format!("task id {} appears twice", task.id));
+            }
+        }
+        Ok(())
     }
 
     /// Task index by opaque id.
@@ -148,9 +184,19 @@ impl Study {
 }
 
 impl StudyKey {
-    /// Reads `DIR/key.json`.
-    pub fn read(dir: &Path) -> Result<Self> {
-        read_json(&dir.join(KEY_FILE), "study key")
+    /// Reads `DIR/key.json`, which must name one run per system of `study`.
+    pub fn read(dir: &Path, study: &Study) -> Result<Self> {
+        let path = dir.join(KEY_FILE);
+        let key: Self = read_json(&path, "study key")?;
+        if key.systems.len() != study.systems.len() || key.systems.iter().zip(&study.systems).any(|(k, s)| k.id != *s) {
+            return Err(Error::Invalid(format!(
+                "{}: its systems ({}) are not the study's ({})",
+                path.display(),
+                key.systems.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+                study.systems.join(", ")
+            )));
+        }
+        Ok(key)
     }
 }
 
@@ -198,9 +244,8 @@ struct CaseRow {
     judge_scores: Vec<f64>,
 }
 
-fn read_run(dir: &Path) -> Result<RunCases> {
-    let record = read_record(dir)?;
-    let df = read_results(dir)?;
+fn read_run_cases(dir: &Path) -> Result<RunCases> {
+    let (record, df) = read_run(dir)?;
     let table = |source| Error::Table { path: dir.join(crate::run::store::RESULTS_FILE), source };
     let column = |name: &str| strings(&df, name).map_err(table);
     let (ids, categories, prompts, references, outputs, scorers) =
@@ -244,7 +289,7 @@ pub fn build_study(name: &str, opts: &StudyOptions, created_at: &str) -> Result<
     if opts.reviewers_per_item == 0 {
         return Err(Error::Invalid("--reviewers-per-item must be at least 1".into()));
     }
-    let runs: Vec<RunCases> = opts.runs.iter().map(|d| read_run(d)).collect::<Result<_>>()?;
+    let runs: Vec<RunCases> = opts.runs.iter().map(|d| read_run_cases(d)).collect::<Result<_>>()?;
     for (i, a) in runs.iter().enumerate() {
         if let Some(b) = runs[..i].iter().find(|b| b.name == a.name) {
             return Err(Error::Invalid(format!("two runs are named {} ({} and {}); a study needs distinct runs", a.name, b.name, opts.runs[i].display())));
@@ -361,6 +406,6 @@ pub fn create_study(out: &Path, opts: &StudyOptions) -> Result<(Study, StudyKey)
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("restricting", path, e))?;
     }
     tunelab::fsutil::write_json_atomic(&out.join(STUDY_FILE), &study)?;
-    super::store::Store::open(out)?;
+    super::store::Store::create(out)?;
     Ok((study, key))
 }

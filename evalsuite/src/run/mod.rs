@@ -7,6 +7,7 @@ pub mod score;
 pub mod shards;
 pub mod store;
 pub mod summary;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::time::Instant;

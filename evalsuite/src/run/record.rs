@@ -5,6 +5,7 @@
 //! Runs written before the record was versioned (no `schema_version`, a hand-built
 //! per-category table that is now ignored) still read, as version 0.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,7 @@ pub struct Selection {
 /// Slice `index` of `count` (1-based): the cases whose `category`/`id` hash to it, so a
 /// case always lands in the same shard, whatever the suite's order or the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedShard")]
 pub struct Shard {
     /// Which slice, 1..=count.
     pub index: usize,
@@ -116,6 +118,21 @@ impl Shard {
         let digest = Sha256::new().chain_update(category.as_bytes()).chain_update([0u8]).chain_update(id.as_bytes()).finalize();
         let bucket = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) % self.count as u64;
         bucket as usize == self.index - 1
+    }
+}
+
+/// A shard as a run record spells it, before its range is checked.
+#[derive(Deserialize)]
+struct UncheckedShard {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<UncheckedShard> for Shard {
+    type Error = String;
+
+    fn try_from(s: UncheckedShard) -> std::result::Result<Self, String> {
+        Self::parse(&format!("{}/{}", s.index, s.count))
     }
 }
 
@@ -192,7 +209,12 @@ impl RunRecord {
         if bytes > MAX_RECORD_BYTES {
             return Err(Error::RecordTooLarge { path: path.to_path_buf(), bytes, limit: MAX_RECORD_BYTES });
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        // Read at most one byte past the limit: a FIFO or /proc file reports a length of 0.
+        let mut text = String::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_RECORD_BYTES + 1).read_to_string(&mut text)).map_err(io)?;
+        if text.len() as u64 > MAX_RECORD_BYTES {
+            return Err(Error::RecordTooLarge { path: path.to_path_buf(), bytes: text.len() as u64, limit: MAX_RECORD_BYTES });
+        }
         // The version first, so a newer layout is named as such rather than as malformed.
         #[derive(Deserialize)]
         struct Version {
@@ -288,5 +310,22 @@ mod tests {
         let e = RunRecord::read(&foreign).unwrap_err().to_string();
         assert!(e.contains("foreign.json") && e.contains("not a tunelab run record"), "{e}");
         assert!(RunRecord::read(&dir.join("missing.json")).unwrap_err().to_string().contains("missing.json"));
+    }
+
+    /// A shard out of range in a record (`index` 0 or above `count`) is refused when read,
+    /// where it would otherwise reach `eval merge`'s bookkeeping.
+    #[test]
+    fn a_record_with_a_shard_out_of_range_is_refused() {
+        let dir = scratch("shard");
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(unversioned()).unwrap()).unwrap();
+        for (index, count, ok) in [(1, 3, true), (3, 3, true), (0, 3, false), (4, 3, false), (1, 0, false)] {
+            v["selection"]["shard"] = serde_json::json!({"index": index, "count": count});
+            let path = dir.join("shard.json");
+            std::fs::write(&path, v.to_string()).unwrap();
+            match RunRecord::read(&path) {
+                Ok(r) => assert!(ok && r.selection.shard == Some(Shard { index, count }), "{index}/{count} read as {:?}", r.selection.shard),
+                Err(e) => assert!(!ok && e.to_string().contains("1 ≤ I ≤ N") && e.to_string().contains("shard.json"), "{index}/{count}: {e}"),
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{Column, DataFrame};
 
 use super::record::RunRecord;
-use super::store::{prepare_destination, read_record, read_results, training_files, write_table};
+use super::store::{prepare_destination, read_record, read_run, training_files, write_table};
 use crate::error::{Error, Result};
 
 /// What [`merge_shards`] wrote.
@@ -57,6 +57,9 @@ fn columns_match(a: &DataFrame, b: &DataFrame) -> std::result::Result<(), String
     ))
 }
 
+/// Missing shards named in a refusal.
+const MISSING_LISTED: usize = 10;
+
 /// Merges the shard runs in `dirs` into `out/name`.
 pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, command: &str) -> Result<MergedRun> {
     let records: Vec<RunRecord> = dirs.iter().map(|d| read_record(d)).collect::<Result<_>>()?;
@@ -77,21 +80,27 @@ pub fn merge_shards(dirs: &[PathBuf], out: &Path, name: &str, overwrite: bool, c
     if let Some((dir, s)) = dirs.iter().zip(&shards).find(|(_, s)| s.count != count) {
         return Err(Error::Invalid(format!("{} is shard {s}, but {} is one of {count}", dir.display(), dirs[0].display())));
     }
-    let mut seen = vec![None; count];
+    let mut seen = std::collections::BTreeMap::new();
     for (dir, s) in dirs.iter().zip(&shards) {
-        if let Some(other) = seen[s.index - 1].replace(dir) {
+        if let Some(other) = seen.insert(s.index, dir) {
             return Err(Error::Invalid(format!("shard {s} is given twice: {} and {}", other.display(), dir.display())));
         }
     }
-    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, d)| d.is_none()).map(|(i, _)| format!("{}/{count}", i + 1)).collect();
+    // The first few missing (the count comes from a file: never list or allocate per shard).
+    let missing: Vec<String> = (1..=count).filter(|i| !seen.contains_key(i)).take(MISSING_LISTED + 1).map(|i| format!("{i}/{count}")).collect();
     if !missing.is_empty() {
-        return Err(Error::Invalid(format!("shard(s) {} missing; a merged run needs all {count}", missing.join(", "))));
+        let more = if missing.len() > MISSING_LISTED { " …" } else { "" };
+        return Err(Error::Invalid(format!(
+            "shard(s) {}{more} missing; a merged run needs all {count}",
+            missing[..missing.len().min(MISSING_LISTED)].join(", ")
+        )));
     }
 
     let mut merged: Option<DataFrame> = None;
     let mut cases: HashSet<(String, String)> = HashSet::new();
     for dir in dirs {
-        let df = read_results(dir)?;
+        // The table must hold what its record counts (the merged record sums the counts).
+        let (_, df) = read_run(dir)?;
         let column = |c: &str| super::summary::strings(&df, c).map_err(|source| Error::Table { path: dir.join(super::store::RESULTS_FILE), source });
         let shard_cases: HashSet<(String, String)> = column("category")?.into_iter().zip(column("case_id")?).collect();
         if let Some((category, id)) = shard_cases.iter().find(|c| cases.contains(*c)) {

@@ -194,18 +194,33 @@ fn record(meta: &RunMeta, outcomes: &[CaseOutcome]) -> RunRecord {
     }
 }
 
-/// Reads a run's results table. A corrupted file is an error naming it: polars' Parquet
-/// reader can panic on malformed metadata, so the panic is caught here.
+/// Reads a run's results table, checked against its contract ([`super::validate`]). A
+/// corrupted file is an error naming it: polars' Parquet reader can panic on malformed
+/// metadata, so the panic is caught here.
 pub fn read_results(run_dir: &Path) -> Result<DataFrame> {
     let path = run_dir.join(RESULTS_FILE);
     let file = std::fs::File::open(&path).map_err(|e| Error::io("reading (is this a run directory?)", &path, e))?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ParquetReader::new(file).finish())) {
-        Ok(read) => read.map_err(|source| Error::Table { path, source }),
+        Ok(Ok(df)) => {
+            super::validate::check_results(&df).map_err(|why| Error::Invalid(format!("{}: not a valid results table: {why}", path.display())))?;
+            Ok(df)
+        }
+        Ok(Err(source)) => Err(Error::Table { path, source }),
         Err(panic) => {
             let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
             Err(Error::Invalid(format!("{}: not a readable results table (corrupted Parquet: {why})", path.display())))
         }
     }
+}
+
+/// Reads a run directory: its record and its results table, which must hold the cases and
+/// rows the record counts (a table cut short or extended by hand is refused, naming both).
+pub fn read_run(run_dir: &Path) -> Result<(RunRecord, DataFrame)> {
+    let record = read_record(run_dir)?;
+    let df = read_results(run_dir)?;
+    super::validate::check_counts(&record.counts, &df)
+        .map_err(|why| Error::Invalid(format!("{}: {why} ({} says otherwise)", run_dir.join(RESULTS_FILE).display(), run_dir.join(RUN_FILE).display())))?;
+    Ok((record, df))
 }
 
 /// Reads a run's provenance record (`run.json`).

@@ -70,8 +70,7 @@ pub(crate) fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
 
 /// Summarizes the run directory `dir`.
 pub fn summarize(dir: &Path) -> Result<Summary> {
-    let record = store::read_record(dir)?;
-    let df = store::read_results(dir)?;
+    let (record, df) = store::read_run(dir)?;
     let table = |source| Error::Table { path: dir.join(store::RESULTS_FILE), source };
     summarize_frame(record, df).map_err(table)
 }

@@ -41,7 +41,7 @@ impl Embedder {
         let read = |name: &str| dir.join(name);
         let bad = |path: PathBuf, message: String| Error::ScorerModel { path, message };
         let config_path = read("config.json");
-        let config_text = std::fs::read_to_string(&config_path).map_err(|e| bad(config_path.clone(), format!("cannot read: {e} {hint}")))?;
+        let config_text = tunelab::fsutil::read_input_text(&config_path).map_err(|e| bad(config_path.clone(), format!("cannot read: {e} {hint}")))?;
         let config: Config = serde_json::from_str(&config_text).map_err(|e| bad(config_path.clone(), format!("not a BERT config: {e}")))?;
         let weights = read("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while mapped.
@@ -49,7 +49,8 @@ impl Embedder {
             .map_err(|e| bad(weights.clone(), format!("cannot read: {e} {hint}")))?;
         let model = BertModel::load(vb, &config).map_err(|e| bad(weights.clone(), format!("does not hold a BERT model matching its config.json: {e}")))?;
         let tokenizer_path = read("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| bad(tokenizer_path.clone(), format!("cannot read: {e}")))?;
+        let tokenizer_bytes = tunelab::fsutil::read_input(&tokenizer_path).map_err(|e| bad(tokenizer_path.clone(), format!("cannot read: {e} {hint}")))?;
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer_bytes).map_err(|e| bad(tokenizer_path.clone(), format!("cannot read: {e}")))?;
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: MAX_SEQ_LEN, ..Default::default() }))
             .map_err(|e| bad(tokenizer_path.clone(), e.to_string()))?;

@@ -250,7 +250,11 @@ impl Scorer for LocationLine {
     }
 
     fn score(&self, items: &[Item<'_>], _: &ScoreContext<'_>) -> Result<Vec<Value>> {
-        each(items, |it| location_line(it.output, it.case.field(&self.field), &self.prefix))
+        each(items, |it| match it.case.fields.get(&self.field) {
+            Some(text) => location_line(it.output, text, &self.prefix),
+            // A misspelt `field` in the rubric, or a case without the text: nothing to cite.
+            None => Value::failed(format!("the case has no field {:?} (the text whose lines are cited)", self.field)),
+        })
     }
 }
 

@@ -83,10 +83,10 @@ pub fn contains(output: &str, needles: &[String], case_sensitive: bool, mode: Co
 }
 
 /// Fraction of `keywords` present, case-insensitively; `a|b` accepts either alternative.
-/// A case without keywords scores 1 (nothing required).
+/// A case without keywords has no value (an error state, not a free 1 or a 0).
 pub fn keywords(output: &str, keywords: &[String]) -> Value {
     if keywords.is_empty() {
-        return Value::with(1.0, "no keywords");
+        return Value::failed("the case has no keywords; give it a `keywords` list or score it with a rubric without this check");
     }
     let hay = output.to_lowercase();
     let missing: Vec<&str> =
@@ -348,6 +348,8 @@ mod tests {
         let kw = vec!["80 km/h|80 kilometers".to_string(), "二氧化碳|CO2".to_string()];
         assert_eq!(keywords("It goes 80 kilometers per hour and makes co2", &kw).value, 1.0);
         assert_eq!(keywords("消耗二氧化碳", &kw).value, 0.5);
+        let none = keywords("anything", &[]);
+        assert!(none.value.is_nan() && none.detail.contains("no keywords"), "a case without keywords has no value: {none:?}");
     }
 
     #[test]

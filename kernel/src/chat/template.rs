@@ -100,6 +100,10 @@ impl Clone for ChatTemplate {
     }
 }
 
+/// Instructions a template may run per rendering (real chat templates, tool loops
+/// included, take a few thousand).
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 impl ChatTemplate {
     /// Compiles a Jinja chat template; a syntax error names the template's line.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
@@ -108,6 +112,8 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Templates come with model files: one that loops without end is stopped, not run.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
@@ -220,5 +226,14 @@ mod tests {
     fn python_string_methods_work() {
         let t = ChatTemplate::new("{{ messages[0].content.strip() }}|{{ messages[0].content.startswith(' a') }}", "", "").unwrap();
         assert_eq!(t.render(&[Message::user(" a b ")], false).unwrap(), "a b|True");
+    }
+
+    /// A template from a model file that loops without end is stopped with an error (out of
+    /// fuel), not left running; the shipped templates render well within the budget.
+    #[test]
+    fn a_template_that_never_ends_is_stopped() {
+        let t = ChatTemplate::new("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "", "").unwrap();
+        let err = t.render(&[Message::user("x")], false).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 }

@@ -43,7 +43,7 @@ impl Dataset {
     /// `path` (whose name decides the format and appears in every issue).
     pub fn from_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Self> {
         let sha256 = format!("{:x}", Sha256::digest(bytes));
-        let text = decode_utf8(path, bytes)?;
+        let text = crate::fsutil::decode_utf8(path, bytes)?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let records = match ext.as_str() {
             "csv" => read_csv(path, text)?,
@@ -93,20 +93,6 @@ impl Dataset {
 }
 
 type Record = std::result::Result<(Map<String, Value>, SourceRef), Issue>;
-
-/// UTF-8 text without a BOM, or an error naming the line of the first bad byte.
-fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        return Err(Error::InvalidArgument(format!("{}: the file is UTF-16 encoded; save it as UTF-8", path.display())));
-    }
-    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        let good = &bytes[..e.valid_up_to()];
-        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        Error::InvalidArgument(format!("{}:{line}:{column}: invalid UTF-8 (byte 0x{:02x}); save the file as UTF-8", path.display(), bytes[e.valid_up_to()]))
-    })
-}
 
 fn object_or_issue(value: Value, src: SourceRef) -> Record {
     match value {
@@ -159,17 +145,21 @@ fn read_json_array(path: &Path, text: &str) -> Result<Vec<Record>> {
 /// in one pass (offsets increase); the column is kept only for lines holding several items.
 fn array_item_sources(path: &Path, text: &str, items: &[&RawValue]) -> Vec<SourceRef> {
     let base = text.as_ptr() as usize;
-    let (mut line, mut line_start, mut scanned) = (1, 0, 0);
+    // `column` is the 1-based column of `scanned`, counted on from the previous item (a
+    // minified file is one line: counting from the line's start each time is quadratic).
+    let (mut line, mut scanned, mut column) = (1, 0, 1);
     let mut sources: Vec<SourceRef> = Vec::with_capacity(items.len());
     let mut columns = Vec::with_capacity(items.len());
     for (i, raw) in items.iter().enumerate() {
         let offset = raw.get().as_ptr() as usize - base;
+        let mut counted_from = scanned;
         for (pos, _) in text[scanned..offset].match_indices('\n') {
             line += 1;
-            line_start = scanned + pos + 1;
+            (counted_from, column) = (scanned + pos + 1, 1);
         }
+        column += text[counted_from..offset].chars().count();
         scanned = offset;
-        columns.push(text[line_start..offset].chars().count() + 1);
+        columns.push(column);
         sources.push(SourceRef::new(path, line, i + 1));
     }
     let mut per_line: HashMap<usize, usize> = HashMap::new();

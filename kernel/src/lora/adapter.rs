@@ -266,7 +266,7 @@ impl AdapterSet {
         if !w_path.exists() {
             return Err(Error::bad_model(dir, format!("missing {WEIGHTS_FILE}")));
         }
-        let tensors = candle_core::safetensors::load(&w_path, &Device::Cpu)
+        let tensors = candle_core::safetensors::load_buffer(&fsutil::read_input(&w_path)?, &Device::Cpu)
             .map_err(|e| Error::bad_model(&w_path, format!("cannot read adapter weights (truncated or corrupt?): {e}")))?;
         let projections: HashMap<String, (usize, usize)> = model.projections().into_iter().map(|(n, p)| (n, p.dims())).collect();
         let mut a_b: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();

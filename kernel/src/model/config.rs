@@ -101,12 +101,22 @@ impl ModelConfig {
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.num_key_value_heads));
         }
+        if self.max_position_embeddings == 0 || self.max_position_embeddings > MAX_POSITIONS {
+            return Err(format!(
+                "max_position_embeddings {} is outside 1..={MAX_POSITIONS} (the rotary tables hold every position)",
+                self.max_position_embeddings
+            ));
+        }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!("head dimension {} is odd; rotary embedding needs it even", self.head_dim()));
         }
         Ok(())
     }
 }
+
+/// The longest context a model may declare: its rotary tables are built for every
+/// position (16 Mi positions, past every released model's context).
+pub const MAX_POSITIONS: usize = 1 << 24;
 
 /// The subset of an HF `config.json` tunelab reads.
 #[derive(Debug, Deserialize)]

@@ -41,10 +41,17 @@ impl GgufFile {
         reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
         let content = Content::read(&mut reader).map_err(|e| Error::bad_model(path, format!("not a readable GGUF file: {e}")))?;
         for (name, info) in &content.tensor_infos {
-            let elems = info.shape.elem_count();
-            let block = info.ggml_dtype.block_size();
-            let bytes = (elems / block) as u64 * info.ggml_dtype.type_size() as u64;
-            let end = content.tensor_data_offset.checked_add(info.offset).and_then(|o| o.checked_add(bytes)).unwrap_or(u64::MAX);
+            // The header's dimensions are untrusted: products that overflow mean "past the end".
+            let block = info.ggml_dtype.block_size() as u64;
+            let elems = info.shape.dims().iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+            if elems.is_some_and(|n| !n.is_multiple_of(block)) {
+                return Err(Error::bad_model(
+                    path,
+                    format!("tensor {name} has shape {:?}, not whole blocks of {block} {:?} values", info.shape.dims(), info.ggml_dtype),
+                ));
+            }
+            let bytes = elems.and_then(|n| (n / block).checked_mul(info.ggml_dtype.type_size() as u64));
+            let end = bytes.and_then(|b| content.tensor_data_offset.checked_add(info.offset)?.checked_add(b)).unwrap_or(u64::MAX);
             if end > file_len {
                 return Err(Error::bad_model(path, format!("file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes")));
             }

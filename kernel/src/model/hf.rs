@@ -140,7 +140,7 @@ fn read_safetensors(dir: &Path, device: &Device) -> Result<Weights> {
 fn chat_template_source(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
-        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| Error::io(&jinja, e));
+        return crate::fsutil::read_input_text(&jinja).map(Some);
     }
     let Some(cfg) = read_json_opt(&dir.join("tokenizer_config.json"))? else {
         return Ok(None);

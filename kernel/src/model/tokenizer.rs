@@ -45,7 +45,8 @@ impl Tokenizer {
     /// `config.json` beside it when present.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::bad_model(&path, format!("cannot load tokenizer: {e}")))?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(crate::fsutil::read_input(&path)?).map_err(|e| Error::bad_model(&path, format!("cannot load tokenizer: {e}")))?;
         let tcfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
         let mcfg = read_json_opt(&dir.join("config.json"))?.unwrap_or(Json::Null);
         let token_id = |key: &str| -> Option<u32> {
@@ -62,10 +63,10 @@ impl Tokenizer {
         let add_bos = tcfg.get("add_bos_token").and_then(Json::as_bool).unwrap_or(false);
         let mut tok = Self { inner, bos, eos, pad, add_bos, stop_ids: BTreeSet::new() };
         if let Some(Json::Array(ids)) = mcfg.get("eos_token_id") {
-            tok.stop_ids.extend(ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32));
+            tok.stop_ids.extend(ids.iter().filter_map(|v| v.as_u64()).map(saturating_id));
         }
         tok.collect_stop_ids();
-        Ok(tok)
+        tok.checked(&path)
     }
 
     /// Rebuilds the tokenizer stored in a GGUF file's metadata.
@@ -89,7 +90,7 @@ impl Tokenizer {
             Some(Value::Array(a)) => a.iter().map(|v| value_as_u64(v).map_or(1, |x| x as i64)).collect(),
             _ => vec![1; tokens.len()],
         };
-        let special_id = |key: &str| meta.get(key).and_then(value_as_u64).map(|v| v as u32);
+        let special_id = |key: &str| meta.get(key).and_then(value_as_u64).map(saturating_id);
         let pre = meta.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
         let pre_tokenizer = pre_tokenizer_for(pre)
             .ok_or_else(|| bad(format!("tokenizer.ggml.pre {pre:?} is not supported (supported: smollm, gpt2, default, llama-bpe, llama3, qwen2)")))?;
@@ -134,7 +135,18 @@ impl Tokenizer {
             tok.stop_ids.insert(eot);
         }
         tok.collect_stop_ids();
-        Ok(tok)
+        tok.checked(path)
+    }
+
+    /// `self`, when every special id it keeps is in the vocabulary (ids come from metadata
+    /// that may be wrong); else an error naming `path` and the id.
+    fn checked(self, path: &Path) -> Result<Self> {
+        let vocab = self.vocab_size();
+        let named = [("bos", self.bos), ("eos", self.eos), ("pad", self.pad)].into_iter().filter_map(|(n, id)| Some((n, id?)));
+        if let Some((name, id)) = named.chain(self.stop_ids.iter().map(|&id| ("stop", id))).find(|&(_, id)| id as usize >= vocab) {
+            return Err(Error::bad_model(path, format!("{name} token id {id} is outside the vocabulary of {vocab} tokens")));
+        }
+        Ok(self)
     }
 
     fn collect_stop_ids(&mut self) {
@@ -240,10 +252,16 @@ fn pre_tokenizer_for(pre: &str) -> Option<Json> {
     })
 }
 
+/// A token id from metadata; ids past `u32` become `u32::MAX`, which no vocabulary holds, so
+/// [`Tokenizer::checked`] refuses them instead of a truncated id meaning another token.
+fn saturating_id(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
+}
+
 fn first_id(v: Option<&Json>) -> Option<u32> {
     match v? {
-        Json::Number(n) => n.as_u64().map(|x| x as u32),
-        Json::Array(a) => a.first()?.as_u64().map(|x| x as u32),
+        Json::Number(n) => n.as_u64().map(saturating_id),
+        Json::Array(a) => a.first()?.as_u64().map(saturating_id),
         _ => None,
     }
 }

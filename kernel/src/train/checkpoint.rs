@@ -68,7 +68,11 @@ impl Checkpoint {
         let text = fsutil::read_input_text(&state_path)?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::bad_model(&state_path, e.to_string()))?;
         let state: TrainerState = serde_json::from_value(value.clone()).map_err(|e| Error::bad_model(&state_path, e.to_string()))?;
-        let adam_t = value["adam_t"].as_u64().unwrap_or(state.global_step as u64) as usize;
+        let adam_t = value["adam_t"].as_u64().unwrap_or(state.global_step as u64);
+        // AdamW's bias correction raises β to this power as an i32.
+        let adam_t = i32::try_from(adam_t)
+            .map(|t| t as usize)
+            .map_err(|_| Error::bad_model(&state_path, format!("adam_t {adam_t} is not an optimizer step count (at most {})", i32::MAX)))?;
         let saved = AdapterSet::load(&self.dir, model)?;
         if saved.config.r != adapter.config.r || saved.layers().keys().ne(adapter.layers().keys()) {
             return Err(Error::bad_model(&self.dir, "the checkpoint's adapter has a different rank or target modules than this run"));
@@ -79,8 +83,8 @@ impl Checkpoint {
             layer.b.set(s.b.as_tensor())?;
         }
         let opt_path = self.dir.join(OPTIMIZER_FILE);
-        let tensors: HashMap<_, _> =
-            candle_core::safetensors::load(&opt_path, &Device::Cpu).map_err(|e| Error::bad_model(&opt_path, format!("cannot read optimizer state: {e}")))?;
+        let tensors: HashMap<_, _> = candle_core::safetensors::load_buffer(&fsutil::read_input(&opt_path)?, &Device::Cpu)
+            .map_err(|e| Error::bad_model(&opt_path, format!("cannot read optimizer state: {e}")))?;
         opt.load_state(&tensors, adam_t).map_err(|m| Error::bad_model(&opt_path, m))?;
         Ok(state)
     }

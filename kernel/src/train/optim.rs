@@ -36,8 +36,9 @@ impl AdamW {
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> candle_core::Result<()> {
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
-        let bc1 = 1.0 - b1.powi(self.t as i32);
-        let bc2 = 1.0 - b2.powi(self.t as i32);
+        // β^t is 0 long before t passes i32::MAX.
+        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;

@@ -46,8 +46,9 @@ pub enum WorkerCommand {
 /// Options of `tunelab bench score`.
 #[derive(Debug, Args)]
 pub struct ScoreBenchArgs {
-    /// Recorded (reference, candidate) pairs.
-    #[arg(long, default_value = "tests/vectors/scorers/pairs.jsonl")]
+    /// Recorded (reference, candidate) pairs (the repository's are
+    /// tests/vectors/scorers/pairs.jsonl).
+    #[arg(long)]
     pairs: PathBuf,
     /// Pairs to score (the file is cycled, index appended to candidates, as the Python script does).
     #[arg(long, default_value_t = 10_000)]
