@@ -223,7 +223,11 @@ impl<'r> Loader<'r> {
                 other => other.to_string(),
             };
             let rubric = match ex.record.get("rubric").and_then(|v| v.as_str()) {
-                Some(r) => self.rubric(&dir.join(r))?,
+                Some(r) => self.rubric(&dir.join(r)).map_err(|e| Error::Records {
+                    path: ex.source.file.clone(),
+                    line: Some(ex.source.line),
+                    message: format!("the case's rubric {r:?}: {e}"),
+                })?,
                 None => rubric,
             };
             self.cases.push(case_from_example(ex, category, system, &stem)?);

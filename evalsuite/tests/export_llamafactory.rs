@@ -88,6 +88,11 @@ fn the_demo_data_exports_as_an_alpaca_project_tunelab_reads_back_unchanged() {
     }
 }
 
+/// `tunelab export llamafactory` of `data` for `model` into `out`, with `extra` arguments.
+fn export(data: &Path, model: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    tunelab(&[&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", model, "--out", out.to_str().unwrap()][..], extra].concat())
+}
+
 #[test]
 fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
     let dir = scratch("export-lf-sharegpt");
@@ -105,7 +110,7 @@ fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
     )
     .unwrap();
     let out = dir.join("lf");
-    let run = tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "Qwen/Qwen2.5-7B-Instruct", "--out", out.to_str().unwrap()]);
+    let run = export(&data, "Qwen/Qwen2.5-7B-Instruct", &out, &[]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let info: Value = serde_json::from_slice(&std::fs::read(out.join("data/dataset_info.json")).unwrap()).unwrap();
     assert_eq!(info["tunelab"]["formatting"], "sharegpt");
@@ -115,32 +120,40 @@ fn multi_turn_data_exports_as_sharegpt_and_unknown_models_need_a_template() {
     assert_eq!((t["template"].as_str(), t["val_size"].as_str()), ("\"qwen\"", "0.1"), "no eval data: LLaMA-Factory holds out 10 %");
 
     // A trained run's settings travel: train_config.json as `tunelab train` writes it.
-    let mut settings = tunelab::train::TrainConfig { learning_rate: 3e-4, epochs: 2, ..Default::default() };
+    let mut settings = tunelab::train::TrainConfig { learning_rate: 3e-4, epochs: 2, max_steps: 7, train_on_prompt: true, ..Default::default() };
     settings.lora.r = 16;
+    settings.lora.use_rslora = true;
+    settings.lora.target_modules = vec!["q_proj".into(), "v_proj".into()];
     let mut saved = serde_json::to_value(&settings).unwrap();
     saved["base_model"] = Value::from("models/x.gguf");
     std::fs::write(dir.join("train_config.json"), saved.to_string()).unwrap();
     let with = dir.join("lf2");
     let config = dir.join("train_config.json");
-    let run = tunelab(&[
-        "export",
-        "llamafactory",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        "Qwen/Qwen2.5-7B-Instruct",
-        "--train-config",
-        config.to_str().unwrap(),
-        "--out",
-        with.to_str().unwrap(),
-    ]);
+    // An existing project's other datasets stay listed.
+    std::fs::create_dir_all(with.join("data")).unwrap();
+    std::fs::write(with.join("data/dataset_info.json"), r#"{"mine": {"file_name": "mine.json"}}"#).unwrap();
+    let run = export(&data, "Qwen/Qwen2.5-7B-Instruct", &with, &["--train-config", config.to_str().unwrap()]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let t = yaml_keys(&with.join("train_lora_sft.yaml"));
     assert_eq!((t["learning_rate"].as_str(), t["num_train_epochs"].as_str(), t["lora_rank"].as_str()), ("3.0e-4", "2.0", "16"));
+    let picked = ["lora_target", "use_rslora", "max_steps", "train_on_prompt"].map(|k| t[k].as_str());
+    assert_eq!(picked, ["\"q_proj,v_proj\"", "true", "7", "true"]);
+    let info: Value = serde_json::from_slice(&std::fs::read(with.join("data/dataset_info.json")).unwrap()).unwrap();
+    assert_eq!((info["mine"]["file_name"].as_str(), info["tunelab"]["formatting"].as_str()), (Some("mine.json"), Some("sharegpt")));
 
-    let unknown =
-        tunelab(&["export", "llamafactory", "--data", data.to_str().unwrap(), "--model", "acme/mystery-7b", "--out", dir.join("x").to_str().unwrap()]);
+    // Settings LLaMA-Factory could not train with are refused before anything is written.
+    saved["learning_rate"] = Value::from(-1.0);
+    std::fs::write(&config, saved.to_string()).unwrap();
+    let bad_out = dir.join("lf3");
+    let run = export(&data, "Qwen/Qwen2.5-7B-Instruct", &bad_out, &["--train-config", config.to_str().unwrap()]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("learning rate"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(!bad_out.exists());
+
+    let unknown = export(&data, "acme/mystery-7b", &dir.join("x"), &[]);
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("--template"));
+    // A template name LLaMA-Factory does not register is written, with a warning.
+    let typo = export(&data, "acme/mystery-7b", &dir.join("y"), &["--template", "qwen25"]);
+    assert!(typo.status.success() && String::from_utf8_lossy(&typo.stderr).contains("warning: template \"qwen25\""), "{typo:?}");
 }
 
 /// LLaMA-Factory itself (0.9.5 from PyPI, with the transformers, PEFT and TRL versions it

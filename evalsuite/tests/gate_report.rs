@@ -68,6 +68,10 @@ fn the_gate_passes_the_adapter_and_fails_the_degraded_candidate() {
     assert_eq!(code, 1, "{text}");
     std::fs::write(&strict, "[[rule]]\nrequire = \"better\"\ncategory = \"heldout\"\nmargin_of_error = 1\n").unwrap();
     assert_eq!(gate(&base, &adapter, &["--policy", strict.to_str().unwrap()]).0, 2);
+    // A field the rule does not read (a `not_worse` rule's `min_effect`) is refused, not ignored.
+    std::fs::write(&strict, "[[rule]]\nrequire = \"not_worse\"\ncategory = \"guard\"\nmin_effect = 0.5\n").unwrap();
+    let (code, text) = gate(&base, &adapter, &["--policy", strict.to_str().unwrap()]);
+    assert!(code == 2 && text.contains("`min_effect` does not apply"), "{text}");
     // A rule on a category the runs lack cannot be decided: 2.
     std::fs::write(&strict, "[[rule]]\nrequire = \"not_worse\"\ncategory = \"medical\"\n").unwrap();
     let (code, text) = gate(&base, &adapter, &["--policy", strict.to_str().unwrap()]);
@@ -322,7 +326,8 @@ fn a_transformers_trainer_state_draws_the_adapter_s_loss_curve() {
     std::fs::create_dir_all(&adapter).unwrap();
     std::fs::write(
         adapter.join("trainer_state.json"),
-        r#"{"max_steps": 20, "log_history": [{"loss": 2.5, "learning_rate": 5e-05, "epoch": 1.0, "step": 10}, {"loss": 1.5, "learning_rate": 2e-05, "epoch": 2.0, "step": 20}, {"train_loss": 2.0, "step": 20}]}"#,
+        // Python's json writes a non-finite gradient norm as a bare Infinity.
+        r#"{"max_steps": 20, "log_history": [{"loss": 2.5, "learning_rate": 5e-05, "epoch": 1.0, "step": 10, "grad_norm": Infinity}, {"loss": 1.5, "learning_rate": 2e-05, "epoch": 2.0, "step": 20}, {"train_loss": 2.0, "step": 20}]}"#,
     )
     .unwrap();
     // Point the second run at that adapter (as a run of it would record).
@@ -337,4 +342,12 @@ fn a_transformers_trainer_state_draws_the_adapter_s_loss_curve() {
     let curve = &report["loss_curves"][0];
     assert_eq!(curve["run"], "tuned");
     assert_eq!(curve["points"], serde_json::json!([[10, 2.5, 5e-05], [20, 1.5, 2e-05]]));
+
+    // A log that is there but unreadable is named in the report, not silently left out.
+    std::fs::write(adapter.join("trainer_state.json"), r#"{"log_history": [{"loss": 2.5}"#).unwrap();
+    let out = tunelab(&["eval", "report", runs[0].to_str().unwrap(), runs[1].to_str().unwrap(), "--format", "json", "--out", out_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    let problem = report["loss_curves"][0]["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("trainer_state.json"), "{}", report["loss_curves"]);
 }

@@ -82,6 +82,11 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     let (dir, study) = study_setup("review-service");
     let study_text = std::fs::read_to_string(study.join("study.json")).unwrap();
     assert!(!study_text.contains(RUN_A) && !study_text.contains(RUN_B), "study.json, which the server reads, names a run");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&study).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the study folder (key, tokens, votes) is the owner's alone: {mode:o}");
+    }
     let server = Server::start(&["--study", study.to_str().unwrap()], Some(ADMIN));
     let client = Client::new();
     let (t1, t2) = (invite(&study, "ana"), invite(&study, "ben"));
@@ -182,6 +187,8 @@ fn two_reviewers_vote_blind_and_the_results_count_their_latest_votes() {
     assert_eq!((closed["unblinded"].clone(), closed["results"]["runs"].clone()), (json!(true), json!([RUN_A, RUN_B])));
     assert_eq!(ana.vote(&first, "left", "ana-change").0, 409, "replayed after close");
     assert_eq!(ana.vote(&first, "left", "ana-after").0, 409);
+    let late = tunelab(&["review", "invite", study.to_str().unwrap(), "--reviewer", "late"]);
+    assert!(!late.status.success() && String::from_utf8_lossy(&late.stderr).contains("closed"), "a closed study takes no new reviewers");
     assert_eq!(ana.json("/api/next")["closed"], true);
 
     // Blinding: nothing any reviewer received names a run, the systems' ids, the study's

@@ -14,8 +14,8 @@ pub enum Error {
         /// What the user can do about it.
         hint: String,
     },
-    /// Reading a file failed.
-    #[error("cannot read {path}: {source}")]
+    /// Reading or writing a file failed (the I/O error says how).
+    #[error("{path}: {source}")]
     Io {
         /// The file being read or written.
         path: PathBuf,

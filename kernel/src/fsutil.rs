@@ -52,9 +52,12 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     read_bounded(path, input_limit())
 }
 
-/// [`read_input`] as UTF-8 text (an error names the file).
+/// [`read_input`] as UTF-8 text without a BOM (an error names the file, and the line of a
+/// bad byte; see [`decode_utf8`]).
 pub fn read_input_text(path: &Path) -> Result<String> {
-    String::from_utf8(read_input(path)?).map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})"))))
+    let bytes = read_input(path)?;
+    let text = decode_utf8(path, &bytes)?;
+    Ok(if text.len() == bytes.len() { String::from_utf8(bytes).expect("checked as UTF-8") } else { text.to_string() })
 }
 
 /// The text of an input file read as bytes: UTF-8 without its BOM, or an error naming

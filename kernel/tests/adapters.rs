@@ -114,9 +114,26 @@ fn adapters_that_do_not_fit_the_base_are_refused_with_reasons() {
     let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();
     assert!(e.contains("model.layers.0.mlp.up_proj: lora_B is missing"), "{e}");
 
-    // A PEFT config asking for DoRA: refused naming the field, not loaded as plain LoRA.
+    // target_modules that leave out weights the file holds (PEFT would ignore them), or
+    // name a module the model lacks: refused, naming the config.
+    trained_adapter(&model).save(&dir).unwrap();
     let config_path = dir.join("adapter_config.json");
-    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    for (targets, why) in [(serde_json::json!(["q_proj"]), "does not list"), (serde_json::json!(["qq_proj", "q_proj"]), "\"qq_proj\", which no projection")] {
+        let mut config = saved.clone();
+        config["target_modules"] = targets;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();
+        assert!(e.contains(why) && e.contains("adapter_config.json"), "{why}: {e}");
+    }
+    // A regular expression (PEFT's re.fullmatch form) leaves the weights to decide.
+    let mut config = saved.clone();
+    config["target_modules"] = serde_json::json!(".*(q|k|v|o|gate|up|down)_proj");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    assert_eq!(AdapterSet::load(&dir, &model).unwrap().layers().len(), trained_adapter(&model).layers().len());
+
+    // A PEFT config asking for DoRA: refused naming the field, not loaded as plain LoRA.
+    let mut config = saved.clone();
     config["use_dora"] = serde_json::json!(true);
     std::fs::write(&config_path, config.to_string()).unwrap();
     let e = AdapterSet::load(&dir, &model).unwrap_err().to_string();

@@ -173,7 +173,7 @@ pub fn gate(args: GateArgs) -> anyhow::Result<bool> {
     let code = match decided {
         Ok(code) => code,
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = super::error_chain(&e);
             eprintln!("error: {message}");
             // Reports from an earlier gate at these paths would tell CI something else.
             let reports = [(&args.junit, junit::render_error(&message)), (&args.json, serde_json::json!({ "error": message }).to_string())];

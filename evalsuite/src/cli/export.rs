@@ -70,15 +70,14 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<bool> {
                 }
                 None => Default::default(),
             };
-            train
-                .lora
-                .check_usable()
-                .map_err(|m| anyhow::anyhow!("{}: {m}", a.train_config.as_deref().unwrap_or(std::path::Path::new("defaults")).display()))?;
             let opts = ExportOptions { data: a.data, eval_data: a.eval_data, model: a.model, template: a.template, name: a.name, train };
             let done = export(&opts, &a.out)?;
             println!("wrote {} ({} examples, {} format, template {}):", a.out.display(), done.examples, done.formatting, done.template);
             for f in &done.files {
                 println!("  {f}");
+            }
+            for w in &done.warnings {
+                eprintln!("warning: {w}");
             }
             println!("next: cd {} && llamafactory-cli train train_lora_sft.yaml (README.md has multi-node and DeepSpeed lines)", a.out.display());
         }

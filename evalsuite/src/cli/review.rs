@@ -129,8 +129,12 @@ pub fn run(cmd: ReviewCommand) -> anyhow::Result<bool> {
             if name.is_empty() || name.chars().count() > 100 {
                 bail!("--reviewer must be a name of 1-100 characters");
             }
+            let mut store = Store::open(&a.study)?;
+            if let Some(at) = store.closed_at()? {
+                bail!("the study was closed at {at}: a new reviewer could not vote");
+            }
             let secret = token::new_token();
-            Store::open(&a.study)?.add_reviewer(name, &token::hash(&secret), &tunelab_evalsuite::run::now_utc().1)?;
+            store.add_reviewer(name, &token::hash(&secret), &tunelab_evalsuite::run::now_utc().1)?;
             println!("{}/review#t={secret}", a.base_url.trim_end_matches('/'));
             eprintln!("This link is the reviewer's password: it is shown only now (the study keeps its hash).");
         }

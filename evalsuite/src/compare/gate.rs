@@ -92,6 +92,17 @@ impl Policy {
             if matches!(r.require, Requirement::Better | Requirement::NotWorse) && r.category.is_none() {
                 return Err(at("`better` and `not_worse` need a `category`"));
             }
+            // A field the requirement does not read would be ignored: refuse it instead.
+            let reads = |field: &str| match r.require {
+                Requirement::Better => matches!(field, "category" | "min_effect"),
+                Requirement::NotWorse => matches!(field, "category" | "margin"),
+                Requirement::MaxNewFailures => matches!(field, "category" | "max"),
+                Requirement::HasEffect => false,
+            };
+            let set = [("category", r.category.is_some()), ("min_effect", r.min_effect.is_some()), ("margin", r.margin.is_some()), ("max", r.max.is_some())];
+            if let Some((field, _)) = set.iter().find(|(field, is_set)| *is_set && !reads(field)) {
+                return Err(at(&format!("`{field}` does not apply to this `require` (it would be ignored)")));
+            }
             for (name, v) in [("min_effect", r.min_effect), ("margin", r.margin)] {
                 if v.is_some_and(|x| !x.is_finite() || !(0.0..=1.0).contains(&x)) {
                     return Err(at(&format!("`{name}` must be between 0 and 1")));

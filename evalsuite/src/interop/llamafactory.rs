@@ -61,6 +61,9 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "gradient_accumulation_steps",
     "learning_rate",
     "num_train_epochs",
+    "max_steps",
+    "use_rslora",
+    "train_on_prompt",
     "lr_scheduler_type",
     "warmup_ratio",
     "weight_decay",
@@ -71,6 +74,134 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "do_sample",
     "max_new_tokens",
     "report_to",
+];
+
+/// The chat templates LLaMA-Factory 0.9.5 (PyPI, the version the tests run) registers in
+/// `data/template.py` (121 names). A `--template` outside this list is written as given
+/// (newer LLaMA-Factory releases add templates) with a warning, since a misspelt name only
+/// fails once the training job starts.
+pub const KNOWN_TEMPLATES: &[&str] = &[
+    "aeva",
+    "alpaca",
+    "bailing",
+    "bailing_v2",
+    "breeze",
+    "chatglm3",
+    "chatml",
+    "chatml_de",
+    "cohere",
+    "cpm4",
+    "dbrx",
+    "deepseek",
+    "deepseek3",
+    "deepseekcoder",
+    "deepseekr1",
+    "default",
+    "dots_ocr",
+    "empty",
+    "ernie",
+    "ernie_nothink",
+    "ernie_vl",
+    "exaone",
+    "falcon",
+    "falcon_h1",
+    "fewshot",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma4n",
+    "glm4",
+    "glm4_5v",
+    "glm4_7",
+    "glm4_moe",
+    "glm4v",
+    "glm_ocr",
+    "glmz1",
+    "gpt_oss",
+    "granite3",
+    "granite3_vision",
+    "granite4",
+    "hunyuan",
+    "hunyuan_small",
+    "hy3",
+    "index",
+    "intern2",
+    "intern_s1",
+    "intern_vl",
+    "keye_vl",
+    "kimi_vl",
+    "lfm2",
+    "lfm2_vl",
+    "llama2",
+    "llama2_zh",
+    "llama3",
+    "llama4",
+    "llava",
+    "llava_next",
+    "llava_next_llama3",
+    "llava_next_mistral",
+    "llava_next_qwen",
+    "llava_next_video",
+    "llava_next_video_mistral",
+    "llava_next_video_yi",
+    "llava_next_yi",
+    "mimo",
+    "mimo_v2",
+    "mimo_vl",
+    "minicpm_o",
+    "minicpm_v",
+    "minicpm_v_4_6",
+    "minimax1",
+    "minimax2",
+    "ministral",
+    "ministral3",
+    "mistral",
+    "mistral_small",
+    "mllama",
+    "moonlight",
+    "olmo",
+    "openchat",
+    "openchat-3.6",
+    "opencoder",
+    "paligemma",
+    "paligemma_chat",
+    "phi",
+    "phi4",
+    "phi4_mini",
+    "phi_small",
+    "pixtral",
+    "qwen",
+    "qwen2_audio",
+    "qwen2_omni",
+    "qwen2_vl",
+    "qwen3",
+    "qwen3_5",
+    "qwen3_5_nothink",
+    "qwen3_6",
+    "qwen3_nothink",
+    "qwen3_omni",
+    "qwen3_omni_nothink",
+    "qwen3_vl",
+    "qwen3_vl_nothink",
+    "sailor",
+    "seed_coder",
+    "seed_oss",
+    "smollm",
+    "smollm2",
+    "solar",
+    "starchat",
+    "telechat2",
+    "vicuna",
+    "video_llava",
+    "xuanyuan",
+    "yi",
+    "yi_vl",
+    "youtu",
+    "youtu_vl",
+    "yuan",
+    "zephyr",
 ];
 
 /// What to export.
@@ -102,6 +233,8 @@ pub struct Exported {
     pub examples: usize,
     /// The template used.
     pub template: String,
+    /// Things worth checking before launching the job (an unknown template name).
+    pub warnings: Vec<String>,
 }
 
 /// LLaMA-Factory's template for a model name: `qwen3`, `qwen` (Qwen2/2.5), `llama3`,
@@ -214,7 +347,8 @@ fn load(path: &Path) -> Result<Dataset> {
     Ok(ds)
 }
 
-/// Writes the LLaMA-Factory project into `out` (created; files in it are replaced).
+/// Writes the LLaMA-Factory project into `out` (created; the files it writes are replaced,
+/// and `data/dataset_info.json` keeps the other datasets it lists).
 pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
     let name = &opts.name;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
@@ -225,6 +359,10 @@ pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
         (None, Some(t)) => t.to_string(),
         (None, None) => return Err(Error::Invalid(format!("no LLaMA-Factory template is known for {:?}; name one with --template", opts.model))),
     };
+    // Settings LLaMA-Factory would reject late (or train on silently) are refused here.
+    let t = &opts.train;
+    t.validate().and_then(|()| t.lora.check_usable()).map_err(|m| Error::Invalid(format!("training settings (--train-config): {m}")))?;
+    let lora = t.lora.clone().with_targets(&t.lora.target_modules).map_err(|e| Error::Invalid(format!("training settings (--train-config): {e}")))?;
     let train = load(&opts.data)?;
     let eval = opts.eval_data.as_deref().map(load).transpose()?;
     let all_single = train.examples.iter().chain(eval.iter().flat_map(|d| d.examples.iter())).all(single_turn);
@@ -245,17 +383,21 @@ pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
     };
     let train_name = write_data("", &train)?;
     let eval_name = eval.as_ref().map(|d| write_data("_eval", d)).transpose()?;
-    tunelab::fsutil::write_atomic(&data_dir.join("dataset_info.json"), serde_json::to_string_pretty(&Value::Object(info)).expect("serialises").as_bytes())?;
+    // A project's dataset_info.json lists its other datasets too: ours are added or
+    // replaced, the rest kept.
+    let info_path = data_dir.join("dataset_info.json");
+    let mut all_info = existing_dataset_info(&info_path)?;
+    all_info.extend(info);
+    tunelab::fsutil::write_atomic(&info_path, serde_json::to_string_pretty(&Value::Object(all_info)).expect("serialises").as_bytes())?;
     files.push("data/dataset_info.json".into());
 
-    let t = &opts.train;
-    let lora = &t.lora;
     let output_dir = format!("saves/{name}-lora");
     let mut dataset = vec![
         ("dataset", Value::from(train_name.clone())),
         ("dataset_dir", Value::from("data")),
         ("template", Value::from(template.clone())),
         ("cutoff_len", Value::from(t.cutoff_len)),
+        ("train_on_prompt", Value::from(t.train_on_prompt)),
         ("overwrite_cache", Value::from(true)),
     ];
     match &eval_name {
@@ -274,7 +416,8 @@ pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
                 // LLaMA-Factory's `lora_alpha` is an integer field.
                 ("lora_alpha", if lora.lora_alpha.fract() == 0.0 { Value::from(lora.lora_alpha as i64) } else { Value::from(lora.lora_alpha) }),
                 ("lora_dropout", Value::from(lora.lora_dropout)),
-                ("lora_target", Value::from("all")),
+                ("lora_target", Value::from(lora_target(&lora.target_modules))),
+                ("use_rslora", Value::from(lora.use_rslora)),
             ],
         ),
         ("dataset", dataset),
@@ -296,6 +439,8 @@ pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
                 ("gradient_accumulation_steps", Value::from(t.grad_accum)),
                 ("learning_rate", Value::from(t.learning_rate)),
                 ("num_train_epochs", Value::from(t.epochs as f64)),
+                // transformers' default -1 means "run the epochs"; tunelab's 0 means the same.
+                ("max_steps", Value::from(if t.max_steps > 0 { t.max_steps as i64 } else { -1 })),
                 ("lr_scheduler_type", Value::from("cosine")),
                 ("warmup_ratio", Value::from(t.warmup_ratio)),
                 ("weight_decay", Value::from(t.weight_decay)),
@@ -339,7 +484,33 @@ pub fn export(opts: &ExportOptions, out: &Path) -> Result<Exported> {
     files.push("predict.yaml".into());
     tunelab::fsutil::write_atomic(&out.join("README.md"), readme(name, &output_dir, eval_name.is_some()).as_bytes())?;
     files.push("README.md".into());
-    Ok(Exported { files, formatting, examples: train.examples.len(), template })
+    let mut warnings = Vec::new();
+    if !KNOWN_TEMPLATES.contains(&template.as_str()) {
+        warnings.push(format!("template {template:?} is not one LLaMA-Factory 0.9.5 knows; check the name against your LLaMA-Factory's data/template.py"));
+    }
+    Ok(Exported { files, formatting, examples: train.examples.len(), template, warnings })
+}
+
+/// LLaMA-Factory's `lora_target`: `all` for every projection, else the module names.
+fn lora_target(targets: &[String]) -> String {
+    if tunelab::lora::ALL_TARGETS.iter().all(|t| targets.iter().any(|x| x == t)) {
+        "all".into()
+    } else {
+        targets.join(",")
+    }
+}
+
+/// The entries of an existing `dataset_info.json` (none when there is no file); a file
+/// that is not a JSON object is an error, never overwritten.
+fn existing_dataset_info(path: &Path) -> Result<serde_json::Map<String, Value>> {
+    if !path.exists() {
+        return Ok(serde_json::Map::new());
+    }
+    let text = tunelab::fsutil::read_input_text(path)?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(entries)) => Ok(entries),
+        _ => Err(Error::Invalid(format!("{} is not a JSON object of datasets; move it away to export here", path.display()))),
+    }
 }
 
 fn readme(name: &str, output_dir: &str, has_eval: bool) -> String {
@@ -378,5 +549,19 @@ mod tests {
         assert_eq!(yaml_float(0.1), "0.1");
         assert_eq!(yaml_float(3.0), "3.0");
         assert_eq!(yaml_float(0.0), "0.0");
+    }
+
+    #[test]
+    fn guessed_templates_are_ones_llama_factory_knows() {
+        for model in [
+            "Qwen/Qwen3-8B",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "HuggingFaceTB/SmolLM-135M",
+        ] {
+            let t = guess_template(model).unwrap();
+            assert!(KNOWN_TEMPLATES.contains(&t), "{model} → {t}");
+        }
     }
 }

@@ -397,6 +397,14 @@ pub fn create_study(out: &Path, opts: &StudyOptions) -> Result<(Study, StudyKey)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Error::Invalid(format!("{} has no usable folder name", out.display())))?;
     let (study, key) = build_study(name, opts, &crate::run::now_utc().1)?;
+    // The folder is the owner's alone: it holds the key (which system is which run) and
+    // review.db (token hashes, votes), and no file in it is ever readable by others, not
+    // even the key's temporary file before its mode is set.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(out).map_err(|e| Error::io("creating", out, e))?;
+    }
     tunelab::fsutil::create_dir_all(out)?;
     tunelab::fsutil::write_json_atomic(&out.join(KEY_FILE), &key)?;
     #[cfg(unix)]

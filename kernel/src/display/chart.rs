@@ -43,10 +43,12 @@ impl LineChart {
             y0 -= 0.5;
             y1 += 0.5;
         }
-        let pad = (y1 - y0) * 0.05;
-        let (y0, y1) = (y0 - pad, y1 + pad);
+        // Halved values keep the span finite for any finite data (±1e308 from a hostile log).
+        let (h0, h1) = (y0 / 2.0, y1 / 2.0);
+        let pad = (h1 - h0) * 0.05;
+        let (h0, h1) = (h0 - pad, h1 + pad);
         let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
-        let sy = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * ph;
+        let sy = |y: f64| top + (1.0 - (y / 2.0 - h0) / (h1 - h0)) * ph;
 
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n"
@@ -54,10 +56,10 @@ impl LineChart {
         svg.push_str(&format!("<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n"));
         svg.push_str(&format!("<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n", width / 2.0, escape_html(&self.title)));
         for i in 0..=4 {
-            let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+            let (fy, grid_y) = (2.0 * (h0 + (h1 - h0) / 4.0 * i as f64), top + (1.0 - i as f64 / 4.0) * ph);
             let fx = x0 + (x1 - x0) * i as f64 / 4.0;
-            svg.push_str(&format!("<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>\n", left + pw, sy(fy), sy(fy)));
-            svg.push_str(&format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", left - 4.0, sy(fy) + 4.0, tick(fy)));
+            svg.push_str(&format!("<line x1=\"{left}\" x2=\"{}\" y1=\"{grid_y:.1}\" y2=\"{grid_y:.1}\" stroke=\"#eee\"/>\n", left + pw));
+            svg.push_str(&format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", left - 4.0, grid_y + 4.0, tick(fy)));
             svg.push_str(&format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", sx(fx), top + ph + 16.0, tick(fx)));
         }
         svg.push_str(&format!("<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"));
@@ -100,7 +102,9 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 fn tick(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.round() {
+    if v.abs() >= 1e6 {
+        format!("{v:.1e}")
+    } else if v.abs() >= 100.0 || v == v.round() {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -123,5 +127,9 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("loss &lt;run&gt;"));
         assert!(svg.contains("<polyline") && !svg.contains("NaN"));
+        // Values at the ends of f64's range keep every coordinate a number.
+        let extreme = LineChart { series: vec![Series { points: vec![(1.0, 1e308), (2.0, -1e308)], ..chart.series[0].clone() }], ..chart };
+        let svg = extreme.to_svg(480.0, 300.0);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
 }

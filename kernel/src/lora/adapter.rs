@@ -321,6 +321,9 @@ impl AdapterSet {
         if !problems.is_empty() {
             return Err(Error::bad_model(&w_path, format!("adapter does not fit the base model:\n  {}", problems.join("\n  "))));
         }
+        if let Some(mismatch) = targets_mismatch(&config, layers.keys(), projections.keys()) {
+            return Err(Error::bad_model(&cfg_path, mismatch));
+        }
         if layers.is_empty() {
             return Err(Error::bad_model(&w_path, "adapter holds no LoRA weights"));
         }
@@ -342,6 +345,30 @@ impl AdapterSet {
         }
         Ok(Weights::new(source, tensors))
     }
+}
+
+/// Where the config's `target_modules` and the weights disagree, in words: PEFT applies only
+/// the targeted modules' weights (the rest would be silently ignored there and applied
+/// here), and refuses a target the model does not have. Checked when the targets are plain
+/// module names; a regular expression (or no list) leaves the weights to decide.
+fn targets_mismatch<'a>(config: &LoraConfig, loaded: impl Iterator<Item = &'a String>, projections: impl Iterator<Item = &'a String>) -> Option<String> {
+    let plain = |t: &String| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if config.target_modules.is_empty() || !config.target_modules.iter().all(plain) {
+        return None;
+    }
+    let projections: Vec<&String> = projections.collect();
+    if let Some(t) = config.target_modules.iter().find(|t| !projections.iter().any(|p| p.ends_with(&format!(".{t}")))) {
+        return Some(format!("target_modules names {t:?}, which no projection of the base model matches"));
+    }
+    let untargeted: Vec<&String> = loaded.filter(|m| !config.targets(m)).collect();
+    (!untargeted.is_empty()).then(|| {
+        format!(
+            "adapter_model.safetensors holds weights for {} module(s) that target_modules {:?} does not list (the first: {}); PEFT would ignore them",
+            untargeted.len(),
+            config.target_modules,
+            untargeted[0]
+        )
+    })
 }
 
 /// The first NaN or infinite value of `t`, described with its flat index, if any.

@@ -25,13 +25,13 @@ pub struct LogRecord {
     pub eval_loss: Option<f64>,
     /// Learning rate used (LLaMA-Factory writes `lr` or `learning_rate`; absent on its
     /// eval-only lines).
-    #[serde(default, alias = "learning_rate")]
+    #[serde(default, alias = "learning_rate", deserialize_with = "number_or_zero")]
     pub lr: f64,
     /// Fractional epoch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number_or_zero")]
     pub epoch: f64,
     /// Percent of steps done.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number_or_zero")]
     pub percentage: f64,
     /// Elapsed wall time, `H:MM:SS`.
     #[serde(default)]
@@ -48,6 +48,38 @@ pub struct LogRecord {
     /// Peak resident memory of the training process so far, MiB (not a LLaMA-Factory field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<u64>,
+}
+
+/// A number, or 0 where the log has `null` (a non-finite value as JSON writes it).
+fn number_or_zero<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
+}
+
+/// `text` with the non-standard numbers Python's `json.dumps` writes for non-finite floats
+/// (`NaN`, `Infinity`, `-Infinity`: a diverged loss, an infinite gradient norm) replaced by
+/// `null` outside strings, so logs written by transformers or LLaMA-Factory parse.
+fn standard_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let (bytes, mut out) = (text.as_bytes(), Vec::with_capacity(text.len()));
+    let (mut i, mut in_string, mut escaped) = (0, false, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            (escaped, in_string) = (!escaped && b == b'\\', in_string && (escaped || b != b'"'));
+        } else if b == b'"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| bytes[i..].starts_with(t.as_bytes())) {
+            out.extend_from_slice(b"null");
+            i += token.len();
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    // Only whole ASCII tokens were replaced, so the bytes are still UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8(out).expect("UTF-8 in, UTF-8 out"))
 }
 
 impl LogRecord {
@@ -113,7 +145,7 @@ impl TrainerLog {
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::InvalidArgument(format!("{}:{}: {e}", path.display(), i + 1))))
+            .map(|(i, l)| serde_json::from_str(&standard_json(l)).map_err(|e| Error::InvalidArgument(format!("{}:{}: {e}", path.display(), i + 1))))
             .collect()
     }
 
@@ -137,7 +169,7 @@ impl TrainerLog {
 pub fn read_trainer_state(path: &Path) -> Result<Vec<LogRecord>> {
     let text = crate::fsutil::read_input_text(path)?;
     let state: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{}: not a trainer_state.json: {e}", path.display())))?;
+        serde_json::from_str(&standard_json(&text)).map_err(|e| Error::InvalidArgument(format!("{}: not a trainer_state.json: {e}", path.display())))?;
     let history = state
         .get("log_history")
         .and_then(serde_json::Value::as_array)
@@ -197,6 +229,16 @@ pub fn loss_chart(history: &[LogRecord]) -> LineChart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Python writes non-finite floats as bare `NaN` / `Infinity`: they read as missing
+    /// values, and the same words inside strings are left alone.
+    #[test]
+    fn python_non_finite_numbers_read_as_missing() {
+        let line = r#"{"current_steps": 3, "total_steps": 9, "loss": NaN, "grad_norm": Infinity, "lr": -Infinity, "elapsed_time": "NaN \" Infinity"}"#;
+        let r: LogRecord = serde_json::from_str(&standard_json(line)).unwrap();
+        assert_eq!((r.loss, r.grad_norm, r.lr, r.elapsed_time.as_str()), (None, None, 0.0, "NaN \" Infinity"));
+        assert!(matches!(standard_json("{\"loss\": 1.5}"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn trainer_state_history_reads_as_log_records() {

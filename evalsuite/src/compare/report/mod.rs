@@ -50,6 +50,9 @@ pub struct LossCurve {
     pub points: Vec<(usize, f64, f64)>,
     /// The chart as inline SVG (drawn from the numbers above only).
     pub svg: String,
+    /// Why the log found could not be read (then there are no points and no chart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Everything a report shows.
@@ -135,12 +138,18 @@ fn loss_curve(run: &RunTable) -> Option<LossCurve> {
     // tunelab's (and LLaMA-Factory's) trainer_log.jsonl, else a transformers Trainer's
     // trainer_state.json; the run directory's copy first (the adapter may have moved).
     let dirs = [run.dir.as_path(), adapter.as_path()];
-    let history = match dirs.iter().map(|d| d.join(TRAINER_LOG_FILE)).find(|p| p.is_file()) {
-        Some(log) => tunelab::train::TrainerLog::read(&log).ok(),
-        None => dirs.iter().map(|d| d.join(TRAINER_STATE_FILE)).find(|p| p.is_file()).and_then(|s| tunelab::train::read_trainer_state(&s).ok()),
-    }
-    .filter(|h| !h.is_empty())?;
+    let read = match dirs.iter().map(|d| d.join(TRAINER_LOG_FILE)).find(|p| p.is_file()) {
+        Some(log) => tunelab::train::TrainerLog::read(&log),
+        None => tunelab::train::read_trainer_state(&dirs.iter().map(|d| d.join(TRAINER_STATE_FILE)).find(|p| p.is_file())?),
+    };
+    let run_name = run.record.name.clone();
+    // A log that is there but unreadable is reported, not silently left out of the report.
+    let history = match read {
+        Ok(history) if history.is_empty() => return None,
+        Ok(history) => history,
+        Err(e) => return Some(LossCurve { run: run_name, points: Vec::new(), svg: String::new(), problem: Some(e.to_string()) }),
+    };
     let points = history.iter().filter_map(|r| r.loss.map(|l| (r.current_steps, l, r.lr))).collect();
     let svg = tunelab::train::loss_chart(&history).to_svg(520.0, 220.0);
-    Some(LossCurve { run: run.record.name.clone(), points, svg })
+    Some(LossCurve { run: run_name, points, svg, problem: None })
 }

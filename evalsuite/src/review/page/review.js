@@ -23,7 +23,7 @@
     }
     const response = await fetch(path, init);
     const data = await response.json().catch(() => ({ error: "unexpected reply" }));
-    if (!response.ok) throw new Error(data.error || "request failed");
+    if (!response.ok) throw Object.assign(new Error(data.error || "request failed"), { status: response.status });
     return data;
   }
 
@@ -94,8 +94,11 @@
     try {
       for (let attempt = 0; ; attempt++) {
         try { await api("/api/vote", body); break; } catch (e) {
-          // A network failure is retried with the same request id (never counted twice).
-          if (attempt >= 2 || e.message !== "Failed to fetch") throw e;
+          // A network failure (fetch rejects with a TypeError in every browser, whatever its
+          // message) or a timed-out request is retried with the same request id: it is never
+          // counted twice.
+          const retryable = e instanceof TypeError || e.status === 408;
+          if (attempt >= 2 || !retryable) throw e;
         }
       }
       if (position === -1) await showNewest(); else { busy = false; await show(1); }
