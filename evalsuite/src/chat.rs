@@ -4,7 +4,7 @@
 //! sent only to the endpoint it was configured for; a model name the server does not serve
 //! is reported with the names it does.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tunelab::{GenerationConfig, Message};
@@ -111,9 +111,15 @@ impl ChatClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Invalid(format!("endpoint {:?} must start with http:// or https://", config.endpoint)));
         }
+        if config.timeout.is_zero() {
+            return Err(Error::Invalid("the request timeout is 0 seconds; every request would fail".into()));
+        }
+        // Redirects are not followed: a redirect would carry outputs (and a judge's prompt) to
+        // an address the user never named or allowed, while the run records the one named.
         let client = reqwest::blocking::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Endpoint { url: base.clone(), message: format!("cannot build an HTTP client: {e}") })?;
         Ok(Self { client, base: without_credentials(&base), request_base: base, api_key, config })
@@ -136,7 +142,10 @@ impl ChatClient {
     pub fn check_model(&self) -> Result<()> {
         let served = self.models()?;
         if !served.is_empty() && !served.contains(&self.config.model) {
-            let message = format!("does not serve a model named {:?}; it serves: {}", self.config.model, served.join(", "));
+            let listed: Vec<String> = served.iter().take(SERVED_NAMES_LISTED).map(|n| printable(&truncate(n, 100))).collect();
+            let more = served.len().saturating_sub(SERVED_NAMES_LISTED);
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            let message = format!("does not serve a model named {:?}; it serves: {}{more}", self.config.model, listed.join(", "));
             return Err(Error::Endpoint { url: self.base.clone(), message });
         }
         Ok(())
@@ -176,11 +185,20 @@ impl ChatClient {
         let mut delay = self.config.backoff;
         let mut last = String::new();
         for attempt in 1..=self.config.attempts.max(1) {
+            let deadline = Instant::now() + self.config.timeout;
             match make(&request_url).send() {
                 Ok(resp) => {
                     let status = resp.status();
                     let retry_after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-                    let text = match read_body(resp, self.config.max_body_bytes) {
+                    if status.is_redirection() {
+                        let to = resp
+                            .headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .map_or_else(String::new, |l| format!(" to {}", printable(&truncate(l, 200))));
+                        return Err(fail(format!("answered {status} (a redirect{to}); redirects are not followed: name the final address")));
+                    }
+                    let text = match read_body(resp, self.config.max_body_bytes, deadline) {
                         Ok(Some(text)) => text,
                         Ok(None) => {
                             return Err(fail(format!(
@@ -232,15 +250,35 @@ impl ChatClient {
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The body as text when it holds at most `limit` bytes (`None` past it, having read only
-/// `limit + 1` bytes); an error when the connection fails mid-body.
-fn read_body(resp: reqwest::blocking::Response, limit: u64) -> std::io::Result<Option<String>> {
+/// `limit + 1` bytes); an error when the connection fails mid-body or the body is still
+/// arriving at `deadline` (the client's timeout bounds each read, not a body trickled a
+/// byte at a time).
+fn read_body(resp: reqwest::blocking::Response, limit: u64, deadline: Instant) -> std::io::Result<Option<String>> {
     use std::io::Read;
-    let mut bytes = Vec::new();
-    resp.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    let (mut reader, mut bytes, mut chunk) = (resp.take(limit.saturating_add(1)), Vec::new(), [0u8; 16 << 10]);
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the reply was still arriving when the request timed out"));
+        }
+    }
     if bytes.len() as u64 > limit {
         return Ok(None);
     }
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Served model names listed when the configured one is missing.
+const SERVED_NAMES_LISTED: usize = 20;
+
+/// `text` with control characters (terminal escape sequences in a hostile reply) written
+/// as escapes, so a message never drives the terminal that shows it.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// An endpoint's base URL: without a trailing `/` or `/v1` (requests add `/v1/…`).
@@ -266,7 +304,7 @@ fn retry_after(header: Option<&str>) -> Option<Duration> {
 }
 
 fn short_body(text: &str) -> String {
-    truncate(text.trim(), 300)
+    printable(&truncate(text.trim(), 300))
 }
 
 #[cfg(test)]
@@ -304,6 +342,13 @@ mod tests {
         assert_eq!((r.prompt_tokens, r.cached_prompt_tokens, r.finish.as_str()), (None, None, ""));
         let e = ChatReply::from_body(&json!({"choices": []}), "http://h/v1/chat/completions").unwrap_err().to_string();
         assert!(e.contains("http://h/v1/chat/completions") && e.contains("choices[0].message.content"), "{e}");
+    }
+
+    /// Terminal escape sequences in a server's text are shown as escapes, not obeyed.
+    #[test]
+    fn server_text_in_messages_is_printable() {
+        assert_eq!(printable("a\u{1b}]0;pwned\u{7}\u{1b}[2Jb\nc"), "a\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jb\nc");
+        assert_eq!(short_body("  \u{1b}[31mred\u{1b}[0m  "), "\\u{1b}[31mred\\u{1b}[0m");
     }
 
     #[test]

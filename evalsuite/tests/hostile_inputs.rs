@@ -151,6 +151,80 @@ fn an_endless_http_body_is_cut_at_the_limit() {
     assert!(!out.status.success() && err.contains("longer than 1 MiB") && err.contains("--max-response-mb"), "{err}");
 }
 
+/// A one-purpose HTTP server: each connection's request is read, then `answer` writes to
+/// the stream (it may trickle forever); returns the base URL and how many requests came.
+fn raw_server(answer: fn(&mut std::net::TcpStream)) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request);
+                answer(&mut s);
+            });
+        }
+    });
+    (url, requests)
+}
+
+/// `tunelab eval run` of the fixture suite against `endpoint`, given `limit` to finish.
+fn run_against(dir: &Path, endpoint: &str, extra: &[&str], limit: Duration) -> std::process::Output {
+    let (suite, _) = fixture(dir);
+    let args =
+        [&["eval", "run", "--suite", suite.to_str().unwrap(), "--endpoint", endpoint, "--api-model", "m", "--out", dir.to_str().unwrap()][..], extra].concat();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunelab")).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("eval run against {endpoint} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A redirect is not followed (it would carry outputs, or a judge's prompt, to an address
+/// the user never named): the run fails naming it, and the target never hears a request.
+#[test]
+fn redirects_are_refused_not_followed() {
+    let dir = scratch("hostile-redirect");
+    let (target, target_requests) = raw_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"data\": []}");
+    });
+    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TARGET.set(target).unwrap();
+    let (redirecting, _) = raw_server(|s| {
+        let reply = format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {}/v1/models\r\nContent-Length: 0\r\n\r\n", TARGET.get().unwrap());
+        let _ = s.write_all(reply.as_bytes());
+    });
+    let out = run_against(&dir, &redirecting, &["--attempts", "1"], Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("307") && err.contains("redirects are not followed"), "{err}");
+    assert_eq!(target_requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was followed");
+}
+
+/// `--timeout` bounds a whole reply: a server that sends its headers and then one byte at a
+/// time (each read well within the timeout) is cut off, not waited on for ever.
+#[test]
+fn a_trickled_reply_is_cut_off_at_the_timeout() {
+    let dir = scratch("hostile-trickle");
+    let (url, _) = raw_server(|s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{");
+        while s.write_all(b" ").is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let out = run_against(&dir, &url, &["--attempts", "1", "--timeout", "2"], Duration::from_secs(120));
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("still arriving when the request timed out"), "{err}");
+}
+
 /// `eval run --overwrite` killed at moments spread over its run time, again and again: the
 /// run directory is always one complete run (old or new), and the next run leaves no
 /// staging or set-aside directories behind.

@@ -256,6 +256,10 @@ fn a_nan_loss_stops_training_naming_the_step() {
     assert!(!out.status.success(), "exploding run did not fail");
     assert!(stderr.contains("training diverged at step"), "{stderr}");
     assert!(stderr.contains("the last good state is saved in"), "{stderr}");
+    // What it names is a state to resume from: its weights are all numbers.
+    let saved = stderr.split("the last good state is saved in ").nth(1).and_then(|t| t.lines().next()).unwrap().trim();
+    let base = tunelab::Model::load(&model).unwrap();
+    tunelab::AdapterSet::load(Path::new(saved), &base.transformer).unwrap_or_else(|e| panic!("the named good state does not load: {e}"));
     let records = log(&dir);
     assert!(records.iter().all(|r| r["loss"].as_f64().is_some_and(f64::is_finite)), "a non-finite loss was logged");
 }
@@ -298,4 +302,26 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// `--resume` never continues another run: a checkpoint past this run's planned steps is
+/// refused, and a run started without `--resume` removes the folder's earlier checkpoints.
+#[test]
+fn resume_continues_only_this_run_s_checkpoints() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    let train = demo("train.jsonl");
+    let dir = scratch("resume-other");
+    let d = dir.to_str().unwrap();
+    let run = |steps: &str, extra: &[&str]| {
+        let base = ["train", "--model", m, "--data", &train, "--out", d, "--batch-size", "1", "--cutoff", "128", "--max-steps", steps, "--save-steps", "2"];
+        tunelab(&[&base[..], extra].concat())
+    };
+    ok(&run("4", &[]));
+    assert!(dir.join("checkpoint-2").exists());
+    let refused = run("1", &["--resume"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("past this run's 1 planned steps"), "{stderr}");
+    ok(&run("1", &[]));
+    assert!(!dir.join("checkpoint-2").exists(), "a fresh run left the earlier run's checkpoint behind");
 }

@@ -183,6 +183,18 @@ fn truncated_gguf_and_missing_model_are_reported_precisely() {
     let e = GgufFile::open(&wrapped).err().expect("a tensor of 2^64 values in 32 bytes").to_string();
     assert!(e.contains("wrapped.gguf") && e.contains("file is truncated: tensor w"), "{e}");
 
+    // A header that claims fewer layers than the file's tensors hold is refused (the rest
+    // would be ignored, and the model answer nonsense).
+    let key = b"llama.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("the model has llama.block_count") + key.len();
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 4, "block_count is a u32");
+    let mut fewer = bytes.clone();
+    fewer[at + 4..at + 8].copy_from_slice(&2u32.to_le_bytes());
+    let two = root.join("two-layers.gguf");
+    std::fs::write(&two, &fewer).unwrap();
+    let e = load_err(&two);
+    assert!(e.contains("two-layers.gguf") && e.contains("past block_count 2"), "{e}");
+
     let not_gguf = root.join("text.gguf");
     std::fs::write(&not_gguf, "hello").unwrap();
     let e = load_err(&not_gguf);

@@ -131,3 +131,20 @@ fn truncation_keeps_the_response() {
     let text = model.tokenizer.decode(&enc.input_ids, false).unwrap();
     assert!(text.starts_with("<|im_start|>system") && text.contains("<|im_start|>assistant\nA short summary."), "{text}");
 }
+
+/// A template that renders nothing (or raises) for a record is an error naming the record
+/// (file:line), not an empty example that reaches the model.
+#[test]
+fn a_template_that_renders_no_reply_or_raises_names_the_record() {
+    let mut model = Model::load(common::smollm_path()).unwrap();
+    let ds = dataset("{\"instruction\": \"Hi\", \"output\": \"Hello\"}\n{\"instruction\": \"日本語\", \"output\": \"はい\"}\n");
+    let (bos, eos) = (model.tokenizer.bos_token(), model.tokenizer.eos_token());
+    model.template = tunelab::chat::ChatTemplate::new("", &bos, &eos).unwrap();
+    let e = encode_example(&ds.examples[0], &model.template, &model.tokenizer, &EncodeOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("d.jsonl:1") && e.contains("no reply tokens"), "{e}");
+    let raising = "{% for m in messages %}{% if '日' in m.content %}{{ raise_exception('cannot render Japanese') }}{% endif %}{{ m.content }}{% endfor %}";
+    model.template = tunelab::chat::ChatTemplate::new(raising, &bos, &eos).unwrap();
+    assert!(encode_example(&ds.examples[0], &model.template, &model.tokenizer, &EncodeOptions::default()).is_ok());
+    let e = encode_example(&ds.examples[1], &model.template, &model.tokenizer, &EncodeOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("d.jsonl:2") && e.contains("cannot render Japanese"), "{e}");
+}

@@ -206,7 +206,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<bool> {
         EvalCommand::Report(args) => super::compare::report(args),
         EvalCommand::Gate(args) => super::compare::gate(args),
         EvalCommand::Merge(args) => {
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let command = recorded_command();
             let merged = tunelab_evalsuite::run::shards::merge_shards(&args.shards, &args.out, &args.name, args.overwrite, &command)?;
             println!("merged {} shards: {} cases, {} result rows → {}", args.shards.len(), merged.cases, merged.rows, merged.dir.display());
             Ok(true)
@@ -341,7 +341,7 @@ fn run_one(suite: &Suite, backend: &dyn Backend, args: &RunArgs, name: String) -
             api_key_env: args.judge_api_key_env.clone(),
             max_body_bytes: Some(args.max_response_mb << 20),
         },
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: recorded_command(),
     };
     if !opts.judges.allowed_endpoints.is_empty() {
         let key = opts.judges.api_key_env.as_deref().map_or_else(|| "no key".to_string(), |v| format!("the key in ${v}"));
@@ -419,4 +419,10 @@ fn default_name(args: &RunArgs, adapter: Option<&Path>) -> String {
 fn stamped(name: String) -> String {
     let stamp = run::now_utc().1.replace([':', '-'], "");
     format!("{name}-{}", stamp.trim_end_matches('Z'))
+}
+
+/// The command line as run records keep it: URLs without their `user:password@` part (an
+/// endpoint's password must not end up in `run.json`, which is shared with reports).
+fn recorded_command() -> String {
+    std::env::args().map(|a| if a.contains("://") { tunelab_evalsuite::chat::without_credentials(&a) } else { a }).collect::<Vec<_>>().join(" ")
 }

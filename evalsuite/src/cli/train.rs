@@ -162,10 +162,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut last_eval = None;
     let trainer = Trainer::new(&model, config, &a.out).with_cancel_flag(cancel).resume(a.resume);
     let outcome = trainer.run(&train, eval.as_ref(), |event| match event {
-        TrainEvent::Started { total_steps, start_step, examples, skipped, trainable_params } => {
+        TrainEvent::Started { total_steps, start_step, examples, skipped, shortened, trainable_params } => {
             bar.set_length(*total_steps as u64);
             bar.set_position(*start_step as u64);
             say(&bar, format!("{examples} examples ({skipped} invalid skipped), {trainable_params} trainable parameters, {total_steps} steps"));
+            if *shortened > 0 {
+                say(&bar, format!("warning: {shortened} example(s) longer than --cutoff were shortened (tunelab data check --model M --cutoff N lists them)"));
+            }
         }
         TrainEvent::Step { step, loss, lr, tokens_per_second, .. } => {
             bar.set_position(*step as u64);

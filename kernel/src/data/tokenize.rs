@@ -53,8 +53,8 @@ pub fn encode_example(ex: &Example, template: &ChatTemplate, tok: &Tokenizer, op
         if m.role != Role::Assistant {
             continue;
         }
-        let prefix = template.render(&ex.messages[..i], true)?;
-        let full = template.render(&ex.messages[..=i], false)?;
+        let prefix = template.render(&ex.messages[..i], true).map_err(|e| in_record(ex, e))?;
+        let full = template.render(&ex.messages[..=i], false).map_err(|e| in_record(ex, e))?;
         let context = prefix.strip_prefix(done.as_str()).ok_or_else(|| unstable(ex))?;
         let reply = full.strip_prefix(prefix.as_str()).ok_or_else(|| unstable(ex))?;
         segments.push((context.to_string(), false));
@@ -73,10 +73,24 @@ pub fn encode_example(ex: &Example, template: &ChatTemplate, tok: &Tokenizer, op
         ids.append(&mut seg);
     }
     let response_tokens = ids.len() - last_reply_start;
+    if response_tokens == 0 || labeled.iter().all(|&l| !l) {
+        return Err(Error::Template {
+            line: None,
+            message: format!("{}: the chat template renders no reply tokens for this record (nothing to learn); check the model's template", ex.source),
+        });
+    }
     let prompt_tokens = last_reply_start;
     let (ids, labeled, truncated) = fit(ids, labeled, last_reply_start, opts.cutoff_len);
     let labels = ids.iter().zip(&labeled).map(|(&id, &l)| if l { id as i64 } else { IGNORE_INDEX }).collect();
     Ok(Encoded { input_ids: ids, labels, prompt_tokens, response_tokens, truncated })
+}
+
+/// A template error while rendering `ex`, naming the record (file:line) it came from.
+fn in_record(ex: &Example, e: Error) -> Error {
+    match e {
+        Error::Template { line, message } => Error::Template { line, message: format!("{}: {message}", ex.source) },
+        other => other,
+    }
 }
 
 fn unstable(ex: &Example) -> Error {

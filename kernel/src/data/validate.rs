@@ -213,7 +213,14 @@ impl ValidationReport {
                 response_lens.push(enc.response_tokens);
                 let total = enc.prompt_tokens + enc.response_tokens;
                 if total > opts.cutoff_len {
-                    issues.push(warn(ex, None, format!("{total} tokens exceed the cutoff of {}: the prompt will be shortened", opts.cutoff_len)));
+                    // The context keeps at least a quarter of the budget (see tokenize::fit).
+                    let reply_room = opts.cutoff_len - enc.prompt_tokens.min(opts.cutoff_len / 4);
+                    let what = if enc.response_tokens > reply_room {
+                        format!("the reply ({} tokens) loses its end, end-of-turn token included, and the prompt is shortened", enc.response_tokens)
+                    } else {
+                        "the prompt will be shortened".to_string()
+                    };
+                    issues.push(warn(ex, None, format!("{total} tokens exceed the cutoff of {}: {what}", opts.cutoff_len)));
                     over += 1;
                 }
             }

@@ -150,6 +150,17 @@ impl AdapterSet {
     /// Fresh layers for every targeted projection of `model`, initialised from `seed`.
     pub fn new(model: &Transformer, config: LoraConfig, seed: u64) -> Result<Self> {
         config.check_usable().map_err(|m| Error::InvalidArgument(format!("LoRA settings: {m}")))?;
+        // B·A has rank at most min(in, out): a larger r only costs memory (checked before
+        // anything is allocated).
+        let targeted: Vec<(String, (usize, usize))> = model.projections().into_iter().filter(|(n, _)| config.targets(n)).map(|(n, p)| (n, p.dims())).collect();
+        if let Some((name, (inp, out))) = targeted.iter().find(|(_, (i, o))| config.r > (*i).min(*o)) {
+            let (inp, out) = (*inp, *out);
+            return Err(Error::InvalidArgument(format!(
+                "LoRA rank {} is larger than {name} ({inp} → {out}) allows: an update's rank is at most {}",
+                config.r,
+                inp.min(out)
+            )));
+        }
         let mut rng = init_rng(seed);
         let mut layers = BTreeMap::new();
         let dtype = model.dtype();
@@ -183,6 +194,18 @@ impl AdapterSet {
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> usize {
         self.layers.values().map(|l| l.a.elem_count() + l.b.elem_count()).sum()
+    }
+
+    /// Whether every weight is a finite number (after a diverged step it may not be).
+    pub fn is_finite(&self) -> Result<bool> {
+        for l in self.layers.values() {
+            for t in [l.a.as_tensor(), l.b.as_tensor()] {
+                if first_non_finite(t)?.is_some() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Tensors under PEFT's key names.

@@ -101,6 +101,12 @@ impl ModelConfig {
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.num_key_value_heads));
         }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!("rope_theta is {}; RoPE needs a positive base frequency", self.rope_theta));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!("rms_norm_eps is {}; it must be a small positive number", self.rms_norm_eps));
+        }
         if self.max_position_embeddings == 0 || self.max_position_embeddings > MAX_POSITIONS {
             return Err(format!(
                 "max_position_embeddings {} is outside 1..={MAX_POSITIONS} (the rotary tables hold every position)",
@@ -140,6 +146,9 @@ pub(crate) struct HfConfig {
     pub max_position_embeddings: usize,
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// RoPE scaling (Llama 3.1's, YaRN …): not applied by tunelab, so refused when set.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
 }
 
 fn default_rope_theta() -> f64 {

@@ -23,6 +23,21 @@ pub fn write_hf_dir(
     template: &ChatTemplate,
     name_or_path: Option<&str>,
 ) -> Result<()> {
+    // Weight files of another model left in `dir` (shards, their index) would be loaded
+    // instead of, or beside, the ones written here.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let stale: Vec<String> = entries
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n != "model.safetensors" && (n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json")))
+            .collect();
+        if !stale.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds other weight files ({}) that a loader would read instead of the ones written here; write into an empty or new directory",
+                dir.display(),
+                stale.join(", ")
+            )));
+        }
+    }
     fsutil::create_dir_all(dir)?;
     let arch = match cfg.architecture {
         super::Architecture::Llama => "LlamaForCausalLM",

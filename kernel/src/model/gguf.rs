@@ -115,7 +115,28 @@ impl GgufFile {
             tie_word_embeddings: !self.content.tensor_infos.contains_key("output.weight"),
         };
         cfg.validate().map_err(|m| Error::bad_model(&self.path, m))?;
+        self.check_plain_rope(&key("rope.scaling.type"))?;
+        // Tensors of layers past block_count would be silently ignored: the header lies.
+        if let Some(extra) = self.content.tensor_infos.keys().find(|n| layer_of(n).is_some_and(|l| l >= cfg.num_hidden_layers)) {
+            return Err(Error::bad_model(&self.path, format!("tensor {extra} belongs to a layer past block_count {}", cfg.num_hidden_layers)));
+        }
         Ok(cfg)
+    }
+
+    /// Refuses RoPE scaling (metadata `{arch}.rope.scaling.type`, or Llama 3.1's
+    /// `rope_freqs` tensor): tunelab applies plain RoPE, so positions would be wrong.
+    fn check_plain_rope(&self, scaling_key: &str) -> Result<()> {
+        let scaling = self.content.metadata.get(scaling_key).and_then(|v| v.to_string().ok()).filter(|t| t.as_str() != "none");
+        if let Some(kind) = scaling {
+            return Err(Error::bad_model(&self.path, format!("{scaling_key} is {kind:?}: RoPE scaling is not supported (tunelab applies plain RoPE)")));
+        }
+        if self.content.tensor_infos.contains_key("rope_freqs.weight") {
+            return Err(Error::bad_model(
+                &self.path,
+                "tensor rope_freqs.weight (Llama 3.1-style RoPE frequency factors) is not supported: tunelab applies plain RoPE",
+            ));
+        }
+        Ok(())
     }
 
     fn token_count(&self) -> Result<usize> {
@@ -216,6 +237,11 @@ fn unpermuted_row_order(rows: usize, n_head: usize) -> Vec<usize> {
 pub fn unpermute_rope_rows(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
     let (out, inp) = w.dims2()?;
     w.reshape((n_head, out / n_head / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))
+}
+
+/// The layer index of a GGUF tensor name (`blk.N.…`).
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
 #[cfg(test)]

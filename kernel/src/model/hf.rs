@@ -38,6 +38,14 @@ fn read_config(dir: &Path) -> Result<ModelConfig> {
     let hf: HfConfig = serde_json::from_value(json).map_err(|e| Error::bad_model(&path, e.to_string()))?;
     let arch_name = hf.architectures.first().cloned().or(hf.model_type.clone()).unwrap_or_else(|| "unknown".to_string());
     let architecture = Architecture::parse(&arch_name).ok_or_else(|| Error::UnsupportedArchitecture { path: path.clone(), arch: arch_name })?;
+    if let Some(scaling) =
+        hf.rope_scaling.as_ref().filter(|v| !v.is_null() && v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()) != Some("default"))
+    {
+        return Err(Error::bad_model(
+            &path,
+            format!("rope_scaling {scaling} is not supported: tunelab applies plain RoPE, so this model's positions would be wrong (Llama 3.1-style, YaRN and linear scaling are not implemented)"),
+        ));
+    }
     let cfg = ModelConfig {
         architecture,
         hidden_size: hf.hidden_size,

@@ -69,11 +69,16 @@ impl Model {
     pub fn load_with_weights(path: impl AsRef<Path>) -> Result<(Self, Weights)> {
         let path = resolve_model_path(path.as_ref())?;
         let device = Device::Cpu;
-        if path.is_dir() {
-            hf::load_dir(&path, &device)
-        } else {
-            Self::load_gguf(&path, &device)
+        let loaded = if path.is_dir() { hf::load_dir(&path, &device)? } else { Self::load_gguf(&path, &device)? };
+        // A token id past the embedding's rows fails deep in the first forward pass.
+        let (tokens, rows) = (loaded.0.tokenizer.vocab_size(), loaded.0.transformer.config().vocab_size);
+        if tokens > rows {
+            return Err(Error::bad_model(
+                &path,
+                format!("the tokenizer has {tokens} tokens but the model's embedding only {rows} rows: they do not belong together"),
+            ));
         }
+        Ok(loaded)
     }
 
     /// Loads the model as [`Model::load`] does, then moves it to `device` (see

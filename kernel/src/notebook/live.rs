@@ -68,8 +68,10 @@ pub fn live_training(every: usize) -> impl FnMut(&TrainEvent) {
     let every = every.max(1);
     move |event| {
         let (step, total, html_status) = match event {
-            TrainEvent::Started { total_steps, start_step, examples, skipped, trainable_params } => {
-                let html = format!("starting: {examples} examples ({skipped} invalid skipped), {trainable_params} trainable parameters, {total_steps} steps from step {start_step}");
+            TrainEvent::Started { total_steps, start_step, examples, skipped, shortened, trainable_params } => {
+                let html = format!(
+                    "starting: {examples} examples ({skipped} invalid skipped, {shortened} shortened to the cutoff), {trainable_params} trainable parameters, {total_steps} steps from step {start_step}"
+                );
                 display.show(&format!("<div>{}</div>", escape_html(&html)), &html);
                 return;
             }

@@ -92,7 +92,20 @@ impl Checkpoint {
 
 /// The checkpoint with the highest step under `out`, if any.
 pub fn latest_checkpoint(out: &Path) -> Option<Checkpoint> {
-    let entries = std::fs::read_dir(out).ok()?;
+    checkpoints(out).into_iter().max_by_key(|(s, _)| *s).map(|(_, dir)| Checkpoint { dir })
+}
+
+/// Removes every checkpoint under `out` (a fresh run's start: they belong to an earlier run).
+pub fn remove_checkpoints(out: &Path) -> Result<()> {
+    for (_, dir) in checkpoints(out) {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    Ok(())
+}
+
+/// `(step, dir)` of each `checkpoint-N` folder under `out` that holds a trainer state.
+fn checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Vec::new() };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -100,6 +113,5 @@ pub fn latest_checkpoint(out: &Path) -> Option<Checkpoint> {
             let step: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
             e.path().join(STATE_FILE).exists().then_some((step, e.path()))
         })
-        .max_by_key(|(s, _)| *s)
-        .map(|(_, dir)| Checkpoint { dir })
+        .collect()
 }

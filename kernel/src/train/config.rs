@@ -101,9 +101,44 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return Err(format!("warmup ratio must be in [0, 1), got {}", self.warmup_ratio));
         }
+        for (name, value) in [("weight decay", self.weight_decay), ("max grad norm", self.max_grad_norm)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{name} must be a finite number ≥ 0, got {value}"));
+            }
+        }
+        if !((0.0..1.0).contains(&self.adam_beta1) && (0.0..1.0).contains(&self.adam_beta2)) {
+            return Err(format!("Adam betas must be in [0, 1), got {} and {}", self.adam_beta1, self.adam_beta2));
+        }
+        if !(self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0) {
+            return Err(format!("Adam epsilon must be positive, got {}", self.adam_epsilon));
+        }
         if self.cutoff_len < 8 {
             return Err(format!("cutoff {} is too short", self.cutoff_len));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings that would turn the weights into NaN, or silently switch clipping off, are
+    /// refused before training starts.
+    #[test]
+    fn non_finite_or_negative_settings_are_refused() {
+        assert!(TrainConfig::default().validate().is_ok());
+        let bad = [
+            TrainConfig { weight_decay: f64::NAN, ..Default::default() },
+            TrainConfig { weight_decay: -1e30, ..Default::default() },
+            TrainConfig { max_grad_norm: f64::NAN, ..Default::default() },
+            TrainConfig { max_grad_norm: -5.0, ..Default::default() },
+            TrainConfig { adam_beta2: 1.0, ..Default::default() },
+            TrainConfig { adam_epsilon: 0.0, ..Default::default() },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        assert!(TrainConfig { max_grad_norm: 0.0, ..Default::default() }.validate().is_ok(), "0 turns clipping off on purpose");
     }
 }

@@ -22,6 +22,9 @@ pub enum TrainEvent {
         examples: usize,
         /// Invalid records dropped (with `skip_invalid`).
         skipped: usize,
+        /// Examples longer than the cutoff, shortened to fit (the reply is kept whole when
+        /// it fits; a longer one loses its end, end-of-turn token included).
+        shortened: usize,
         /// Trainable parameters.
         trainable_params: usize,
     },

@@ -44,7 +44,17 @@ pub(crate) fn prepare(cfg: &TrainConfig, model: &Model, train: &Dataset, eval: O
     let opts = cfg.encode_options();
     let encoded: Vec<Encoded> = kept.iter().map(|e| encode_example(e, template, tok, &opts)).collect::<Result<_>>()?;
     let eval_encoded: Vec<Encoded> = match eval {
-        Some(ev) => ev.examples.iter().map(|e| encode_example(e, template, tok, &opts)).collect::<Result<_>>()?,
+        Some(ev) => {
+            // Unreadable held-out records are refused like training ones, never dropped
+            // silently (the held-out loss would be measured on what is left).
+            if let (Some(first), false) = (ev.issues.first(), cfg.skip_invalid) {
+                return Err(Error::DatasetInvalid { path: ev.path.clone(), errors: ev.issues.len(), first: first.to_string() });
+            }
+            if ev.examples.is_empty() {
+                return Err(Error::InvalidArgument(format!("{}: no usable held-out examples", ev.path.display())));
+            }
+            ev.examples.iter().map(|e| encode_example(e, template, tok, &opts)).collect::<Result<_>>()?
+        }
         None => Vec::new(),
     };
     let lengths = encoded.iter().map(|e| e.input_ids.len()).collect();

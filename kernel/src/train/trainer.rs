@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::cancel::interrupt_flag;
-use super::checkpoint::{latest_checkpoint, Checkpoint, TrainerState};
+use super::checkpoint::{latest_checkpoint, remove_checkpoints, Checkpoint, TrainerState};
 use super::config::TrainConfig;
 use super::events::{TrainEvent, TrainOutcome, TrainStatus};
 use super::log::{loss_chart, LogRecord, TrainerLog};
@@ -145,6 +145,7 @@ impl<'a> Trainer<'a> {
             start_step: state.global_step,
             examples: data.train.len(),
             skipped: data.skipped,
+            shortened: data.train.iter().filter(|e| e.truncated).count(),
             trainable_params: adapter.num_parameters(),
         });
         let start_step = state.global_step;
@@ -160,10 +161,21 @@ impl<'a> Trainer<'a> {
         let fresh =
             TrainerState { global_step: 0, total_steps: plan.total_steps, epoch: 0, batch_in_epoch: 0, dataset_sha256: train.sha256.clone(), seed: cfg.seed };
         let Some(ckpt) = self.resume.then(|| latest_checkpoint(&self.out_dir)).flatten() else {
+            // A fresh run replaces an earlier run in this folder: its checkpoints go, so a
+            // later --resume never continues the other run's weights.
+            remove_checkpoints(&self.out_dir)?;
             fsutil::write_atomic(&log_path, b"")?;
             return Ok((fresh, None));
         };
         let saved = ckpt.restore(&self.model.transformer, adapter, opt)?;
+        if saved.global_step > plan.total_steps {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the checkpoint is at step {}, past this run's {} planned steps (another run's, or other settings); start without --resume or in a new output directory",
+                ckpt.dir.display(),
+                saved.global_step,
+                plan.total_steps
+            )));
+        }
         if saved.dataset_sha256 != train.sha256 {
             return Err(Error::InvalidArgument(format!(
                 "{}: the training data changed since the checkpoint {} was written; resume with the same data or start a new output directory",
@@ -211,6 +223,13 @@ impl<'a> Trainer<'a> {
         }
         run.log.append(&record)?;
         if cfg.save_steps > 0 && step_no.is_multiple_of(cfg.save_steps) && !at_end {
+            // An update can overflow the weights while this step's loss was still finite: a
+            // checkpoint of them would be no good state to resume from.
+            if !run.adapter.is_finite()? {
+                let message = "the adapter's weights overflowed to NaN or infinity (learning rate too high?)".to_string();
+                run.state.global_step -= 1;
+                return Err(self.diverged(run, message));
+            }
             let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
             on_event(&TrainEvent::Checkpoint { step: step_no, dir: ckpt.dir.clone() });
             run.last_checkpoint = Some(ckpt.dir);
@@ -261,7 +280,10 @@ impl<'a> Trainer<'a> {
     fn diverged(&self, run: &Run, message: String) -> Error {
         let state = &run.state;
         let last = run.last_checkpoint.clone();
-        let checkpoint = if state.global_step > 0 { Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, state).ok().map(|c| c.dir).or(last) } else { last };
+        // Only weights that are still numbers are a "last good state"; otherwise the last
+        // checkpoint written (if any) is.
+        let good = state.global_step > 0 && run.adapter.is_finite().unwrap_or(false);
+        let checkpoint = if good { Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, state).ok().map(|c| c.dir).or(last) } else { last };
         Error::TrainingDiverged { step: state.global_step + 1, message, checkpoint }
     }
 
