@@ -317,7 +317,9 @@ fn resume_continues_only_this_run_s_checkpoints() {
         let base = ["train", "--model", m, "--data", &train, "--out", d, "--batch-size", "1", "--cutoff", "128", "--max-steps", steps, "--save-steps", "2"];
         tunelab(&[&base[..], extra].concat())
     };
-    ok(&run("4", &[]));
+    // --resume with nothing to resume says so (and trains from step 0).
+    let first = ok(&run("4", &["--resume"]));
+    assert!(first.contains("--resume found no checkpoint"), "{first}");
     assert!(dir.join("checkpoint-2").exists());
     let refused = run("1", &["--resume"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);

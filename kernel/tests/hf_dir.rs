@@ -77,6 +77,17 @@ fn smollm_as_hf_directory_equals_the_gguf() {
     let b = gguf_model.transformer.forward(&input).unwrap();
     let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(d, 0.0, "same weights must give identical logits");
+
+    // A chat_template that is neither text nor a list is a broken file, not "no template"
+    // (which would silently pick another); rope_scaling would give wrong positions.
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": 5}"#).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("tokenizer_config.json") && e.contains("chat_template is 5"), "{e}");
+    let mut config = hf_config(&cfg, "LlamaForCausalLM");
+    config["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 32.0});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("config.json") && e.contains("rope_scaling") && e.contains("not supported"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

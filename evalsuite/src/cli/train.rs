@@ -166,6 +166,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             bar.set_length(*total_steps as u64);
             bar.set_position(*start_step as u64);
             say(&bar, format!("{examples} examples ({skipped} invalid skipped), {trainable_params} trainable parameters, {total_steps} steps"));
+            if a.resume && *start_step == 0 {
+                say(&bar, format!("note: --resume found no checkpoint in {}; training starts at step 0", a.out.display()));
+            }
             if *shortened > 0 {
                 say(&bar, format!("warning: {shortened} example(s) longer than --cutoff were shortened (tunelab data check --model M --cutoff N lists them)"));
             }

@@ -159,6 +159,13 @@ fn chat_template_source(dir: &Path) -> Result<Option<String>> {
         Some(Json::Array(list)) => {
             list.iter().find(|t| t.get("name").and_then(Json::as_str) == Some("default")).and_then(|t| t.get("template")?.as_str().map(str::to_string))
         }
-        _ => None,
+        None | Some(Json::Null) => None,
+        // Anything else is a broken file, not "no template" (which would pick another).
+        Some(other) => {
+            return Err(Error::bad_model(
+                dir.join("tokenizer_config.json"),
+                format!("chat_template is {other}; expected a Jinja string or a list of named templates"),
+            ));
+        }
     })
 }
