@@ -9,7 +9,7 @@ use polars::prelude::{DataFrame, PolarsResult};
 use crate::error::{Error, Result};
 use crate::run::record::RunRecord;
 use crate::run::store;
-use crate::run::summary::{floats, strings};
+use crate::run::summary::{bools, floats, strings};
 
 /// One check's result for one case.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -82,15 +82,6 @@ impl RunTable {
             }
         }
         out
-    }
-}
-
-fn bools(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
-    match df.column(name) {
-        Ok(c) => Ok(c.bool()?.iter().map(|x| x.unwrap_or(false)).collect()),
-        // Runs written before errors were recorded: nothing errored there.
-        Err(_) if name == "error" => Ok(vec![false; df.height()]),
-        Err(e) => Err(e),
     }
 }
 

@@ -63,6 +63,16 @@ pub(crate) fn strings(df: &DataFrame, name: &str) -> PolarsResult<Vec<String>> {
     Ok(df.column(name)?.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
 }
 
+/// A boolean column of a results table (missing values as false); `error`, absent in runs
+/// written before errors were recorded, reads as all false.
+pub(crate) fn bools(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
+    match df.column(name) {
+        Ok(c) => Ok(c.bool()?.iter().map(|x| x.unwrap_or(false)).collect()),
+        Err(_) if name == "error" => Ok(vec![false; df.height()]),
+        Err(e) => Err(e),
+    }
+}
+
 /// A numeric column of a results table as `f64` (missing values as NaN).
 pub(crate) fn floats(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
     Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())

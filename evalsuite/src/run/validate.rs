@@ -7,16 +7,7 @@ use std::collections::{HashMap, HashSet};
 use polars::prelude::DataFrame;
 
 use super::record::Counts;
-use super::summary::{floats, strings};
-
-/// A column of booleans (nulls read as false; `error` absent in old runs reads as false).
-fn bools(df: &DataFrame, name: &str) -> Result<Vec<bool>, String> {
-    match df.column(name) {
-        Ok(c) => Ok(c.bool().map_err(|e| format!("column {name}: {e}"))?.iter().map(|x| x.unwrap_or(false)).collect()),
-        Err(_) if name == "error" => Ok(vec![false; df.height()]),
-        Err(e) => Err(e.to_string()),
-    }
-}
+use super::summary::{bools, floats, strings};
 
 /// What one case's rows say about it, gathered row by row.
 struct CaseRows {
@@ -44,7 +35,8 @@ pub fn check_results(df: &DataFrame) -> Result<(), String> {
     let (categories, ids, checks, outputs) = (text("category")?, text("case_id")?, text("check")?, text("output")?);
     let case_scores = numbers("case_score")?;
     let scores = if df.column("score").is_ok() { Some(numbers("score")?) } else { None };
-    let (passed, errored, case_passed) = (bools(df, "passed")?, bools(df, "error")?, bools(df, "case_passed")?);
+    let flags = |name: &str| bools(df, name).map_err(|e| format!("column {name}: {e}"));
+    let (passed, errored, case_passed) = (flags("passed")?, flags("error")?, flags("case_passed")?);
     let in_unit = |x: f64| (0.0..=1.0).contains(&x);
 
     let mut check_rows: HashSet<(&str, &str, &str)> = HashSet::new();
