@@ -201,7 +201,7 @@ impl<'a> Trainer<'a> {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let opts = StepOptions { lr, max_grad_norm: cfg.max_grad_norm, low_memory: cfg.low_memory };
         let done = match step(&run.adapted, &mut run.opt, &batches, opts) {
-            Err(Error::TrainingDiverged { message, .. }) => return Err(self.diverged(run, message)),
+            Err(Error::TrainingDiverged { message, .. }) => return Err(self.diverged(run, run.state.global_step + 1, message)),
             other => other?,
         };
         run.state.global_step += 1;
@@ -227,8 +227,7 @@ impl<'a> Trainer<'a> {
             // checkpoint of them would be no good state to resume from.
             if !run.adapter.is_finite()? {
                 let message = "the adapter's weights overflowed to NaN or infinity (learning rate too high?)".to_string();
-                run.state.global_step -= 1;
-                return Err(self.diverged(run, message));
+                return Err(self.diverged(run, step_no, message));
             }
             let ckpt = Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, &run.state)?;
             on_event(&TrainEvent::Checkpoint { step: step_no, dir: ckpt.dir.clone() });
@@ -276,15 +275,16 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Saves the last good state (before the failing step) and builds the divergence error.
-    fn diverged(&self, run: &Run, message: String) -> Error {
+    /// Saves the last good state (before the failing step) and builds the divergence error
+    /// for optimiser step `step` (1-based), the one that failed.
+    fn diverged(&self, run: &Run, step: usize, message: String) -> Error {
         let state = &run.state;
         let last = run.last_checkpoint.clone();
         // Only weights that are still numbers are a "last good state"; otherwise the last
         // checkpoint written (if any) is.
         let good = state.global_step > 0 && run.adapter.is_finite().unwrap_or(false);
         let checkpoint = if good { Checkpoint::save(&self.out_dir, &run.adapter, &run.opt, state).ok().map(|c| c.dir).or(last) } else { last };
-        Error::TrainingDiverged { step: state.global_step + 1, message, checkpoint }
+        Error::TrainingDiverged { step, message, checkpoint }
     }
 
     /// Writes the adapter, `train_config.json` and `training_loss.svg` into the output dir.
